@@ -1,0 +1,1 @@
+"""Runnable agent files; serve one with ``myagent-ws server examples/weather_agent.py``."""

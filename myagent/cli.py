@@ -1,0 +1,175 @@
+"""The `myagent-ws` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any, Callable
+
+import click
+
+from myagent import __version__
+from myagent.settings import SETTINGS, config_from, markdown_table
+
+
+def _run(coro: Any) -> Any:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop is a dependency; stay usable without it
+        return asyncio.run(coro)
+
+
+def settings_options(func: Callable) -> Callable:
+    """Add one click option per row of the settings table (env: MYAGENT_WS_<NAME>)."""
+    for s in reversed(SETTINGS):
+        help_text = f"{s.help} [default: {s.default}]"
+        if s.kind == "bool":
+            opt = click.option(f"--{s.name}/--no-{s.name}", s.attr, default=None, envvar=s.env,
+                               show_envvar=True, help=help_text)
+        elif s.kind == "choice":
+            opt = click.option(f"--{s.name}", s.attr, type=click.Choice(s.choices), default=None,
+                               envvar=s.env, show_envvar=True, help=help_text)
+        else:
+            opt = click.option(f"--{s.name}", s.attr, default=None, envvar=s.env, show_envvar=True,
+                               multiple=s.multiple, help=help_text)
+        func = opt(func)
+    return func
+
+
+@click.group()
+@click.version_option(__version__, prog_name="myagent-ws")
+def main() -> None:
+    """Serve a Python agent file as a hardened WebSocket service."""
+
+
+@main.command()
+@click.argument("agent_file", type=click.Path(dir_okay=False))
+@settings_options
+def server(agent_file: str, **values: Any) -> None:
+    """Serve AGENT_FILE over WebSockets with a pool of sandbox processes."""
+    from myagent.logs import setup_logging
+    from myagent.supervisor.exceptions import SupervisorError
+
+    try:
+        config = config_from(values, agent_file=os.path.abspath(agent_file))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    setup_logging(config.log_level, config.log_format, config.debug)
+    if not os.path.isfile(agent_file):
+        click.echo(f"❌ Agent file not found: {agent_file}", err=True)
+        sys.exit(2)
+    from myagent.agents.llm import describe_llm_choice
+    from myagent.supervisor.server import Server
+
+    click.echo(f"🧠 LLM: {describe_llm_choice()}")
+    try:
+        code = _run(Server(config, announce=click.echo).run())
+    except SupervisorError as exc:
+        click.echo(f"❌ {exc}", err=True)
+        sys.exit(2)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("agent_file", type=click.Path(dir_okay=False))
+def check(agent_file: str) -> None:
+    """Load AGENT_FILE and report its agent, tools and any error."""
+    from myagent.agents.exceptions import AgentLoadError
+    from myagent.agents.loader import load_agent_file
+
+    try:
+        info = load_agent_file(agent_file).describe()
+    except AgentLoadError as exc:
+        click.echo(f"❌ {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"✅ {agent_file}: agent {info['name']!r}")
+    if info.get("description"):
+        click.echo(f"   {info['description']}")
+    for tool in info.get("tools", []):
+        flag = " (asks for confirmation)" if tool.get("requires_confirmation") else ""
+        click.echo(f"   • {tool['name']}{flag}: {tool.get('description', '')}")
+
+
+@main.command()
+@click.argument("agent_file", type=click.Path(dir_okay=False))
+@click.argument("question")
+@click.option("--yes", is_flag=True, help="Approve every tool that asks for confirmation.")
+def run(agent_file: str, question: str, yes: bool) -> None:
+    """Run AGENT_FILE once on QUESTION, streaming its events to the terminal."""
+    from myagent.agents.exceptions import AgentLoadError
+    from myagent.agents.loader import load_agent_file
+    from myagent.client.render import EventPrinter
+
+    try:
+        agent = load_agent_file(agent_file).new()
+    except AgentLoadError as exc:
+        click.echo(f"❌ {exc}", err=True)
+        sys.exit(1)
+    printer = EventPrinter()
+
+    async def confirm(request: Any) -> bool:
+        return yes or click.confirm(f"Run {request.tool_name}({request.tool_args})?", default=False)
+
+    async def go() -> int:
+        code = 0
+        async for event in agent.astream(question, confirm=confirm):
+            printer.show("agent." + event.kind, event.content, event.metadata)
+            if event.kind == "error":
+                code = 1
+        printer.end()
+        return code
+
+    sys.exit(_run(go()))
+
+
+@main.command()
+@click.argument("url", default="ws://127.0.0.1:8080")
+@click.option("--token", envvar="MYAGENT_WS_TOKEN", help="Bearer token, if the server requires one.")
+@click.option("-m", "--message", "messages", multiple=True, help="Send these messages, then exit.")
+def chat(url: str, token: str | None, messages: tuple[str, ...]) -> None:
+    """Talk to a running server from the terminal."""
+    from myagent.client.chat import chat as run_chat
+
+    sys.exit(_run(run_chat(url, token, list(messages))))
+
+
+@main.command()
+def schema() -> None:
+    """Print the protocol's JSON Schema (client and server events)."""
+    import orjson
+
+    from myagent.protocol.schema import schema_document
+
+    click.echo(orjson.dumps(schema_document(), option=orjson.OPT_INDENT_2).decode())
+
+
+@main.command("fake-llm")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--script", "script_path", default=None, type=click.Path(dir_okay=False),
+              help="JSON reply script (see docs); default echoes the user.")
+@click.option("--ttft-ms", default=0, type=int, show_default=True, help="Delay before the first token.")
+@click.option("--token-delay-ms", default=0, type=int, show_default=True, help="Delay between tokens.")
+def fake_llm(host: str, port: int, script_path: str | None, ttft_ms: int, token_delay_ms: int) -> None:
+    """Run a local OpenAI-compatible LLM server with scripted replies (for tests and demos)."""
+    from myagent.agents.llm.fake_server import serve_forever_cli
+
+    serve_forever_cli(host, port, script_path, ttft_ms, token_delay_ms)
+
+
+@main.command("settings")
+@click.option("--markdown", is_flag=True, help="Print the option reference table used in the README.")
+def settings_cmd(markdown: bool) -> None:
+    """List every server option with its environment variable and default."""
+    if markdown:
+        click.echo(markdown_table())
+        return
+    for s in SETTINGS:
+        click.echo(f"--{s.name:<28} {s.env:<40} default {s.default!s:<10} {s.help}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Async Python client for a myagent-ws server (used by `chat`, tests and benchmarks).
+
+    async with await AgentClient.connect("ws://127.0.0.1:8080") as client:
+        session = await client.create_session()
+        async for event in session.send("What is the weather in Beijing?"):
+            print(event["event"], event["content"])
+
+One reader task routes every incoming event to its session's queue; events
+with no session go to ``client.system``. ``send`` yields one turn's events and
+stops after its terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any, AsyncIterator
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+TERMINAL = frozenset({"agent.final_answer", "agent.error", "agent.interrupted"})
+_ids = itertools.count(1)
+
+
+class ClientError(Exception):
+    """The server refused a request (a system.error); ``code`` is its error_code."""
+
+    def __init__(self, event: dict) -> None:
+        meta = event.get("metadata") or {}
+        self.code = meta.get("error_code")
+        self.event = event
+        super().__init__(f"{self.code}: {event.get('content')}")
+
+
+class ClientSession:
+    def __init__(self, client: "AgentClient", session_id: str, resume_token: str | None,
+                 created: dict | None = None) -> None:
+        self.client = client
+        self.id = session_id
+        self.resume_token = resume_token
+        self.created = created or {}
+        self.last_seq = 0
+        self.queue: asyncio.Queue[dict] = asyncio.Queue()
+        self.history: list[dict] = []  # every event received, in order
+
+    @property
+    def agent_name(self) -> str | None:
+        return (self.created.get("metadata") or {}).get("agent_name")
+
+    def _deliver(self, event: dict) -> None:
+        seq = event.get("seq")
+        if isinstance(seq, int):
+            self.last_seq = max(self.last_seq, seq)
+        self.history.append(event)
+        self.queue.put_nowait(event)
+
+    async def next_event(self, timeout: float | None = 30.0) -> dict:
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+    async def send(self, text: str, *, message_id: str | None = None,
+                   timeout: float | None = 60.0) -> AsyncIterator[dict]:
+        """Send a user message; yield the turn's events through its terminal event."""
+        frame: dict[str, Any] = {"event": "user.message", "session_id": self.id, "content": text}
+        if message_id:
+            frame["metadata"] = {"message_id": message_id}
+        await self.client.send_frame(frame)
+        async for event in self.until_terminal(timeout):
+            yield event
+
+    async def until_terminal(self, timeout: float | None = 60.0) -> AsyncIterator[dict]:
+        while True:
+            event = await self.next_event(timeout)
+            if event.get("event") == "system.error" and "seq" not in event:
+                raise ClientError(event)
+            yield event
+            if event.get("event") in TERMINAL:
+                return
+
+    async def ask(self, text: str, timeout: float | None = 60.0) -> tuple[dict, list[dict]]:
+        """Send and collect: (terminal event, all events of the turn)."""
+        events = [e async for e in self.send(text, timeout=timeout)]
+        return events[-1], events
+
+    async def cancel(self) -> None:
+        await self.client.send_frame({"event": "user.cancel", "session_id": self.id})
+
+    async def respond(self, step_id: str, confirmed: bool) -> None:
+        await self.client.send_frame({"event": "user.response", "session_id": self.id, "step_id": step_id,
+                                      "content": {"confirmed": confirmed}})
+
+    async def ack(self, last_seq: int | None = None) -> None:
+        await self.client.send_frame({"event": "user.ack", "session_id": self.id,
+                                      "content": {"last_seq": self.last_seq if last_seq is None else last_seq}})
+
+    async def close(self, timeout: float = 10.0) -> dict:
+        await self.client.send_frame({"event": "user.close_session", "session_id": self.id})
+        while True:
+            event = await self.next_event(timeout)
+            if event.get("event") == "agent.session_end":
+                return event
+
+
+class AgentClient:
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.sessions: dict[str, ClientSession] = {}
+        self.system: asyncio.Queue[dict] = asyncio.Queue()
+        self.connected: dict = {}
+        self._pending: asyncio.Queue[dict] = asyncio.Queue()  # session_created / resumed answers
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+        self.closed = asyncio.Event()
+
+    @classmethod
+    async def connect(cls, url: str, *, token: str | None = None, open_timeout: float = 10.0,
+                      **kwargs: Any) -> "AgentClient":
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        kwargs.setdefault("max_size", 16 * 1024 * 1024)
+        kwargs.setdefault("compression", None)
+        ws = await connect(url, additional_headers=headers, open_timeout=open_timeout, **kwargs)
+        client = cls(ws)
+        client.connected = await asyncio.wait_for(client.system.get(), open_timeout)
+        return client
+
+    @property
+    def connection_id(self) -> str | None:
+        return (self.connected.get("metadata") or {}).get("connection_id")
+
+    async def __aenter__(self) -> "AgentClient":
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                event = orjson.loads(message)
+                name = event.get("event")
+                sid = event.get("session_id")
+                if name in ("agent.session_created", "agent.session_resumed") and sid not in self.sessions \
+                        or name == "agent.state_restored":
+                    self._pending.put_nowait(event)
+                    continue
+                session = self.sessions.get(sid) if sid else None
+                if session is None and name == "system.error":
+                    meta_sid = (event.get("metadata") or {}).get("session_id")
+                    session = self.sessions.get(meta_sid) if meta_sid else None
+                    if session is None and (event.get("metadata") or {}).get("request_event") in (
+                            "user.create_session", "user.reconnect", "user.reconnect_with_state"):
+                        self._pending.put_nowait(event)
+                        continue
+                if session is not None:
+                    session._deliver(event)
+                else:
+                    self.system.put_nowait(event)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed.set()
+
+    async def send_frame(self, frame: dict) -> None:
+        await self.ws.send(orjson.dumps(frame), text=True)
+
+    async def _await_pending(self, timeout: float) -> dict:
+        event = await asyncio.wait_for(self._pending.get(), timeout)
+        if event.get("event") == "system.error":
+            raise ClientError(event)
+        return event
+
+    async def create_session(self, content: dict | None = None, timeout: float = 15.0) -> ClientSession:
+        frame: dict[str, Any] = {"event": "user.create_session"}
+        if content is not None:
+            frame["content"] = content
+        await self.send_frame(frame)
+        event = await self._await_pending(timeout)
+        session = ClientSession(self, event["session_id"], (event.get("metadata") or {}).get("resume_token"), event)
+        session.last_seq = event.get("seq", 0)
+        session.history.append(event)
+        self.sessions[session.id] = session
+        return session
+
+    async def reconnect(self, session_id: str, resume_token: str, last_seq: int = 0,
+                        timeout: float = 15.0) -> tuple[ClientSession, list[dict]]:
+        """Re-attach a session; return it and the replayed events (the resumed event last)."""
+        session = ClientSession(self, session_id, resume_token)
+        session.last_seq = last_seq
+        self.sessions[session_id] = session
+        await self.send_frame({"event": "user.reconnect", "session_id": session_id,
+                               "content": {"resume_token": resume_token, "last_seq": last_seq}})
+        replayed = []
+        while True:
+            try:
+                event = await asyncio.wait_for(session.queue.get(), timeout)
+            except TimeoutError:
+                pending = self._pending.get_nowait() if not self._pending.empty() else None
+                if pending is not None and pending.get("event") == "system.error":
+                    del self.sessions[session_id]
+                    raise ClientError(pending) from None
+                raise
+            replayed.append(event)
+            if event.get("event") == "agent.session_resumed":
+                return session, replayed
+            if event.get("event") == "system.error" and "seq" not in event:
+                del self.sessions[session_id]
+                raise ClientError(event)
+
+    async def close(self) -> None:
+        await self.ws.close()
+        self._reader.cancel()

@@ -1,0 +1,135 @@
+"""Pipe frame codec (supervisor <-> sandbox): bytes in, objects out, no I/O.
+
+Wire format of one frame::
+
+    +------------------------+---------------------------+
+    | length: uint32, big-   | body: ``length`` bytes of |
+    | endian (body only)     | orjson-encoded JSON       |
+    +------------------------+---------------------------+
+
+Limits are enforced before anything is buffered: :class:`FrameDecoder`
+rejects a frame from its 4-byte header alone when the announced length is
+over ``max_size`` (:class:`FrameTooLarge`), and rejects a body nested deeper
+than ``max_depth`` before orjson sees it (deep nesting can crash orjson 3.8;
+see :mod:`myagent.protocol.wirejson`). The default depth, 256, admits
+everything ``orjson.dumps`` can produce (it stops at 255 levels).
+
+Any decoding error leaves the decoder failed: the byte stream cannot be
+trusted any more, and every later :meth:`FrameDecoder.feed` raises
+:class:`FrameError` again. The owner drops the pipe (and its sandbox).
+"""
+
+from __future__ import annotations
+
+from struct import Struct
+from typing import Any
+
+import orjson
+
+from .exceptions import FrameError, FrameTooLarge
+from .wirejson import nesting_error
+
+__all__ = ["DEFAULT_MAX_FRAME", "DEFAULT_MAX_DEPTH", "HEADER_SIZE", "encode_frame", "FrameDecoder"]
+
+DEFAULT_MAX_FRAME = 16 * 1024 * 1024
+DEFAULT_MAX_DEPTH = 256
+HEADER_SIZE = 4
+_MAX_LENGTH = 0xFFFF_FFFF  # what a uint32 header can express
+_HEADER = Struct(">I")
+_COMPACT_AT = 64 * 1024  # compact the buffer once this many consumed bytes sit in front
+
+
+def _check_max_size(max_size: int) -> None:
+    if not 0 < max_size <= _MAX_LENGTH:
+        raise ValueError(f"max_size must be in 1..{_MAX_LENGTH}, got {max_size}")
+
+
+def encode_frame(obj: Any, *, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Encode ``obj`` as one frame (header + orjson body).
+
+    Raises :class:`FrameTooLarge` if the body is over ``max_size`` bytes and
+    :class:`FrameError` if orjson cannot encode ``obj``.
+    """
+    try:
+        body = orjson.dumps(obj)
+    except orjson.JSONEncodeError as exc:
+        raise FrameError(f"cannot encode pipe frame: {str(exc)[:100]}") from exc
+    if len(body) > max_size:
+        raise FrameTooLarge(f"pipe frame of {len(body)} bytes exceeds the maximum of {max_size} bytes")
+    return _HEADER.pack(len(body)) + body
+
+
+class FrameDecoder:
+    """Incremental decoder: feed it chunks as they arrive, get whole objects back.
+
+    Accepts any chunking (one byte at a time, many frames per chunk). Buffers
+    at most one incomplete frame, never more than ``max_size`` + 4 bytes.
+    """
+
+    __slots__ = ("max_size", "max_depth", "_buf", "_pos", "_need", "_failed")
+
+    def __init__(self, max_size: int = DEFAULT_MAX_FRAME, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+        _check_max_size(max_size)
+        self.max_size = max_size
+        self.max_depth = max_depth
+        self._buf = bytearray()
+        self._pos = 0  # start of the unconsumed bytes in _buf
+        self._need: int | None = None  # body length once its header is read
+        self._failed = False
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet decoded (an incomplete frame)."""
+        return len(self._buf) - self._pos + (HEADER_SIZE if self._need is not None else 0)
+
+    def feed(self, data: bytes) -> list:
+        """Add ``data``; return the objects of every frame it completes, in order."""
+        if self._failed:
+            raise FrameError("pipe stream is corrupt: an earlier frame failed to decode")
+        buf = self._buf
+        buf += data
+        end = len(buf)
+        pos = self._pos
+        need = self._need
+        out = []
+        try:
+            while True:
+                if need is None:
+                    if end - pos < HEADER_SIZE:
+                        break
+                    (need,) = _HEADER.unpack_from(buf, pos)
+                    if need > self.max_size:
+                        raise FrameTooLarge(
+                            f"pipe frame announces {need} bytes, over the maximum of {self.max_size} bytes"
+                        )
+                    pos += HEADER_SIZE
+                if end - pos < need:
+                    break
+                out.append(self._decode(bytes(buf[pos : pos + need])))
+                pos += need
+                need = None
+        except FrameError:
+            self._failed = True
+            self._buf = bytearray()
+            self._pos = 0
+            self._need = None
+            raise
+        # Compact: free everything when all is consumed (the common case), and
+        # shift a large consumed prefix out otherwise; never re-slice per frame.
+        if pos == end:
+            buf.clear()
+            pos = 0
+        elif pos >= _COMPACT_AT:
+            del buf[:pos]
+            pos = 0
+        self._pos = pos
+        self._need = need
+        return out
+
+    def _decode(self, body: bytes) -> Any:
+        if nesting_error(body, self.max_depth) is not None:
+            raise FrameError(f"pipe frame is nested deeper than {self.max_depth} levels or malformed")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise FrameError(f"undecodable pipe frame body: {exc.msg[:100]}") from None

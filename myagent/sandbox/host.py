@@ -1,0 +1,212 @@
+"""Session hosting inside a sandbox process.
+
+One agent instance per session, each turn its own asyncio task. Everything the
+agent does goes upstream as pipe frames: its events (``ev``) and every message
+appended to its history (``msg``), so the front process can restore the session
+elsewhere if this process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from myagent.sandbox import ops
+from myagent.sandbox.pipe import FramePipe
+
+log = logging.getLogger("myagent.sandbox")
+
+INTERRUPTED = "interrupted"
+ERROR = "error"
+
+
+@dataclass(slots=True)
+class HostedSession:
+    sid: str
+    agent: Any
+    task: asyncio.Task | None = None
+    turn: str | None = None
+    cancel_reason: str = "CANCELLED"
+    confirms: dict[str, asyncio.Future] = field(default_factory=dict)
+
+
+class SessionHost:
+    """Executes the front process's ops against this sandbox's sessions."""
+
+    def __init__(self, factory: Any, *, confirm_timeout: float | None, heartbeat: float) -> None:
+        self.factory = factory
+        self.confirm_timeout = confirm_timeout or None
+        self.heartbeat = heartbeat
+        self.sessions: dict[str, HostedSession] = {}
+        self.pipe: FramePipe | None = None
+        self.stopped = asyncio.Event()
+        self._handlers = {
+            ops.OPEN: self._open,
+            ops.TURN: self._turn,
+            ops.CANCEL: self._cancel,
+            ops.CONFIRM: self._confirm,
+            ops.CLOSE: self._close,
+            ops.STOP: self._stop,
+        }
+
+    # Frames in ----------------------------------------------------------
+    def on_frame(self, frame: dict) -> None:
+        handler = self._handlers.get(frame.get("op"))
+        if handler is None:
+            log.error("unknown op from front process: %.40r", frame.get("op"))
+            return
+        try:
+            handler(frame)
+        except Exception:  # one bad frame must not take down every session here
+            log.exception("failed to handle op %s", frame.get("op"))
+
+    def on_lost(self, exc: BaseException | None) -> None:
+        # The front process is gone (or closed us): nothing to serve anymore.
+        self.stopped.set()
+
+    def send(self, frame: dict) -> None:
+        assert self.pipe is not None
+        self.pipe.send(frame)
+
+    # Ops ----------------------------------------------------------------
+    def _open(self, frame: dict) -> None:
+        sid = frame["sid"]
+        try:
+            agent = self.factory.new()
+            history = frame.get("history") or []
+            if history:
+                agent.load_history(history)
+        except Exception as exc:
+            log.warning("session %s could not be opened: %s", sid, exc, exc_info=True)
+            self.send({"op": ops.OPEN_FAILED, "sid": sid, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            return
+        old = self.sessions.pop(sid, None)
+        if old is not None and old.task is not None:
+            old.task.cancel()
+        self.sessions[sid] = HostedSession(sid, agent)
+        self.send({"op": ops.OPENED, "sid": sid})
+
+    def _turn(self, frame: dict) -> None:
+        session = self.sessions.get(frame["sid"])
+        turn = frame["turn"]
+        if session is None:
+            self._event(frame["sid"], turn, ERROR, "Session is not hosted here.",
+                        {"error_code": "SESSION_NOT_FOUND", "recoverable": False})
+            return
+        if session.task is not None:
+            self._event(session.sid, turn, ERROR, "A turn is already running.",
+                        {"error_code": "SESSION_BUSY", "recoverable": True})
+            return
+        session.turn = turn
+        session.cancel_reason = "CANCELLED"
+        session.task = asyncio.get_running_loop().create_task(self._run_turn(session, turn, frame["text"]))
+
+    def _cancel(self, frame: dict) -> None:
+        session = self.sessions.get(frame["sid"])
+        if session is None or session.task is None or session.turn != frame.get("turn", session.turn):
+            return
+        session.cancel_reason = frame.get("reason") or "CANCELLED"
+        session.task.cancel()
+
+    def _confirm(self, frame: dict) -> None:
+        session = self.sessions.get(frame["sid"])
+        future = session.confirms.get(frame["step"]) if session else None
+        if future is not None and not future.done():
+            future.set_result(bool(frame.get("ok")))
+
+    def _close(self, frame: dict) -> None:
+        session = self.sessions.pop(frame["sid"], None)
+        if session is not None and session.task is not None:
+            session.cancel_reason = "SESSION_CLOSED"
+            session.task.cancel()
+        self.send({"op": ops.CLOSED, "sid": frame["sid"]})
+
+    def _stop(self, frame: dict) -> None:
+        for session in self.sessions.values():
+            if session.task is not None:
+                session.cancel_reason = "SHUTTING_DOWN"
+                session.task.cancel()
+        self.stopped.set()
+
+    # Turns --------------------------------------------------------------
+    def _event(self, sid: str, turn: str, kind: str, content: Any, metadata: dict | None = None,
+               step_id: str | None = None) -> None:
+        self.send({"op": ops.EVENT, "sid": sid, "turn": turn, "k": kind, "c": content,
+                   "st": step_id, "m": metadata or {}})
+
+    async def _run_turn(self, session: HostedSession, turn: str, text: str) -> None:
+        sid = session.sid
+        pipe = self.pipe
+        assert pipe is not None
+
+        def on_message(message: dict) -> None:
+            pipe.send({"op": ops.MESSAGE, "sid": sid, "m": message})
+
+        async def confirm(request: Any) -> bool:
+            future = asyncio.get_running_loop().create_future()
+            session.confirms[request.step_id] = future
+            try:
+                return await asyncio.wait_for(future, self.confirm_timeout)
+            except TimeoutError:
+                return False  # documented: an unanswered confirmation is a denial
+            finally:
+                session.confirms.pop(request.step_id, None)
+
+        try:
+            async for event in session.agent.astream(text, confirm=confirm, on_message=on_message):
+                pipe.send({"op": ops.EVENT, "sid": sid, "turn": turn, "k": event.kind, "c": event.content,
+                           "st": event.step_id, "m": event.metadata})
+                if pipe.paused:
+                    await pipe.writable()
+        except asyncio.CancelledError:
+            reason = session.cancel_reason
+            self._event(sid, turn, INTERRUPTED, _interrupted_text(reason), {"reason": reason})
+        except Exception as exc:  # the runtime reports agent errors itself; this is a bug net
+            log.exception("turn %s of session %s failed", turn, sid)
+            self._event(sid, turn, ERROR, f"Internal error in the agent runtime ({type(exc).__name__}).",
+                        {"error_code": "INTERNAL_ERROR", "recoverable": True})
+        finally:
+            session.task = None
+            session.turn = None
+
+    async def heartbeat_loop(self) -> None:
+        """Prove the event loop is alive; a blocked loop stops these frames."""
+        while True:
+            self.send({"op": ops.HEARTBEAT})
+            await asyncio.sleep(self.heartbeat)
+
+
+_INTERRUPTED_TEXT = {
+    "CANCELLED": "The turn was cancelled.",
+    "TURN_TIMEOUT": "The turn took longer than the server's turn timeout.",
+    "SHUTTING_DOWN": "The server is shutting down.",
+    "SESSION_CLOSED": "The session was closed.",
+}
+
+
+def _interrupted_text(reason: str) -> str:
+    return _INTERRUPTED_TEXT.get(reason, f"The turn was interrupted ({reason}).")
+
+
+async def serve(sock_fd: int, factory: Any, config: dict) -> int:
+    """Run a sandbox on an inherited socket until the front process goes away."""
+    import socket
+
+    from myagent.sandbox.pipe import open_pipe
+
+    host = SessionHost(factory, confirm_timeout=config.get("confirm_timeout"),
+                       heartbeat=config.get("heartbeat", 0.5))
+    sock = socket.socket(fileno=sock_fd)
+    host.pipe = await open_pipe(sock, host.on_frame, host.on_lost, config.get("max_frame", 16 * 1024 * 1024))
+    host.send({"op": ops.READY, "pid": os.getpid()})
+    beat = asyncio.get_running_loop().create_task(host.heartbeat_loop())
+    await host.stopped.wait()
+    beat.cancel()
+    tasks = [s.task for s in host.sessions.values() if s.task is not None]
+    if tasks and not host.pipe.closed:
+        await asyncio.wait(tasks, timeout=1.0)
+    host.pipe.flush()
+    return ops.EXIT_OK

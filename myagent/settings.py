@@ -1,0 +1,170 @@
+"""The one settings table of `myagent-ws server`.
+
+Every option lives here once: name, type, default, help. The table drives the
+click options, the ``MYAGENT_WS_<NAME>`` environment variables, the README's
+option reference (``myagent-ws settings --markdown``) and the ``ServerConfig``
+the server reads. Timeouts are seconds as ``float``; ``0`` disables the ones
+documented as optional.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field, fields, make_dataclass
+from typing import Any
+
+ENV_PREFIX = "MYAGENT_WS_"
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
+               "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4,
+               "tb": 1000**4, "tib": 1024**4}
+
+
+def parse_size(text: str | int) -> int:
+    """Parse ``512MB``, ``64KiB``, ``1048576`` into bytes (decimal and binary units)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE_RE.match(str(text))
+    if not match or match.group(2).lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {text!r} (examples: 512MB, 64KiB, 1048576)")
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One server option. ``kind`` is int, float, str, bool, size or choice."""
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    multiple: bool = False
+    group: str = "server"
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def attr(self) -> str:
+        return self.name.replace("-", "_")
+
+    def convert(self, raw: Any) -> Any:
+        """Convert a raw CLI/env value to this setting's type, with a clear error."""
+        if raw is None:
+            return None
+        if self.multiple and isinstance(raw, (list, tuple)):
+            return tuple(self.convert_one(item) for item in raw)
+        if self.multiple:
+            return tuple(self.convert_one(item) for item in str(raw).split(",") if item.strip())
+        return self.convert_one(raw)
+
+    def convert_one(self, raw: Any) -> Any:
+        try:
+            if self.kind == "int":
+                return int(raw)
+            if self.kind == "float":
+                return float(raw)
+            if self.kind == "size":
+                return parse_size(raw)
+            if self.kind == "bool":
+                if isinstance(raw, bool):
+                    return raw
+                value = str(raw).strip().lower()
+                if value in ("1", "true", "yes", "on"):
+                    return True
+                if value in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(f"not a boolean: {raw!r}")
+            if self.kind == "choice" and str(raw) not in self.choices:
+                raise ValueError(f"{raw!r} is not one of {', '.join(self.choices)}")
+            return str(raw).strip() if self.kind != "choice" else str(raw)
+        except ValueError as exc:
+            raise ValueError(f"--{self.name}: {exc}") from None
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+S = Setting
+SETTINGS: tuple[Setting, ...] = (
+    # Listening
+    S("host", "str", "127.0.0.1", "Address to bind. Binding beyond loopback without auth prints a warning."),
+    S("port", "int", 8080, "TCP port for WebSockets and the HTTP endpoints."),
+    # Sandbox pool
+    S("workers", "int", 0, "Sandbox processes. 0 = one per CPU."),
+    S("sessions-per-worker", "int", 1000, "Sessions one sandbox hosts at most; 1 gives every session its own process."),
+    S("zygote", "bool", True, "Fork sandboxes from a preloaded zygote (milliseconds) instead of starting interpreters."),
+    S("worker-heartbeat", "float", 0.5, "Seconds between a sandbox's heartbeats to the front process."),
+    S("worker-timeout", "float", 10.0, "A sandbox silent this long (event loop blocked) is replaced: WORKER_TIMEOUT."),
+    S("worker-start-timeout", "float", 30.0, "Seconds a sandbox (or the zygote loading the agent file) may take to get ready."),
+    # Sessions and turns
+    S("session-ttl", "float", 600.0, "Seconds a detached session (its connection dropped) is kept for user.reconnect."),
+    S("replay-buffer", "int", 1000, "Events kept per session for replay on reconnect (oldest dropped first; user.ack trims)."),
+    S("turn-timeout", "float", 300.0, "Wall-clock limit of one turn; the turn is cancelled with TURN_TIMEOUT. 0 = none."),
+    S("confirm-timeout", "float", 120.0, "Seconds a tool waits for user.response to agent.user_confirm; then it is denied."),
+    S("max-history-messages", "int", 2000, "Messages of history the front process holds per session (oldest dropped)."),
+    # Limits
+    S("max-connections", "int", 10000, "Open WebSocket connections in total; past it the upgrade gets HTTP 503."),
+    S("max-sessions", "int", 20000, "Sessions in total (attached and detached); past it: SERVER_BUSY."),
+    S("max-sessions-per-connection", "int", 100, "Sessions one connection may own; past it: TOO_MANY_SESSIONS."),
+    S("max-message-size", "size", "1MiB", "Largest inbound WebSocket message (after decompression); larger closes with 1009."),
+    S("max-user-message-chars", "int", 100_000, "Longest user.message content in characters: MESSAGE_TOO_LARGE."),
+    S("max-outbound-buffer", "size", "4MiB", "Bytes queued to one client that is not reading before it is disconnected (1008)."),
+    S("compression", "choice", "off", "permessage-deflate: off saves ~30 KiB per connection (see docs/operations.md).",
+      choices=("off", "deflate")),
+    # Timeouts of the WebSocket layer
+    S("open-timeout", "float", 10.0, "Seconds to complete the opening handshake; half-open handshakes are dropped."),
+    S("ping-interval", "float", 20.0, "Seconds between keepalive pings; 0 disables keepalive."),
+    S("ping-timeout", "float", 20.0, "Seconds to wait for a pong before the connection is considered dead."),
+    S("heartbeat-interval", "float", 30.0, "Seconds between system.heartbeat events to each client; 0 disables."),
+    # Lifecycle and logging
+    S("graceful-timeout", "float", 30.0, "On SIGTERM, seconds running turns get to finish before clients are closed (1001)."),
+    S("log-level", "choice", "info", "Log level.", choices=("debug", "info", "warning", "error")),
+    S("log-format", "choice", "text", "text for people, json for one object per line.", choices=("text", "json")),
+    S("debug", "bool", False, "Shortcut for --log-level debug."),
+)
+
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+ServerConfig = make_dataclass(
+    "ServerConfig",
+    [(s.attr, Any, field(default=s.convert(s.default))) for s in SETTINGS]
+    + [("agent_file", str, field(default=""))],
+    frozen=True,
+)
+ServerConfig.__doc__ = "Resolved server options; attribute names are the settings' names with '_'."
+
+
+def resolve_workers(config: Any) -> int:
+    """`--workers 0` means one sandbox per CPU this process may run on."""
+    return config.workers if config.workers > 0 else _cpus()
+
+
+def config_from(values: dict[str, Any], agent_file: str = "") -> Any:
+    """Build a ServerConfig from raw values keyed by setting name or attribute."""
+    resolved = {}
+    for setting in SETTINGS:
+        raw = values.get(setting.name, values.get(setting.attr))
+        if raw is not None:
+            resolved[setting.attr] = setting.convert(raw)
+    return ServerConfig(agent_file=agent_file, **resolved)
+
+
+def as_dict(config: Any) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}
+
+
+def markdown_table() -> str:
+    """The option reference embedded in README.md (kept in sync by a test)."""
+    rows = ["| option | env | default | meaning |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = s.default if s.default not in ("", None) else "—"
+        if s.name == "workers":
+            default = "0 (CPUs)"
+        rows.append(f"| `--{s.name}` | `{s.env}` | `{default}` | {s.help} |")
+    return "\n".join(rows)

@@ -1,0 +1,107 @@
+"""One client connection: its identity, owned sessions and outbound queue.
+
+Outbound frames are already-encoded bytes queued here and written by one
+writer task, in order. The queue is bounded in bytes: a client that stops
+reading is disconnected (1008) once ``max_outbound`` bytes wait for it, so a
+slow reader never grows server memory; its sessions stay alive, detached, and
+it can reconnect and replay what it missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections import deque
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+log = logging.getLogger("myagent.supervisor.connection")
+
+CLOSE_POLICY = 1008
+
+
+def new_connection_id() -> str:
+    return "c_" + secrets.token_urlsafe(9)
+
+
+class Connection:
+    def __init__(self, ws: Any, principal: str, max_outbound: int, remote: str = "") -> None:
+        self.ws = ws
+        self.id = new_connection_id()
+        self.principal = principal
+        self.remote = remote
+        self.max_outbound = max_outbound
+        self.sessions: set[str] = set()
+        self.closed = False
+        self.sent = 0
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task | None = None
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    def enqueue(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        if self._queued_bytes > self.max_outbound:
+            log.warning("connection %s: client is not reading (%d bytes queued); disconnecting",
+                        self.id, self._queued_bytes)
+            self.close(CLOSE_POLICY, "outbound backlog limit exceeded")
+            return
+        self._wake.set()
+
+    async def _write_loop(self) -> None:
+        ws = self.ws
+        queue = self._queue
+        try:
+            while not self.closed:
+                if not queue:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                data = queue.popleft()
+                self._queued_bytes -= len(data)
+                await ws.send(data, text=True)
+                self.sent += 1
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+            queue.clear()
+            self._queued_bytes = 0
+
+    async def drain(self, timeout: float) -> None:
+        """Wait until everything queued was handed to the socket (used when closing)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._queue and not self.closed and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._wake.set()
+        asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+
+    def stop_writer(self) -> None:
+        self.closed = True
+        self._wake.set()
+        if self._writer is not None:
+            self._writer.cancel()

@@ -1,0 +1,397 @@
+"""Client events in, sandbox ops out; sandbox frames in, session events out.
+
+The router is the front process's brain and owns no I/O of its own: it acts
+on validated client frames, on frames from sandboxes and on sandbox loss,
+through the session registry, the pool and each connection's outbound queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from myagent import __version__
+from myagent.protocol import events as ev
+from myagent.protocol.envelope import iso_utc
+from myagent.protocol.errors import ErrorCode, is_recoverable
+from myagent.sandbox import ops
+from myagent.supervisor.connection import Connection
+from myagent.supervisor.metrics import Metrics
+from myagent.supervisor.pool import READY, Sandbox, SandboxPool
+from myagent.supervisor.sessions import Session, SessionRegistry, Turn, new_turn_id
+
+import orjson
+
+log = logging.getLogger("myagent.supervisor")
+
+_AGENT_EVENT = {k: "agent." + k for k in ("thinking", "tool_call", "tool_result", "partial_answer",
+                                          "final_answer", "error", "interrupted", "user_confirm")}
+OPEN_TIMEOUT = 10.0
+RESTORE_TIMEOUT = 30.0
+
+
+class ClientError(Exception):
+    """A refused client request: becomes one system.error, nothing else happens."""
+
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def system_event(event: str, content: Any = None, metadata: dict | None = None) -> bytes:
+    """A connection-scoped event (no session, no seq)."""
+    return orjson.dumps({"event": event, "timestamp": iso_utc(time.time()), "content": content,
+                         "metadata": metadata or {}})
+
+
+def error_metadata(code: ErrorCode | str, **extra: Any) -> dict:
+    code = ErrorCode(code)
+    return {"error_code": code.value, "recoverable": is_recoverable(code), **extra}
+
+
+class Router:
+    def __init__(self, config: Any, pool: SandboxPool, registry: SessionRegistry, metrics: Metrics) -> None:
+        self.config = config
+        self.pool = pool
+        self.registry = registry
+        self.metrics = metrics
+        self.connections: dict[str, Connection] = {}
+        self.draining = False
+        self._opens: dict[str, asyncio.Future] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._dispatch = {
+            ev.USER_CREATE_SESSION: self.create_session,
+            ev.USER_MESSAGE: self.message,
+            ev.USER_CANCEL: self.cancel,
+            ev.USER_RESPONSE: self.response,
+            ev.USER_ACK: self.ack,
+            ev.USER_RECONNECT: self.reconnect,
+            ev.USER_CLOSE_SESSION: self.close_session,
+            ev.USER_REQUEST_STATE: self.not_supported,
+            ev.USER_RECONNECT_WITH_STATE: self.not_supported,
+        }
+
+    # Connections ----------------------------------------------------------------
+    def connected(self, conn: Connection) -> None:
+        self.connections[conn.id] = conn
+        c = self.config
+        conn.enqueue(system_event(ev.SYSTEM_CONNECTED, "Connected to myagent-ws", {
+            "connection_id": conn.id, "protocol_version": ev.PROTOCOL_VERSION, "server_version": __version__,
+            "agent_name": self.pool.agent.get("name"),
+            "limits": {"max_message_size": c.max_message_size, "max_user_message_chars": c.max_user_message_chars,
+                       "max_sessions_per_connection": c.max_sessions_per_connection,
+                       "session_ttl": c.session_ttl, "replay_buffer": c.replay_buffer,
+                       "heartbeat_interval": c.heartbeat_interval},
+        }))
+
+    def disconnected(self, conn: Connection) -> None:
+        """Detach the connection's sessions; they live on for --session-ttl."""
+        self.connections.pop(conn.id, None)
+        now = time.monotonic()
+        for sid in conn.sessions:
+            session = self.registry.get(sid)
+            if session is not None and session.connection is conn:
+                session.connection = None
+                session.detached_at = now
+        conn.sessions.clear()
+
+    async def handle(self, conn: Connection, frame: dict) -> None:
+        try:
+            await self._dispatch[frame["event"]](conn, frame)
+        except ClientError as exc:
+            self.reject(conn, exc, frame)
+
+    def reject(self, conn: Connection, exc: ClientError, frame: dict | None = None) -> None:
+        self.metrics.error(exc.code.value)
+        meta = error_metadata(exc.code)
+        if exc.field:
+            meta["field"] = exc.field
+        if frame is not None and isinstance(frame.get("event"), str):
+            meta["request_event"] = frame["event"][:64]
+            if isinstance(frame.get("session_id"), str):
+                meta["session_id"] = frame["session_id"][:128]
+        conn.enqueue(system_event(ev.SYSTEM_ERROR, exc.message, meta))
+
+    def _owned(self, conn: Connection, sid: Any) -> Session:
+        """The session if this connection owns it; SESSION_NOT_FOUND otherwise (existence not revealed)."""
+        session = self.registry.get(sid)
+        if session is None or session.connection is not conn:
+            raise ClientError(ErrorCode.SESSION_NOT_FOUND, "No such session on this connection.", "session_id")
+        return session
+
+    # Client events --------------------------------------------------------------
+    async def create_session(self, conn: Connection, frame: dict) -> None:
+        c = self.config
+        if self.draining:
+            raise ClientError(ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
+        if len(conn.sessions) >= c.max_sessions_per_connection:
+            raise ClientError(ErrorCode.TOO_MANY_SESSIONS,
+                              f"This connection already has {len(conn.sessions)} sessions (limit).")
+        if len(self.registry) >= c.max_sessions:
+            raise ClientError(ErrorCode.SERVER_BUSY, "The server hosts its maximum number of sessions.")
+        if self.pool.unavailable_reason:
+            raise ClientError(ErrorCode.AGENT_UNAVAILABLE, "The agent is unavailable: it keeps crashing.")
+        sandbox = self.pool.place()
+        if sandbox is None:
+            raise ClientError(ErrorCode.SERVER_BUSY, "Every sandbox is full; try again later.")
+        session, token = self.registry.create(conn.principal)
+        try:
+            await self._open(session, sandbox, [])
+        except ClientError:
+            self.registry.remove(session.id)
+            raise
+        if conn.closed:
+            session.connection = None
+            session.detached_at = time.monotonic()
+        else:
+            session.connection = conn
+            conn.sessions.add(session.id)
+        self.metrics.sessions_created += 1
+        agent = self.pool.agent
+        session.emit(ev.AGENT_SESSION_CREATED, "Session created", {
+            "resume_token": token, "agent_name": agent.get("name"),
+            "agent_description": agent.get("description", ""),
+            "tools": [{"name": t["name"], "description": t.get("description", ""),
+                       "requires_confirmation": t.get("requires_confirmation", False)}
+                      for t in agent.get("tools", [])],
+            "protocol_version": ev.PROTOCOL_VERSION,
+        })
+
+    async def _open(self, session: Session, sandbox: Sandbox, history: list) -> None:
+        """Host the session on ``sandbox`` and wait for the sandbox to confirm."""
+        future = asyncio.get_running_loop().create_future()
+        self._opens[session.id] = future
+        session.sandbox = sandbox
+        sandbox.sessions.add(session.id)
+        sandbox.send({"op": ops.OPEN, "sid": session.id, "history": history})
+        try:
+            error = await asyncio.wait_for(future, OPEN_TIMEOUT)
+        except (TimeoutError, asyncio.CancelledError):
+            error = "the sandbox did not answer"
+        finally:
+            self._opens.pop(session.id, None)
+        if error is not None:
+            sandbox.sessions.discard(session.id)
+            session.sandbox = None
+            log.warning("session %s could not be opened: %s", session.id, error)
+            raise ClientError(ErrorCode.INTERNAL_ERROR, "The agent could not start a session.")
+
+    async def message(self, conn: Connection, frame: dict) -> None:
+        session = self._owned(conn, frame.get("session_id"))
+        text = frame["content"]
+        if len(text) > self.config.max_user_message_chars:
+            raise ClientError(ErrorCode.MESSAGE_TOO_LARGE,
+                              f"Message has {len(text)} characters; the limit is "
+                              f"{self.config.max_user_message_chars}.", "content")
+        if self.draining:
+            raise ClientError(ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
+        if session.turn is not None:
+            raise ClientError(ErrorCode.SESSION_BUSY, "A turn is already running in this session.")
+        sandbox = session.sandbox
+        if sandbox is None or session.restoring:
+            raise ClientError(ErrorCode.SESSION_BUSY, "The session is being restored; retry shortly.")
+        message_id = (frame.get("metadata") or {}).get("message_id")
+        if isinstance(message_id, str) and message_id:
+            if message_id in session.recent_message_ids:
+                session.emit(ev.SYSTEM_NOTICE, "Duplicate message ignored.",
+                             {"duplicate": True, "message_id": message_id})
+                return
+            session.recent_message_ids.append(message_id)
+        turn = Turn(new_turn_id(), time.monotonic(), message_id if isinstance(message_id, str) else None)
+        session.turn = turn
+        session.turns += 1
+        if self.config.turn_timeout > 0:
+            turn.timer = asyncio.get_running_loop().call_later(
+                self.config.turn_timeout, self._cancel_turn, session, turn.id, "TURN_TIMEOUT")
+        sandbox.turns += 1
+        self.metrics.turns_started += 1
+        sandbox.send({"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": text})
+
+    def _cancel_turn(self, session: Session, turn_id: str, reason: str) -> None:
+        if session.turn is not None and session.turn.id == turn_id and session.sandbox is not None:
+            session.sandbox.send({"op": ops.CANCEL, "sid": session.id, "turn": turn_id, "reason": reason})
+
+    async def cancel(self, conn: Connection, frame: dict) -> None:
+        session = self._owned(conn, frame.get("session_id"))
+        if session.turn is None:
+            raise ClientError(ErrorCode.NO_ACTIVE_TURN, "No turn is running in this session.")
+        self._cancel_turn(session, session.turn.id, "CANCELLED")
+
+    async def response(self, conn: Connection, frame: dict) -> None:
+        session = self._owned(conn, frame.get("session_id"))
+        step = frame.get("step_id")
+        if session.turn is None or step not in session.turn.pending_steps:
+            raise ClientError(ErrorCode.STEP_NOT_FOUND, "No confirmation is waiting for this step_id.", "step_id")
+        content = frame["content"]
+        ok = content.get("confirmed", content.get("approved"))
+        session.turn.pending_steps.discard(step)
+        if session.sandbox is not None:
+            session.sandbox.send({"op": ops.CONFIRM, "sid": session.id, "step": step, "ok": bool(ok)})
+
+    async def ack(self, conn: Connection, frame: dict) -> None:
+        content = frame.get("content") or {}
+        sid = frame.get("session_id")
+        last_seq = content.get("last_seq")
+        event_id = content.get("last_event_id")
+        if isinstance(event_id, str) and ":" in event_id:
+            # The original console acks with an event id and no session_id: it names the session.
+            event_sid, _, seq_text = event_id.rpartition(":")
+            sid = sid or event_sid
+            if last_seq is None and seq_text.isdigit():
+                last_seq = int(seq_text)
+        if not isinstance(last_seq, int):
+            raise ClientError(ErrorCode.SCHEMA_VIOLATION, "user.ack needs content.last_seq or last_event_id.",
+                              "content.last_seq")
+        self._owned(conn, sid).ack(last_seq)
+
+    async def reconnect(self, conn: Connection, frame: dict) -> None:
+        content = frame["content"]
+        session = self.registry.get(frame.get("session_id"))
+        if session is None or not session.check_token(str(content.get("resume_token", ""))):
+            raise ClientError(ErrorCode.SESSION_NOT_FOUND, "No such session, or the resume token is wrong.",
+                              "session_id")
+        if session.connection is not None and session.connection is not conn:
+            old = session.connection
+            old.sessions.discard(session.id)
+            old.enqueue(system_event(ev.SYSTEM_NOTICE, "Session taken over by another connection.",
+                                     {"session_id": session.id, "taken_over": True}))
+        if len(conn.sessions) >= self.config.max_sessions_per_connection and session.id not in conn.sessions:
+            raise ClientError(ErrorCode.TOO_MANY_SESSIONS, "This connection has its maximum number of sessions.")
+        last_seq = int(content.get("last_seq", 0))
+        replay, gap = session.events_after(last_seq)
+        # Replay first, then the resumed event: wire order stays seq order.
+        for data in replay:
+            conn.enqueue(data)
+        session.connection = conn
+        session.detached_at = None
+        conn.sessions.add(session.id)
+        meta = {"replayed": len(replay), "last_seq": session.seq,
+                "turn_running": session.turn is not None}
+        if gap is not None:
+            meta["replay_gap_from"] = gap
+            meta["error_code"] = ErrorCode.REPLAY_UNAVAILABLE.value
+        session.emit(ev.AGENT_SESSION_RESUMED, "Session resumed", meta)
+
+    async def close_session(self, conn: Connection, frame: dict) -> None:
+        session = self._owned(conn, frame.get("session_id"))
+        self.end_session(session, "closed by the client")
+
+    def end_session(self, session: Session, reason: str) -> None:
+        if session.turn is not None:
+            session.emit(ev.AGENT_INTERRUPTED, "The session was closed.",
+                         {"reason": "SESSION_CLOSED", "turn_id": session.turn.id})
+        session.emit(ev.AGENT_SESSION_END, "Session ended", {"reason": reason})
+        self.registry.remove(session.id)
+        if session.connection is not None:
+            session.connection.sessions.discard(session.id)
+        if session.sandbox is not None:
+            session.sandbox.sessions.discard(session.id)
+            session.sandbox.send({"op": ops.CLOSE, "sid": session.id})
+        self.metrics.sessions_closed += 1
+
+    async def not_supported(self, conn: Connection, frame: dict) -> None:
+        raise ClientError(ErrorCode.STATE_INVALID, "State export is not enabled on this server yet.")
+
+    # Sandbox frames ---------------------------------------------------------------
+    def on_sandbox_frame(self, sandbox: Sandbox, frame: dict) -> None:
+        op = frame.get("op")
+        if op == ops.EVENT:
+            self._agent_event(frame)
+        elif op == ops.MESSAGE:
+            session = self.registry.get(frame.get("sid"))
+            if session is not None and session.sandbox is sandbox:
+                session.add_history(frame["m"])
+        elif op in (ops.OPENED, ops.OPEN_FAILED):
+            future = self._opens.get(frame.get("sid"))
+            if future is not None and not future.done():
+                future.set_result(frame.get("error") if op == ops.OPEN_FAILED else None)
+
+    def _agent_event(self, frame: dict) -> None:
+        session = self.registry.get(frame.get("sid"))
+        turn = session.turn if session is not None else None
+        if turn is None or turn.id != frame.get("turn"):
+            return  # a late event of a turn that already ended (cancelled, restored elsewhere)
+        kind = frame.get("k")
+        event = _AGENT_EVENT.get(kind)
+        if event is None:
+            log.error("sandbox sent an unknown event kind %.40r", kind)
+            return
+        meta = frame.get("m") or {}
+        meta["turn_id"] = turn.id
+        step = frame.get("st")
+        if kind == "user_confirm" and step:
+            turn.pending_steps.add(step)
+        if turn.first_event is None:
+            turn.first_event = time.monotonic()
+            self.metrics.first_event(turn.first_event - turn.started)
+        session.emit(event, frame.get("c"), meta, step)
+        if event in ev.TERMINAL_EVENTS:
+            self.metrics.turn_done(event, meta.get("error_code") or meta.get("reason"),
+                                   time.monotonic() - turn.started)
+
+    # Sandbox loss and session restore ------------------------------------------------
+    def on_sandbox_lost(self, sandbox: Sandbox, reason: str) -> None:
+        """Interrupt the sandbox's running turns and re-open its sessions elsewhere."""
+        for sid in list(sandbox.sessions):
+            session = self.registry.get(sid)
+            if session is None or session.sandbox is not sandbox:
+                continue
+            future = self._opens.get(sid)
+            if future is not None and not future.done():
+                future.set_result(f"sandbox lost ({reason})")
+                continue
+            session.sandbox = None
+            if session.turn is not None:
+                session.emit(ev.AGENT_INTERRUPTED, f"The agent's sandbox was stopped ({reason}).",
+                             {"reason": reason, "turn_id": session.turn.id, **error_metadata(reason)})
+                self.metrics.turn_done(ev.AGENT_INTERRUPTED, reason, 0.0)
+            session.restoring = True
+            task = asyncio.get_running_loop().create_task(self._restore(session, reason))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        sandbox.sessions.clear()
+
+    async def _restore(self, session: Session, reason: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RESTORE_TIMEOUT
+        while self.registry.get(session.id) is session:
+            sandbox = self.pool.place()
+            if sandbox is not None:
+                try:
+                    await self._open(session, sandbox, session.history)
+                except ClientError:
+                    await asyncio.sleep(0.05)
+                    continue
+                session.restoring = False
+                self.metrics.sessions_restored += 1
+                session.emit(ev.SYSTEM_NOTICE, "The session was restored on a new sandbox with its history.",
+                             {"restored": True, "reason": reason, "history_messages": len(session.history)})
+                return
+            if self.pool.unavailable_reason or loop.time() > deadline:
+                session.restoring = False
+                session.emit(ev.SYSTEM_ERROR, "The session could not be restored: the agent is unavailable.",
+                             error_metadata(ErrorCode.AGENT_UNAVAILABLE))
+                return
+            await asyncio.sleep(0.02)
+
+    # Periodic work ---------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Drop detached sessions older than --session-ttl."""
+        ttl = self.config.session_ttl
+        now = time.monotonic()
+        for session in self.registry.detached():
+            if session.detached_at is not None and now - session.detached_at > ttl:
+                self.end_session(session, "expired")
+
+    def heartbeat(self) -> None:
+        data = system_event(ev.SYSTEM_HEARTBEAT, None, {"server_time": iso_utc(time.time())})
+        for conn in self.connections.values():
+            conn.enqueue(data)
+
+    @property
+    def ready(self) -> bool:
+        return any(s.state == READY for s in self.pool.sandboxes.values())

@@ -1,0 +1,243 @@
+"""The front process: WebSockets and HTTP on one port, the pool behind them.
+
+Lifecycle: load the agent in the zygote (a broken file stops us before we
+listen), fill the pool, listen, serve. On SIGTERM/SIGINT: /ready turns 503 and
+upgrades are refused, running turns get ``--graceful-timeout`` to finish,
+clients are closed with 1001, sandboxes are stopped, exit 0. A second signal
+exits at once. Signal handlers only set flags; this loop does the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from typing import Any, Callable
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from myagent.protocol.errors import ErrorCode
+from myagent.protocol.exceptions import ProtocolError
+from myagent.protocol.schema import validate_client_frame
+from myagent.protocol.wirejson import parse_client_frame
+from myagent.settings import resolve_workers
+from myagent.supervisor import status as status_mod
+from myagent.supervisor.connection import Connection
+from myagent.supervisor.environment import sandbox_environment
+from myagent.supervisor.metrics import Metrics
+from myagent.supervisor.pool import SandboxPool
+from myagent.supervisor.router import ClientError, Router
+from myagent.supervisor.sessions import SessionRegistry
+
+import orjson
+
+log = logging.getLogger("myagent.supervisor")
+
+CLOSE_GOING_AWAY = 1001
+
+
+def http_response(status: int, body: bytes | str, content_type: str = "application/json") -> Response:
+    if isinstance(body, str):
+        body = body.encode()
+    reasons = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+               405: "Method Not Allowed", 503: "Service Unavailable"}
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store")])
+    return Response(status, reasons.get(status, "OK"), headers, body)
+
+
+def json_response(status: int, obj: Any) -> Response:
+    return http_response(status, orjson.dumps(obj, option=orjson.OPT_INDENT_2))
+
+
+class Server:
+    def __init__(self, config: Any, announce: Callable[[str], None] = print) -> None:
+        self.config = config
+        self.announce = announce
+        self.metrics = Metrics()
+        self.registry = SessionRegistry(config.max_history_messages, config.replay_buffer)
+        self.pool = SandboxPool(config, resolve_workers(config), sandbox_environment(),
+                                on_frame=lambda sb, frame: self.router.on_sandbox_frame(sb, frame),
+                                on_lost=lambda sb, reason: self.router.on_sandbox_lost(sb, reason))
+        self.router = Router(config, self.pool, self.registry, self.metrics)
+        self.started = time.time()
+        self.port: int | None = None
+        self._stop = asyncio.Event()
+        self._signals = 0
+        self._ws_server: Any = None
+
+    # HTTP -----------------------------------------------------------------------
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        if upgrade:
+            if self.router.draining:
+                self.metrics.connections_refused["draining"] += 1
+                return json_response(503, {"error": "shutting down"})
+            if len(self.router.connections) >= self.config.max_connections:
+                self.metrics.connections_refused["max_connections"] += 1
+                return json_response(503, {"error": "too many connections"})
+            return None
+        if path == "/health":
+            return json_response(200, {"status": "ok"})
+        if path == "/ready":
+            ready, reason = self.readiness()
+            return json_response(200 if ready else 503, {"ready": ready, "reason": reason})
+        if path == "/status":
+            return json_response(200, status_mod.build(self))
+        if path == "/":
+            return http_response(200, "myagent-ws: connect with a WebSocket client to this URL.\n", "text/plain")
+        return json_response(404, {"error": "not found", "path": path[:200]})
+
+    def readiness(self) -> tuple[bool, str]:
+        if self.router.draining:
+            return False, "draining"
+        if self.pool.unavailable_reason:
+            return False, self.pool.unavailable_reason
+        if not self.router.ready:
+            return False, "no sandbox is ready"
+        return True, "ok"
+
+    # WebSocket -------------------------------------------------------------------
+    async def handle(self, ws: ServerConnection) -> None:
+        remote = ws.remote_address[0] if ws.remote_address else ""
+        conn = Connection(ws, principal="anonymous", max_outbound=self.config.max_outbound_buffer, remote=remote)
+        self.metrics.connections_opened += 1
+        self.router.connected(conn)
+        conn.start()
+        log.info("connection %s opened from %s", conn.id, remote)
+        router = self.router
+        metrics = self.metrics
+        try:
+            async for message in ws:
+                metrics.frames_in += 1
+                if isinstance(message, bytes):
+                    router.reject(conn, ClientError(ErrorCode.UNSUPPORTED_FRAME,
+                                                    "Binary frames are not supported; send JSON text frames."))
+                    continue
+                try:
+                    frame = validate_client_frame(parse_client_frame(message))
+                except ProtocolError as exc:
+                    router.reject(conn, ClientError(ErrorCode(exc.code), exc.message, exc.field))
+                    continue
+                try:
+                    await router.handle(conn, frame)
+                except Exception:
+                    log.exception("connection %s: failed to handle %s", conn.id, frame.get("event"))
+                    router.reject(conn, ClientError(ErrorCode.INTERNAL_ERROR, "Internal server error."), frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.metrics.connections_closed += 1
+            router.disconnected(conn)
+            conn.stop_writer()
+            log.info("connection %s closed (%s)", conn.id, ws.close_code)
+
+    # Lifecycle -------------------------------------------------------------------
+    def _on_signal(self, signum: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second signal: exiting now")
+            self._hard_exit()
+        self._stop.set()
+
+    def _hard_exit(self) -> None:
+        for sandbox in list(self.pool.sandboxes.values()):
+            try:
+                os.killpg(sandbox.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.pool.zygote is not None:
+            self.pool.zygote.kill()
+        os._exit(1)
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def start(self) -> None:
+        """Load the agent, fill the pool and listen. Raises AgentFileError for a broken agent file."""
+        c = self.config
+        self.announce(f"🔍 Loading agent file: {c.agent_file}")
+        agent = await self.pool.start()
+        tools = ", ".join(t["name"] for t in agent.get("tools", [])) or "no tools"
+        self.announce(f"✅ Agent loaded: {agent.get('name')} ({tools}); "
+                      f"{len(self.pool.sandboxes)} sandbox(es), up to {c.sessions_per_worker} sessions each")
+        self._ws_server = await serve(
+            self.handle, c.host, c.port,
+            process_request=self.process_request,
+            compression="deflate" if c.compression == "deflate" else None,
+            max_size=c.max_message_size,
+            open_timeout=c.open_timeout or None,
+            ping_interval=c.ping_interval or None,
+            ping_timeout=c.ping_timeout or None,
+            close_timeout=5,
+            server_header=None,
+        )
+        self.port = self._ws_server.sockets[0].getsockname()[1]
+        scheme = "ws"
+        self.announce(f"🚀 myagent-ws listening on {scheme}://{c.host}:{self.port}  "
+                      f"(health: http://{c.host}:{self.port}/health)")
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self.start()
+            ticker = loop.create_task(self._tick())
+            await self._stop.wait()
+            ticker.cancel()
+            await self.drain()
+        finally:
+            await self.pool.stop()
+        return 0
+
+    async def _tick(self) -> None:
+        """Periodic work: heartbeats to clients, TTL sweep, stale sandbox detection."""
+        c = self.config
+        loop = asyncio.get_running_loop()
+        next_heartbeat = loop.time() + (c.heartbeat_interval or float("inf"))
+        interval = min(0.5, c.worker_heartbeat)
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            if now >= next_heartbeat:
+                self.router.heartbeat()
+                next_heartbeat = now + c.heartbeat_interval
+            self.router.sweep()
+            self.check_heartbeats()
+
+    def check_heartbeats(self) -> None:
+        now = time.monotonic()
+        for sandbox in list(self.pool.sandboxes.values()):
+            if sandbox.state == "ready" and now - sandbox.last_beat > self.config.worker_timeout:
+                log.warning("sandbox %s (pid %s) silent for %.1fs: replacing", sandbox.id, sandbox.pid,
+                            now - sandbox.last_beat)
+                self.pool.kill(sandbox, "WORKER_TIMEOUT")
+
+    async def drain(self) -> None:
+        """Graceful stop: refuse new work, let turns finish, close clients with 1001."""
+        log.info("draining: %d connections, %d sessions", len(self.router.connections), len(self.registry))
+        self.router.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.graceful_timeout
+        while any(s.turn is not None for s in self.registry.sessions.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for session in self.registry.sessions.values():
+            if session.turn is not None and session.sandbox is not None:
+                session.sandbox.send({"op": "cancel", "sid": session.id, "turn": session.turn.id,
+                                      "reason": "SHUTTING_DOWN"})
+        await asyncio.sleep(0.1 if any(s.turn for s in self.registry.sessions.values()) else 0)
+        for conn in list(self.router.connections.values()):
+            await conn.drain(0.5)
+        if self._ws_server is not None:
+            self._ws_server.close(close_connections=True)
+            try:
+                await asyncio.wait_for(self._ws_server.wait_closed(), 5.0)
+            except TimeoutError:
+                log.warning("some connections did not close in time")

@@ -1,0 +1,65 @@
+"""The /status document: one stable JSON shape for people and scripts."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import psutil
+
+from myagent import __version__
+
+if TYPE_CHECKING:
+    from myagent.supervisor.server import Server
+
+
+def _process_info(pid: int) -> dict[str, Any]:
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return {"rss_bytes": proc.memory_info().rss, "cpu_percent": proc.cpu_percent(interval=None)}
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return {"rss_bytes": None, "cpu_percent": None}
+
+
+def build(server: "Server") -> dict[str, Any]:
+    router, pool, metrics, c = server.router, server.pool, server.metrics, server.config
+    ready, reason = server.readiness()
+    sessions = router.registry.sessions.values()
+    detached = sum(1 for s in sessions if s.connection is None)
+    now = time.monotonic()
+    return {
+        "version": __version__,
+        "uptime_seconds": round(time.time() - server.started, 3),
+        "ready": ready,
+        "ready_reason": reason,
+        "draining": router.draining,
+        "agent": {"name": pool.agent.get("name"), "description": pool.agent.get("description", ""),
+                  "tools": [t["name"] for t in pool.agent.get("tools", [])], "file": c.agent_file},
+        "connections": len(router.connections),
+        "sessions": {"total": len(router.registry), "active": len(router.registry) - detached,
+                     "detached": detached,
+                     "turns_running": sum(1 for s in sessions if s.turn is not None)},
+        "sandboxes": [
+            {"id": s.id, "pid": s.pid, "state": s.state, "sessions": s.load, "turns_served": s.turns,
+             "uptime_seconds": round(now - s.started, 3),
+             "heartbeat_age_seconds": round(now - s.last_beat, 3), **_process_info(s.pid)}
+            for s in pool.sandboxes.values()
+        ],
+        "zygote_pid": pool.zygote.pid if pool.zygote else None,
+        "restarts": {"total": pool.policy.total, "recent": pool.policy.recent,
+                     "by_reason": dict(pool.restarts_by_reason), "unavailable_reason": pool.unavailable_reason},
+        "totals": {"connections_opened": metrics.connections_opened,
+                   "connections_refused": dict(metrics.connections_refused),
+                   "sessions_created": metrics.sessions_created, "sessions_closed": metrics.sessions_closed,
+                   "sessions_restored": metrics.sessions_restored, "turns_started": metrics.turns_started,
+                   "turns_ended": dict(metrics.turns_ended), "interrupted_by_reason": dict(metrics.interrupted),
+                   "errors_by_code": dict(metrics.errors), "frames_in": metrics.frames_in},
+        "latency": metrics.latency_summary(),
+        "limits": {"workers": len(pool.sandboxes), "sessions_per_worker": c.sessions_per_worker,
+                   "max_connections": c.max_connections, "max_sessions": c.max_sessions,
+                   "max_sessions_per_connection": c.max_sessions_per_connection,
+                   "max_message_size": c.max_message_size, "max_user_message_chars": c.max_user_message_chars,
+                   "turn_timeout": c.turn_timeout, "worker_timeout": c.worker_timeout,
+                   "session_ttl": c.session_ttl},
+    }

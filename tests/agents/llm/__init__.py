@@ -1,0 +1,1 @@
+"""Tests for myagent.agents.llm (a package so test module names cannot clash)."""
