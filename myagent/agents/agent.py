@@ -392,7 +392,7 @@ class _Turn:
             metadata={
                 "tool": call.name,
                 "status": "failed" if result.error is not None else "success",
-                "error": result.error,
+                "error": None if result.error is None else _truncate(result.error, agent.max_tool_result_chars),
             },
         )
 

@@ -12,7 +12,7 @@ rejects a frame from its 4-byte header alone when the announced length is
 over ``max_size`` (:class:`FrameTooLarge`), and rejects a body nested deeper
 than ``max_depth`` before orjson sees it (deep nesting can crash orjson 3.8;
 see :mod:`myagent.protocol.wirejson`). The default depth, 256, admits
-everything ``orjson.dumps`` can produce (it stops at 255 levels).
+everything ``orjson.dumps`` can produce (it refuses to nest past ~254 levels).
 
 Any decoding error leaves the decoder failed: the byte stream cannot be
 trusted any more, and every later :meth:`FrameDecoder.feed` raises

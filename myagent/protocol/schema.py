@@ -30,12 +30,12 @@ Compatibility decisions (clients written for the original server):
   ``signed_state`` (string or object); that is accepted too, and
   :func:`state_token` returns whichever was sent.
 
-Regenerate ``schema.json`` after editing: ``python -m myagent.protocol.schema > myagent/protocol/schema.json``.
+Regenerate ``schema.json`` after editing: ``python -m myagent.protocol > myagent/protocol/schema.json``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import fastjsonschema
 import orjson
@@ -73,7 +73,7 @@ def _seq(what: str, **extra: Any) -> dict:
 _SESSION_ID = _id("Session id from agent.session_created.")
 
 
-def _client_event(name: str, description: str, required: list[str], **properties: Any) -> dict:
+def _client_event(name: str, description: str, required: Sequence[str], **properties: Any) -> dict:
     return {
         "description": description,
         "type": "object",
@@ -232,10 +232,10 @@ _TURN_ID = {"type": ["string", "integer"], "description": "Identifies the turn (
 
 def _server_event(
     description: str,
-    required: list[str] = (),  # type: ignore[assignment]
+    required: Sequence[str] = (),
     *,
     content: dict | None = None,
-    metadata_required: list[str] = (),  # type: ignore[assignment]
+    metadata_required: Sequence[str] = (),
     **metadata_properties: Any,
 ) -> dict:
     schema: dict[str, Any] = {"description": description}
@@ -256,7 +256,7 @@ def _server_event(
     return schema
 
 
-def _turn_event(description: str, required: list[str] = (), **kw: Any) -> dict:  # type: ignore[assignment]
+def _turn_event(description: str, required: Sequence[str] = (), **kw: Any) -> dict:
     kw["metadata_required"] = ["turn_id", *kw.get("metadata_required", ())]
     return _server_event(description, [*_SESSION_SCOPED, *required], turn_id=_TURN_ID, **kw)
 
@@ -487,7 +487,3 @@ def schema_document() -> dict:
 def schema_json() -> str:
     """:func:`schema_document` as indented JSON text, exactly as in ``schema.json``."""
     return orjson.dumps(schema_document(), option=orjson.OPT_INDENT_2).decode() + "\n"
-
-
-if __name__ == "__main__":
-    print(schema_json(), end="")

@@ -52,3 +52,54 @@ def reset_signals() -> None:
     # The front process decides when sandboxes stop; a terminal's Ctrl-C does not.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.set_wakeup_fd(-1)
+
+
+def apply_rlimits(max_memory: int, max_files: int, max_file_size: int) -> None:
+    """OS ceilings a sandbox cannot raise: the backstop between watchdog samples.
+
+    RLIMIT_DATA (heap and private mappings, Linux >= 4.7) is set to twice the
+    psutil cap (at least +256 MiB) so the watchdog acts first and the kernel
+    only stops a spike that outruns a sample. RLIMIT_AS is avoided: virtual
+    size counts reserved thread stacks and arenas and would fail healthy code.
+    """
+    import resource
+
+    def lower(limit: int, value: int) -> None:
+        soft, hard = resource.getrlimit(limit)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(limit, (value, value))
+
+    if max_memory > 0:
+        lower(resource.RLIMIT_DATA, max(2 * max_memory, max_memory + (256 << 20)))
+    if max_files > 0:
+        lower(resource.RLIMIT_NOFILE, max_files)
+    if max_file_size > 0:
+        lower(resource.RLIMIT_FSIZE, max_file_size)
+
+
+def enter_workdir(root: str, user: str = "") -> str:
+    """Give the sandbox a working directory of its own under ``root`` (owned by ``user``)."""
+    path = os.path.join(root, f"sandbox-{os.getpid()}")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if user and os.getuid() == 0:
+        import pwd
+
+        entry = pwd.getpwnam(user)
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chdir(path)
+    os.environ["TMPDIR"] = path
+    return path
+
+
+def drop_privileges(user: str) -> None:
+    """When started as root, become ``user`` (and its primary group)."""
+    if not user or os.getuid() != 0:
+        return
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(entry.pw_gid)
+    os.setuid(entry.pw_uid)
+    os.environ["HOME"] = entry.pw_dir

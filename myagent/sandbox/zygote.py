@@ -44,6 +44,11 @@ def run_sandbox(sock_fd: int, factory, config: dict, zygote_pid: int) -> None:
         os.setsid()  # own process group: the front kills the whole tree at once
         isolation.die_with_parent(zygote_pid)
         isolation.reset_signals()
+        if config.get("workdir_root"):
+            isolation.enter_workdir(config["workdir_root"], config.get("user", ""))
+        isolation.apply_rlimits(config.get("max_memory", 0), config.get("max_files", 0),
+                                config.get("max_file_size", 0))
+        isolation.drop_privileges(config.get("user", ""))
         isolation.no_new_privs()
         import asyncio
 

@@ -26,6 +26,7 @@ from myagent.supervisor.zygote import Zygote
 log = logging.getLogger("myagent.supervisor.pool")
 
 STARTING, READY, DRAINING, DEAD = "starting", "ready", "draining", "dead"
+RETIRED = "RETIRED"  # kill_reason of a sandbox we stopped on purpose (recycling, reload)
 
 
 @dataclass(eq=False)
@@ -45,6 +46,10 @@ class Sandbox:
     ready: asyncio.Future | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
+    zygote: Zygote | None = None
+    rss: int = 0           # last watchdog sample, bytes
+    cpu: float = 0.0       # last watchdog sample, percent of one core
+    turn_limit: int = 0    # recycle after this many turns (0 = never)
 
     def send(self, frame: dict) -> None:
         if self.pipe is not None:
@@ -65,7 +70,7 @@ class SandboxPool:
         self.env = env
         self.on_frame = on_frame
         self.on_lost = on_lost
-        self.policy = policy or RestartPolicy()
+        self.policy = policy or RestartPolicy(config.max_restarts, config.restart_window)
         self.sandboxes: dict[int, Sandbox] = {}
         self.by_pid: dict[int, Sandbox] = {}
         self.zygote: Zygote | None = None
@@ -75,14 +80,26 @@ class SandboxPool:
         self.restarts_by_reason: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._respawns: set[asyncio.Task] = set()
+        self.workdir_root = config.sandbox_dir or ""
+        self.on_ready: Callable[[Sandbox], None] = lambda sandbox: None
+        self.old_zygotes: list[Zygote] = []
 
     @property
     def sandbox_config(self) -> dict:
-        return {"heartbeat": self.config.worker_heartbeat, "confirm_timeout": self.config.confirm_timeout}
+        c = self.config
+        return {"heartbeat": c.worker_heartbeat, "confirm_timeout": c.confirm_timeout,
+                "max_memory": c.max_memory, "max_files": c.sandbox_max_files,
+                "max_file_size": c.sandbox_max_file_size, "user": c.sandbox_user,
+                "workdir_root": self.workdir_root}
 
     # Start ------------------------------------------------------------------
     async def start(self) -> dict[str, Any]:
         """Load the agent file in the zygote (raises AgentFileError), then fill the pool."""
+        if not self.workdir_root:
+            import tempfile
+
+            self.workdir_root = tempfile.mkdtemp(prefix="myagent-ws-")
+            os.chmod(self.workdir_root, 0o711)  # an unprivileged --sandbox-user must reach its own dir
         self.zygote = Zygote(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit)
         self.agent = await self.zygote.start(self.config.worker_start_timeout)
         results = await asyncio.gather(*(self.spawn() for _ in range(self.size)), return_exceptions=True)
@@ -96,8 +113,9 @@ class SandboxPool:
         if not self.zygote.alive:
             await self._restart_zygote()
         timeout = self.config.worker_start_timeout
-        pid, sock = await self.zygote.fork(timeout)
-        sandbox = Sandbox(id=next(self._ids), pid=pid)
+        zygote = self.zygote
+        pid, sock = await zygote.fork(timeout)
+        sandbox = Sandbox(id=next(self._ids), pid=pid, zygote=zygote, turn_limit=self._turn_limit())
         sandbox.ready = asyncio.get_running_loop().create_future()
         self.sandboxes[sandbox.id] = sandbox
         self.by_pid[pid] = sandbox
@@ -110,7 +128,16 @@ class SandboxPool:
             # Its loss is reported through _lost, which schedules the replacement.
             raise SandboxNotReady(f"sandbox {pid} did not become ready within {timeout:g}s") from None
         log.info("sandbox %s ready (pid %s)", sandbox.id, pid)
+        self.on_ready(sandbox)
         return sandbox
+
+    def _turn_limit(self) -> int:
+        c = self.config
+        if c.max_turns_per_worker <= 0:
+            return 0
+        import random
+
+        return c.max_turns_per_worker + random.randint(0, max(0, c.max_turns_jitter))
 
     async def _restart_zygote(self) -> None:
         log.warning("the zygote is gone; starting a new one")
@@ -142,6 +169,11 @@ class SandboxPool:
         if sandbox.ready is not None and not sandbox.ready.done():
             sandbox.ready.set_exception(SandboxNotReady(f"sandbox {sandbox.pid} exited during start"))
         reason = sandbox.kill_reason or "SANDBOX_CRASHED"
+        self._release_zygote(sandbox.zygote)
+        if reason == RETIRED:
+            log.info("sandbox %s (pid %s) retired", sandbox.id, sandbox.pid)
+            self._signal(sandbox, signal.SIGKILL)
+            return
         if not self.stopping:
             log.warning("sandbox %s (pid %s) lost: %s%s", sandbox.id, sandbox.pid, reason,
                         f" after {sandbox.kill_step}" if sandbox.kill_step else "")
@@ -183,6 +215,54 @@ class SandboxPool:
             log.error("respawn failed: %s", exc)
             self._schedule_respawn("SANDBOX_CRASHED")
 
+    # Recycling and reload -----------------------------------------------------
+    def retire(self, sandbox: Sandbox) -> None:
+        """Take no new sessions on ``sandbox``; the caller moves its sessions away, then ``stop_retired``."""
+        if sandbox.state != READY:
+            return
+        sandbox.state = DRAINING
+        log.info("sandbox %s (pid %s) draining after %d turns", sandbox.id, sandbox.pid, sandbox.turns)
+        self._spawn_in_background()
+
+    def stop_retired(self, sandbox: Sandbox) -> None:
+        if sandbox.state == DRAINING and not sandbox.sessions and sandbox.kill_reason is None:
+            sandbox.kill_reason = RETIRED
+            sandbox.send({"op": ops.STOP})
+            asyncio.get_running_loop().call_later(self.config.kill_grace + 1.0, self._escalate, sandbox)
+
+    def _spawn_in_background(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._respawn_after(0))
+        self._respawns.add(task)
+        task.add_done_callback(self._respawns.discard)
+
+    async def reload(self) -> dict[str, Any]:
+        """Load the agent file afresh in a new zygote; raise AgentFileError and keep serving if it fails."""
+        zygote = Zygote(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit)
+        try:
+            agent = await zygote.start(self.config.worker_start_timeout)
+        except BaseException:
+            await zygote.stop(0.5)
+            raise
+        old, self.zygote, self.agent = self.zygote, zygote, agent
+        if old is not None:
+            self.old_zygotes.append(old)
+        for sandbox in list(self.sandboxes.values()):
+            if sandbox.zygote is not zygote and sandbox.state == READY:
+                sandbox.state = DRAINING
+        await asyncio.gather(*(self.spawn() for _ in range(self.size)), return_exceptions=True)
+        for zyg in list(self.old_zygotes):
+            self._release_zygote(zyg)
+        return agent
+
+    def _release_zygote(self, zygote: Zygote | None) -> None:
+        """Stop an old zygote once none of its sandboxes is left (they die with it)."""
+        if zygote is None or zygote is self.zygote or zygote not in self.old_zygotes:
+            return
+        if any(s.zygote is zygote for s in self.sandboxes.values()):
+            return
+        self.old_zygotes.remove(zygote)
+        asyncio.get_running_loop().create_task(zygote.stop(1.0))
+
     # Placement ---------------------------------------------------------------
     def place(self) -> Sandbox | None:
         """The least-loaded ready sandbox with room, or None."""
@@ -209,13 +289,14 @@ class SandboxPool:
             except (ProcessLookupError, PermissionError):
                 return False
 
-    def kill(self, sandbox: Sandbox, reason: str, grace: float = 1.0) -> None:
+    def kill(self, sandbox: Sandbox, reason: str, grace: float | None = None) -> None:
         """Escalation ladder with one budget: SIGTERM now, SIGKILL after ``grace``."""
         if sandbox.state == DEAD or sandbox.kill_reason is not None:
             return
         sandbox.kill_reason = reason
         sandbox.kill_step = "SIGTERM"
         self._signal(sandbox, signal.SIGTERM)
+        grace = self.config.kill_grace if grace is None else grace
         if grace <= 0:
             self._escalate(sandbox)
         else:
@@ -255,5 +336,10 @@ class SandboxPool:
                 self._signal(sandbox, signal.SIGKILL)
                 if sandbox.pipe is not None:
                     sandbox.pipe.abort()
-        if self.zygote is not None:
-            await self.zygote.stop(1.0)
+        for zygote in [self.zygote, *self.old_zygotes]:
+            if zygote is not None:
+                await zygote.stop(1.0)
+        if self.workdir_root and not self.config.sandbox_dir:
+            import shutil
+
+            shutil.rmtree(self.workdir_root, ignore_errors=True)

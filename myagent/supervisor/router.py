@@ -19,7 +19,7 @@ from myagent.protocol.errors import ErrorCode, is_recoverable
 from myagent.sandbox import ops
 from myagent.supervisor.connection import Connection
 from myagent.supervisor.metrics import Metrics
-from myagent.supervisor.pool import READY, Sandbox, SandboxPool
+from myagent.supervisor.pool import DRAINING, READY, Sandbox, SandboxPool
 from myagent.supervisor.sessions import Session, SessionRegistry, Turn, new_turn_id
 
 import orjson
@@ -208,6 +208,8 @@ class Router:
             turn.timer = asyncio.get_running_loop().call_later(
                 self.config.turn_timeout, self._cancel_turn, session, turn.id, "TURN_TIMEOUT")
         sandbox.turns += 1
+        if sandbox.turn_limit and sandbox.turns >= sandbox.turn_limit:
+            self.pool.retire(sandbox)  # takes no new sessions; this one moves after its turn
         self.metrics.turns_started += 1
         sandbox.send({"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": text})
 
@@ -309,6 +311,9 @@ class Router:
             future = self._opens.get(frame.get("sid"))
             if future is not None and not future.done():
                 future.set_result(frame.get("error") if op == ops.OPEN_FAILED else None)
+            elif op == ops.OPEN_FAILED:
+                log.error("session %s could not be moved to sandbox %s: %s", frame.get("sid"), sandbox.id,
+                          frame.get("error"))
 
     def _agent_event(self, frame: dict) -> None:
         session = self.registry.get(frame.get("sid"))
@@ -332,6 +337,10 @@ class Router:
         if event in ev.TERMINAL_EVENTS:
             self.metrics.turn_done(event, meta.get("error_code") or meta.get("reason"),
                                    time.monotonic() - turn.started)
+            sandbox = session.sandbox
+            if sandbox is not None and sandbox.state == DRAINING:
+                self._move(session)
+                self.pool.stop_retired(sandbox)
 
     # Sandbox loss and session restore ------------------------------------------------
     def on_sandbox_lost(self, sandbox: Sandbox, reason: str) -> None:
@@ -377,6 +386,38 @@ class Router:
                              error_metadata(ErrorCode.AGENT_UNAVAILABLE))
                 return
             await asyncio.sleep(0.02)
+
+    # Recycling: moving idle sessions off draining sandboxes ---------------------------
+    def _move(self, session: Session) -> bool:
+        """Re-host an idle session on another sandbox. The pipe keeps order, so a turn sent
+        right after this reaches the new sandbox after its ``open``: no waiting needed."""
+        target = self.pool.place()
+        old = session.sandbox
+        if target is None or old is None:
+            return False
+        old.sessions.discard(session.id)
+        old.send({"op": ops.CLOSE, "sid": session.id})
+        target.sessions.add(session.id)
+        session.sandbox = target
+        target.send({"op": ops.OPEN, "sid": session.id, "history": session.history})
+        return True
+
+    def migrate_idle(self) -> None:
+        """Move every idle session off draining sandboxes; stop the ones left empty."""
+        for sandbox in list(self.pool.sandboxes.values()):
+            if sandbox.state != DRAINING:
+                continue
+            for sid in list(sandbox.sessions):
+                session = self.registry.get(sid)
+                if session is not None and session.turn is None and not session.restoring:
+                    if not self._move(session):
+                        break
+            self.pool.stop_retired(sandbox)
+
+    def broadcast_notice(self, text: str, metadata: dict) -> None:
+        data = system_event(ev.SYSTEM_NOTICE, text, metadata)
+        for conn in self.connections.values():
+            conn.enqueue(data)
 
     # Periodic work ---------------------------------------------------------------------
     def sweep(self) -> None:

@@ -33,6 +33,9 @@ from myagent.supervisor.metrics import Metrics
 from myagent.supervisor.pool import SandboxPool
 from myagent.supervisor.router import ClientError, Router
 from myagent.supervisor.sessions import SessionRegistry
+from myagent.supervisor.watchdog import Watchdog
+from myagent.supervisor.exceptions import AgentFileError
+from myagent.supervisor.reloader import changed_files, snapshot
 
 import orjson
 
@@ -65,6 +68,10 @@ class Server:
                                 on_frame=lambda sb, frame: self.router.on_sandbox_frame(sb, frame),
                                 on_lost=lambda sb, reason: self.router.on_sandbox_lost(sb, reason))
         self.router = Router(config, self.pool, self.registry, self.metrics)
+        self.pool.on_ready = lambda sandbox: self.router.migrate_idle()
+        self.watchdog = Watchdog(self.pool, config)
+        self.reload_error: str | None = None
+        self.reloads = 0
         self.started = time.time()
         self.port: int | None = None
         self._stop = asyncio.Event()
@@ -159,6 +166,37 @@ class Server:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def _on_hup(self) -> None:
+        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
+
+    async def reload(self, why: str) -> bool:
+        """Rolling reload: new zygote, fresh sandboxes, sessions move over with their history."""
+        log.info("reloading %s (%s)", self.config.agent_file, why)
+        try:
+            agent = await self.pool.reload()
+        except AgentFileError as exc:
+            self.reload_error = str(exc)
+            log.error("reload failed, the previous version keeps serving: %s", exc)
+            self.router.broadcast_notice("The agent file failed to reload; the previous version keeps serving.",
+                                         {"reload_failed": True, "reason": str(exc)[:500]})
+            return False
+        self.reload_error = None
+        self.reloads += 1
+        self.router.migrate_idle()
+        log.info("reloaded: agent %s", agent.get("name"))
+        self.router.broadcast_notice("The agent was reloaded.", {"reloaded": True})
+        return True
+
+    async def _watch_files(self) -> None:
+        seen = snapshot(self.config.agent_file)
+        while True:
+            await asyncio.sleep(1.0)
+            current = snapshot(self.config.agent_file)
+            changed = changed_files(seen, current)
+            seen = current
+            if changed:
+                await self.reload("changed: " + ", ".join(sorted(changed)[:5]))
+
     async def start(self) -> None:
         """Load the agent, fill the pool and listen. Raises AgentFileError for a broken agent file."""
         c = self.config
@@ -187,38 +225,32 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         try:
             await self.start()
-            ticker = loop.create_task(self._tick())
+            tasks = [loop.create_task(self._tick()), loop.create_task(self.watchdog.run())]
+            if self.config.reload:
+                tasks.append(loop.create_task(self._watch_files()))
             await self._stop.wait()
-            ticker.cancel()
+            for task in tasks:
+                task.cancel()
             await self.drain()
         finally:
             await self.pool.stop()
         return 0
 
     async def _tick(self) -> None:
-        """Periodic work: heartbeats to clients, TTL sweep, stale sandbox detection."""
+        """Periodic work: heartbeats to clients and the detached-session sweep."""
         c = self.config
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time() + (c.heartbeat_interval or float("inf"))
-        interval = min(0.5, c.worker_heartbeat)
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(0.5)
             now = loop.time()
             if now >= next_heartbeat:
                 self.router.heartbeat()
                 next_heartbeat = now + c.heartbeat_interval
             self.router.sweep()
-            self.check_heartbeats()
-
-    def check_heartbeats(self) -> None:
-        now = time.monotonic()
-        for sandbox in list(self.pool.sandboxes.values()):
-            if sandbox.state == "ready" and now - sandbox.last_beat > self.config.worker_timeout:
-                log.warning("sandbox %s (pid %s) silent for %.1fs: replacing", sandbox.id, sandbox.pid,
-                            now - sandbox.last_beat)
-                self.pool.kill(sandbox, "WORKER_TIMEOUT")
 
     async def drain(self) -> None:
         """Graceful stop: refuse new work, let turns finish, close clients with 1001."""

@@ -5,21 +5,10 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from myagent import __version__
 
 if TYPE_CHECKING:
     from myagent.supervisor.server import Server
-
-
-def _process_info(pid: int) -> dict[str, Any]:
-    try:
-        proc = psutil.Process(pid)
-        with proc.oneshot():
-            return {"rss_bytes": proc.memory_info().rss, "cpu_percent": proc.cpu_percent(interval=None)}
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return {"rss_bytes": None, "cpu_percent": None}
 
 
 def build(server: "Server") -> dict[str, Any]:
@@ -43,10 +32,14 @@ def build(server: "Server") -> dict[str, Any]:
         "sandboxes": [
             {"id": s.id, "pid": s.pid, "state": s.state, "sessions": s.load, "turns_served": s.turns,
              "uptime_seconds": round(now - s.started, 3),
-             "heartbeat_age_seconds": round(now - s.last_beat, 3), **_process_info(s.pid)}
+             "heartbeat_age_seconds": round(now - s.last_beat, 3),
+             # last watchdog sample (every --watch-interval), so /status costs no syscalls
+             "rss_bytes": s.rss, "cpu_percent": round(s.cpu, 1),
+             "kill_reason": s.kill_reason}
             for s in pool.sandboxes.values()
         ],
         "zygote_pid": pool.zygote.pid if pool.zygote else None,
+        "reload": {"reloads": server.reloads, "last_error": server.reload_error},
         "restarts": {"total": pool.policy.total, "recent": pool.policy.recent,
                      "by_reason": dict(pool.restarts_by_reason), "unavailable_reason": pool.unavailable_reason},
         "totals": {"connections_opened": metrics.connections_opened,
@@ -61,5 +54,7 @@ def build(server: "Server") -> dict[str, Any]:
                    "max_sessions_per_connection": c.max_sessions_per_connection,
                    "max_message_size": c.max_message_size, "max_user_message_chars": c.max_user_message_chars,
                    "turn_timeout": c.turn_timeout, "worker_timeout": c.worker_timeout,
+                   "max_memory": c.max_memory, "max_cpu": c.max_cpu,
+                   "max_turns_per_worker": c.max_turns_per_worker,
                    "session_ttl": c.session_ttl},
     }

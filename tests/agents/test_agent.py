@@ -285,6 +285,18 @@ async def test_long_tool_output_is_truncated_with_a_marker() -> None:
     assert agent.history[2]["content"] == content
 
 
+async def test_long_tool_errors_are_truncated_too() -> None:
+    @tool
+    def loud() -> str:
+        """Fails loudly."""
+        raise RuntimeError("e" * 500)
+
+    agent = make_agent(FakeLLM(use(call("loud")), answer("ok")), tools=[loud], max_tool_result_chars=50)
+    result = by_kind(await collect(agent), TOOL_RESULT)[0]
+    assert len(result.content) < 80 and "…[truncated" in result.content
+    assert result.metadata["error"].endswith("…[truncated 464 chars]")
+
+
 async def test_missing_and_duplicate_tool_call_ids_are_replaced() -> None:
     step = use(ToolCall("", "add", '{"a": 1, "b": 1}'), ToolCall("", "add", '{"a": 2, "b": 2}'))
     agent = make_agent(FakeLLM(step, answer("ok")))

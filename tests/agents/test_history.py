@@ -130,7 +130,7 @@ _messages = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(_messages, max_size=12))
 def test_repair_always_yields_a_consistent_fixed_point(history: list[Any]) -> None:
     repaired = repair_history(history)

@@ -10,7 +10,23 @@ from myagent.tool import base_tool
 def test_reexports_are_the_runtime_classes() -> None:
     assert base_tool.BaseTool is tools.BaseTool is myagent.BaseTool
     assert base_tool.ToolResult is tools.ToolResult is myagent.ToolResult
-    assert base_tool.tool is tools.tool is myagent.tool
+    assert base_tool.tool is tools.tool
+
+
+def test_myagent_tool_is_the_decorator_in_either_import_order() -> None:
+    # After `import myagent.tool.base_tool`, Python binds `myagent.tool` to the
+    # subpackage; the subpackage is callable so `from myagent import tool` works.
+    import myagent.tool.base_tool  # noqa: F401
+
+    from myagent import tool as decorator
+
+    def ping() -> str:
+        """Ping."""
+        return "pong"
+
+    assert isinstance(decorator(ping), tools.FunctionTool)
+    made = decorator(name="ping2", requires_confirmation=True)(ping)
+    assert (made.name, made.requires_confirmation) == ("ping2", True)
 
 
 def test_public_api_of_the_package() -> None:

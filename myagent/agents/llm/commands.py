@@ -131,7 +131,8 @@ def _parse_json_args(text: str, name: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except ValueError as exc:
-        raise CommandError(f"/{name}: arguments are not valid JSON ({exc.msg} at column {exc.colno})") from None
+        reason = f"{exc.msg} at column {exc.colno}"
+        raise CommandError(f"/{name}: arguments are not valid JSON ({reason})") from None
     if not isinstance(value, dict):
         raise CommandError(f"/{name}: JSON arguments must be an object like {{\"key\": \"value\"}}")
     return value

@@ -20,6 +20,7 @@ import collections
 import json
 import logging
 import os
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,7 +44,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         logger.debug("%s " + format, self.address_string(), *args)
 
-    def _send_json(self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None) -> None:
+    def _send_json(
+        self, status: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> None:
         data = json.dumps(body, ensure_ascii=False).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -218,24 +221,32 @@ class FakeLLMServer:
         handler.wfile.flush()
 
 
-def serve_forever_cli(host: str, port: int, script_path: str | None, ttft_ms: float, token_delay_ms: float) -> None:
-    """Run a FakeLLMServer in the foreground until Ctrl-C (``myagent-ws fake-llm``).
+def serve_forever_cli(
+    host: str, port: int, script_path: str | None, ttft_ms: float, token_delay_ms: float
+) -> None:
+    """Run a FakeLLMServer in the foreground until Ctrl-C or SIGTERM (``myagent-ws fake-llm``).
 
     A bad script or an unusable address exits with a one-line message
     (SystemExit), not a traceback.
     """
     try:
-        server = FakeLLMServer(script_path, host=host, port=port, ttft_ms=ttft_ms, token_delay_ms=token_delay_ms)
+        server = FakeLLMServer(
+            script_path, host=host, port=port, ttft_ms=ttft_ms, token_delay_ms=token_delay_ms
+        )
         server.start()
     except ValueError as exc:
         raise SystemExit(f"error: {exc}") from None
     except OSError as exc:
         raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     print(f"fake OpenAI-compatible LLM on {server.url}", flush=True)
+    stop = threading.Event()
+    # The handler only sets the event; the loop below does the shutdown.
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
-        while True:
-            time.sleep(3600)
+        while not stop.wait(0.5):
+            pass
     except KeyboardInterrupt:
         pass
     finally:
+        signal.signal(signal.SIGTERM, previous)
         server.stop()

@@ -40,7 +40,8 @@ def completion_body(reply: Reply, *, completion_id: str, model: str, created: in
         message["reasoning_content"] = response.reasoning
     body = _envelope("chat.completion", completion_id, model, created)
     body["choices"] = [{"index": 0, "message": message, "finish_reason": response.finish_reason}]
-    body["usage"] = {"prompt_tokens": 0, "completion_tokens": len(reply.deltas), "total_tokens": len(reply.deltas)}
+    tokens = len(reply.deltas)
+    body["usage"] = {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens}
     return body
 
 
@@ -66,8 +67,8 @@ def stream_chunks(
     for text in reply.deltas:
         yield chunk({"content": text})
     for index, call in enumerate(response.tool_calls):
-        head = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-        yield chunk({"tool_calls": [head]})
+        function = {"name": call.name, "arguments": ""}
+        yield chunk({"tool_calls": [{"index": index, "id": call.id, "type": "function", "function": function}]})
         for piece in chunk_text(call.arguments, chunk_size):
             yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
     yield chunk({}, response.finish_reason)
@@ -80,4 +81,5 @@ def error_body(message: str, kind: str = "server_error") -> dict[str, Any]:
 
 def models_body() -> dict[str, Any]:
     """The ``GET /v1/models`` listing."""
-    return {"object": "list", "data": [{"id": FAKE_MODEL, "object": "model", "created": 0, "owned_by": "myagent"}]}
+    model = {"id": FAKE_MODEL, "object": "model", "created": 0, "owned_by": "myagent"}
+    return {"object": "list", "data": [model]}

@@ -121,7 +121,8 @@ class OfflineLLM:
             return LLMResponse(content="", tool_calls=[call], finish_reason="tool_calls")
         unknown = command_name(text)
         if unknown is not None:
-            return LLMResponse(content=f"Unknown tool '{unknown}'.\n\n{help_text(tools)}", finish_reason="stop")
+            text = f"Unknown tool '{unknown}'.\n\n{help_text(tools)}"
+            return LLMResponse(content=text, finish_reason="stop")
         return LLMResponse(content=f"{INTRO}\n\n{help_text(tools)}", finish_reason="stop")
 
     async def stream(
@@ -129,7 +130,9 @@ class OfflineLLM:
     ) -> AsyncIterator[TextDelta | LLMResponse]:
         """Stream the reply as word-sized TextDelta chunks, then the response."""
         response = self.reply(messages, tools)
-        logger.debug("offline reply: %d chars, %d tool calls", len(response.content), len(response.tool_calls))
+        logger.debug(
+            "offline reply: %d chars, %d tool calls", len(response.content), len(response.tool_calls)
+        )
         for word in _WORDS.findall(response.content):
             yield TextDelta(word)
         yield response

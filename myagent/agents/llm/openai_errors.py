@@ -21,6 +21,7 @@ MAX_DETAIL_CHARS = 300
 # bodies sometimes echo back, e.g. "Incorrect API key provided: sk-abc...".
 _KEYLIKE = re.compile(r"\b(sk|pk|rk|key|api|tok)[-_][A-Za-z0-9_\-*]{6,}", re.IGNORECASE)
 _RETRYABLE = {408, 409, 429}
+_HINTS = {401: " (check OPENAI_API_KEY)", 404: " (check the model name and OPENAI_BASE_URL)"}
 
 
 def safe_url(url: str | None) -> str:
@@ -68,7 +69,7 @@ def map_openai_error(exc: BaseException, *, url: str | None, attempts: int, api_
     if isinstance(exc, openai.APIStatusError):
         status = exc.status_code
         retried = f" {tries}" if status in _RETRYABLE or status >= 500 else ""
-        hint = {401: " (check OPENAI_API_KEY)", 404: " (check the model name and OPENAI_BASE_URL)"}.get(status, "")
+        hint = _HINTS.get(status, "")
         return LLMError(f"LLM returned HTTP {status}{retried}{hint}: {redact(_detail(exc), api_key)}")
     if isinstance(exc, openai.APIError):
         return LLMError(f"LLM error from {where}: {redact(_detail(exc), api_key)}")

@@ -2,19 +2,15 @@
 
 Configuration (constructor arguments win over the environment):
 
-==========================  ===================  =====================================
-setting                     env var              default
-==========================  ===================  =====================================
-model                       MYAGENT_MODEL        ``gpt-4o-mini``
-base_url                    OPENAI_BASE_URL      OpenAI's endpoint
-api_key                     OPENAI_API_KEY       ``not-needed`` when base_url is set
-timeout (seconds)           MYAGENT_LLM_TIMEOUT  60
-max_retries                 MYAGENT_LLM_MAX_     2
-                            RETRIES
-==========================  ===================  =====================================
+* ``model``: ``MYAGENT_MODEL``, default ``gpt-4o-mini``;
+* ``base_url``: ``OPENAI_BASE_URL``, default OpenAI's endpoint;
+* ``api_key``: ``OPENAI_API_KEY``; ``not-needed`` when only a base_url is set,
+  since local servers ignore it;
+* ``timeout``: ``MYAGENT_LLM_TIMEOUT`` seconds, default 60;
+* ``max_retries``: ``MYAGENT_LLM_MAX_RETRIES``, default 2.
 
-Time bounds. ``timeout`` caps, as one deadline, everything before the first
-response byte: connecting, the SDK's retries and its backoff. It also caps the
+Time bounds. ``timeout`` caps, as one deadline, everything before the response
+headers arrive: connecting, the SDK's retries and its backoff. It also caps the
 silence between two stream chunks, but not the length of a steadily streaming
 answer. Retries are the SDK's own (connection errors, 408/409/429/5xx), made
 before any delta is yielded; a stream cut mid-answer is not retried, since the
@@ -23,7 +19,8 @@ caller has already shown part of it. When the endpoint is down:
 * connection refused fails in milliseconds, so the cost is the SDK backoff,
   0.5 s * 2**i * (0.75..1) before retry i+1 (capped at 8 s): about 0.5 s for
   ``max_retries=1`` and 1.1-1.5 s for the default 2;
-* a black-holed host costs up to 5 s (connect timeout) per attempt plus backoff;
+* a black-holed host costs up to 5 s (connect timeout) per attempt plus
+  backoff, about 16.5 s with the defaults;
 * a server's Retry-After (honoured by the SDK up to 2 min) is still cut off at
   ``timeout``.
 """
@@ -153,10 +150,14 @@ class OpenAILLM:
         if not key and not self.base_url:
             raise LLMError("no LLM credentials: set OPENAI_API_KEY, or OPENAI_BASE_URL for a local server")
         self._api_key = key or LOCAL_API_KEY
-        self.timeout: float = timeout if timeout is not None else _env_float("MYAGENT_LLM_TIMEOUT", DEFAULT_TIMEOUT)
-        self.max_retries = max_retries if max_retries is not None else _env_int(
-            "MYAGENT_LLM_MAX_RETRIES", DEFAULT_MAX_RETRIES
-        )
+        if timeout is None:
+            timeout = _env_float("MYAGENT_LLM_TIMEOUT", DEFAULT_TIMEOUT)
+        if max_retries is None:
+            max_retries = _env_int("MYAGENT_LLM_MAX_RETRIES", DEFAULT_MAX_RETRIES)
+        if not timeout > 0 or max_retries < 0:
+            raise ValueError("timeout must be > 0 and max_retries >= 0")
+        self.timeout: float = timeout
+        self.max_retries: int = max_retries
         self.streaming = streaming
         self.name = f"openai:{self.model}"
         self._client: openai.AsyncOpenAI | None = None
@@ -185,10 +186,21 @@ class OpenAILLM:
         return openai.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT))
 
     async def aclose(self) -> None:
-        """Close the HTTP connection pool (optional; safe to call twice)."""
-        client, self._client, self._client_owner = self._client, None, None
-        if client is not None:
+        """Close the connection pool; call it before a short-lived loop ends.
+
+        Safe to call twice. A pool created on another (possibly closed) loop or
+        in the parent process is only dropped: it cannot be closed from here.
+        """
+        client, owner = self._client, self._client_owner
+        self._client = self._client_owner = None
+        if client is not None and owner == (os.getpid(), asyncio.get_running_loop()):
             await client.close()
+
+    def _log_failure(self, phase: str, exc: BaseException) -> None:
+        # SDK errors are expected (endpoint down, 5xx) and reach the user as
+        # LLMError; anything else is a bug here or in the SDK and deserves a trace.
+        level = logging.DEBUG if isinstance(exc, openai.OpenAIError) else logging.WARNING
+        logger.log(level, "LLM %s to %s failed", phase, safe_url(self.base_url), exc_info=True)
 
     def _error(self, exc: BaseException) -> LLMError:
         return map_openai_error(exc, url=self.base_url, attempts=self.max_retries + 1, api_key=self._api_key)
@@ -198,13 +210,15 @@ class OpenAILLM:
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "stream": self.streaming}
         if tools:  # OpenAI rejects an empty tools list
             kwargs["tools"] = tools
+        logger.debug("%s: %d messages, %d tools", self.name, len(messages), len(tools))
         try:
             async with asyncio.timeout(self.timeout):
                 return await self._get_client().chat.completions.create(**kwargs)
         except TimeoutError:
-            raise LLMError(f"LLM endpoint {safe_url(self.base_url)} did not respond within {self.timeout} s") from None
-        except Exception as exc:  # every SDK failure becomes one user-safe error
-            logger.debug("LLM request failed", exc_info=True)
+            where = safe_url(self.base_url)
+            raise LLMError(f"LLM endpoint {where} did not respond within {self.timeout} s") from None
+        except Exception as exc:  # every failure becomes one user-safe error
+            self._log_failure("request", exc)
             raise self._error(exc) from exc
 
     async def stream(
@@ -232,7 +246,7 @@ class OpenAILLM:
             stalled = f" (no data for {self.timeout} s)" if isinstance(exc, openai.APITimeoutError) else ""
             raise LLMError(f"LLM stream from {safe_url(self.base_url)} was interrupted{stalled}") from exc
         except Exception as exc:
-            logger.debug("LLM stream failed", exc_info=True)
+            self._log_failure("stream", exc)
             raise self._error(exc) from exc
         yield assembler.response()
 

@@ -304,7 +304,8 @@ def plan_reply(script: Script, messages: Sequence[Mapping[str, Any]]) -> Reply:
         else:
             rendered = _substitute_json(call.arguments, ctx.values)
             arguments = json.dumps(rendered, ensure_ascii=False)
-        calls.append(ToolCall(id=f"call_{ctx.turn}_{ctx.step_index}_{i}", name=call.name, arguments=arguments))
+        call_id = f"call_{ctx.turn}_{ctx.step_index}_{i}"
+        calls.append(ToolCall(id=call_id, name=call.name, arguments=arguments))
     response = LLMResponse(
         content=content,
         tool_calls=calls,

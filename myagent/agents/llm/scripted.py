@@ -37,7 +37,9 @@ class ScriptedLLM:
     ) -> AsyncIterator[TextDelta | LLMResponse]:
         """Yield the scripted deltas, then the response; ``tools`` is ignored."""
         reply = plan_reply(self.script, messages)
-        logger.debug("%s: %d deltas, %d tool calls", self.name, len(reply.deltas), len(reply.response.tool_calls))
+        logger.debug(
+            "%s: %d deltas, %d tool calls", self.name, len(reply.deltas), len(reply.response.tool_calls)
+        )
         if reply.delay_ms:
             await asyncio.sleep(reply.delay_ms / 1000)
         pause = reply.token_delay_ms / 1000

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import http.client
 import json
+import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -122,3 +125,18 @@ def test_stop_cuts_delays_short_and_is_idempotent() -> None:
 def test_cli_bad_script_exits_cleanly(tmp_path) -> None:
     with pytest.raises(SystemExit, match="file not found"):
         serve_forever_cli("127.0.0.1", 0, str(tmp_path / "missing.json"), 0, 0)
+
+
+def test_cli_serves_until_sigterm() -> None:
+    code = "from myagent.agents.llm.fake_server import serve_forever_cli as s; s('127.0.0.1', 0, None, 0, 0)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("fake OpenAI-compatible LLM on http://127.0.0.1:") and line.endswith("/v1\n")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
 import time
 from typing import AsyncIterator
@@ -163,3 +165,16 @@ async def test_stream_cut_mid_answer(llm: OpenAILLM, fake_llm_server: FakeLLMSer
             received.append(event.text)
     assert "".join(received) == "北京 ☀️ "  # role chunk + 2 deltas arrived; no retry
     assert fake_llm_server.request_count == 1
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_client_follows_event_loop(fake_llm_server: FakeLLMServer) -> None:
+    # agent.run() style: a fresh event loop per call must not reuse a dead pool.
+    # The first loop's keep-alive socket cannot be closed once that loop is
+    # gone (callers should aclose() first), hence the ignored ResourceWarning.
+    llm = OpenAILLM(base_url=fake_llm_server.url, timeout=5)
+    for text in ("one", "two"):
+        events = asyncio.run(collect(llm, [{"role": "user", "content": text}]))
+        assert events[-1].content.endswith(f"You said: {text}")
+    asyncio.run(llm.aclose())
+    gc.collect()
