@@ -17,16 +17,14 @@ import time
 from typing import Any, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
-from websockets.http11 import Request, Response
 
 from myagent.protocol.errors import ErrorCode
 from myagent.protocol.exceptions import ProtocolError
 from myagent.protocol.schema import validate_client_frame
 from myagent.protocol.wirejson import parse_client_frame
 from myagent.settings import resolve_workers
-from myagent.supervisor import status as status_mod
+from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.connection import Connection
 from myagent.supervisor.environment import sandbox_environment
 from myagent.supervisor.metrics import Metrics
@@ -37,25 +35,9 @@ from myagent.supervisor.watchdog import Watchdog
 from myagent.supervisor.exceptions import AgentFileError
 from myagent.supervisor.reloader import changed_files, snapshot
 
-import orjson
-
 log = logging.getLogger("myagent.supervisor")
 
 CLOSE_GOING_AWAY = 1001
-
-
-def http_response(status: int, body: bytes | str, content_type: str = "application/json") -> Response:
-    if isinstance(body, str):
-        body = body.encode()
-    reasons = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-               405: "Method Not Allowed", 503: "Service Unavailable"}
-    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store")])
-    return Response(status, reasons.get(status, "OK"), headers, body)
-
-
-def json_response(status: int, obj: Any) -> Response:
-    return http_response(status, orjson.dumps(obj, option=orjson.OPT_INDENT_2))
 
 
 class Server:
@@ -71,35 +53,13 @@ class Server:
         self.pool.on_ready = lambda sandbox: self.router.migrate_idle()
         self.watchdog = Watchdog(self.pool, config)
         self.reload_error: str | None = None
+        self.http = HttpEndpoints(self)
         self.reloads = 0
         self.started = time.time()
         self.port: int | None = None
         self._stop = asyncio.Event()
         self._signals = 0
         self._ws_server: Any = None
-
-    # HTTP -----------------------------------------------------------------------
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
-        if upgrade:
-            if self.router.draining:
-                self.metrics.connections_refused["draining"] += 1
-                return json_response(503, {"error": "shutting down"})
-            if len(self.router.connections) >= self.config.max_connections:
-                self.metrics.connections_refused["max_connections"] += 1
-                return json_response(503, {"error": "too many connections"})
-            return None
-        if path == "/health":
-            return json_response(200, {"status": "ok"})
-        if path == "/ready":
-            ready, reason = self.readiness()
-            return json_response(200 if ready else 503, {"ready": ready, "reason": reason})
-        if path == "/status":
-            return json_response(200, status_mod.build(self))
-        if path == "/":
-            return http_response(200, "myagent-ws: connect with a WebSocket client to this URL.\n", "text/plain")
-        return json_response(404, {"error": "not found", "path": path[:200]})
 
     def readiness(self) -> tuple[bool, str]:
         if self.router.draining:
@@ -207,7 +167,7 @@ class Server:
                       f"{len(self.pool.sandboxes)} sandbox(es), up to {c.sessions_per_worker} sessions each")
         self._ws_server = await serve(
             self.handle, c.host, c.port,
-            process_request=self.process_request,
+            process_request=self.http.process_request,
             compression="deflate" if c.compression == "deflate" else None,
             max_size=c.max_message_size,
             open_timeout=c.open_timeout or None,
