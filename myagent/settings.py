@@ -42,11 +42,11 @@ class Setting:
     help: str
     choices: tuple[str, ...] = ()
     multiple: bool = False
-    group: str = "server"
+    env_name: str = ""
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.name.upper().replace("-", "_")
+        return self.env_name or ENV_PREFIX + self.name.upper().replace("-", "_")
 
     @property
     def attr(self) -> str:
@@ -56,10 +56,11 @@ class Setting:
         """Convert a raw CLI/env value to this setting's type, with a clear error."""
         if raw is None:
             return None
-        if self.multiple and isinstance(raw, (list, tuple)):
-            return tuple(self.convert_one(item) for item in raw)
         if self.multiple:
-            return tuple(self.convert_one(item) for item in str(raw).split(",") if item.strip())
+            # Repeated options, or one comma-separated value (how the environment spells a list).
+            items = raw if isinstance(raw, (list, tuple)) else [raw]
+            return tuple(self.convert_one(part.strip()) for item in items for part in str(item).split(",")
+                         if part.strip())
         return self.convert_one(raw)
 
     def convert_one(self, raw: Any) -> Any:
@@ -134,6 +135,20 @@ SETTINGS: tuple[Setting, ...] = (
     S("max-outbound-buffer", "size", "4MiB", "Bytes queued to one client that is not reading before it is disconnected (1008)."),
     S("compression", "choice", "off", "permessage-deflate: off saves ~30 KiB per connection (see docs/operations.md).",
       choices=("off", "deflate")),
+    S("max-connections-per-address", "int", 256, "Open connections from one client address; past it HTTP 503."),
+    S("rate-limit", "float", 20.0, "Inbound messages per second per connection (token bucket); over it: RATE_LIMITED."),
+    S("rate-burst", "int", 40, "Token bucket size: messages a connection may send at once."),
+    S("rate-strikes", "int", 20, "RATE_LIMITED refusals in a row after which the connection is closed (1008)."),
+    S("max-tool-result-chars", "int", 20_000, "Longest tool result forwarded to the client; longer is truncated with a marker."),
+    S("idle-timeout", "float", 3600.0, "Close a connection that sent nothing and owns no running turn for this long. 0 = never."),
+    # Authentication and transport security
+    S("auth-token", "str", "", "Accepted bearer token (repeatable; env: comma separated). Unset = no auth.",
+      multiple=True, env_name=ENV_PREFIX + "AUTH_TOKENS"),
+    S("auth-tokens-file", "str", "", "File with one accepted token per line (# comments allowed)."),
+    S("allow-origin", "str", "", "Allowed browser Origin (repeatable, exact; '*' = any). Unset = same origin only.",
+      multiple=True),
+    S("tls-cert", "str", "", "PEM certificate chain: serve wss:// and https:// directly."),
+    S("tls-key", "str", "", "PEM private key for --tls-cert."),
     # Timeouts of the WebSocket layer
     S("open-timeout", "float", 10.0, "Seconds to complete the opening handshake; half-open handshakes are dropped."),
     S("ping-interval", "float", 20.0, "Seconds between keepalive pings; 0 disables keepalive."),

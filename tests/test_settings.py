@@ -39,3 +39,9 @@ def test_every_setting_has_env_help_and_a_valid_default():
     for s in SETTINGS:
         assert s.env.startswith("MYAGENT_WS_") and s.help
         s.convert(s.default)
+
+
+def test_list_settings_accept_repeats_and_commas():
+    config = config_from({"auth-token": ("a,b", "c"), "allow-origin": "http://x, http://y"})
+    assert config.auth_token == ("a", "b", "c")
+    assert config.allow_origin == ("http://x", "http://y")

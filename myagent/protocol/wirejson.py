@@ -42,7 +42,6 @@ byte. Worst cases (1 MB of crafted brackets) cost 5-20 ms.
 from __future__ import annotations
 
 import json
-import re
 
 import orjson
 
@@ -58,9 +57,13 @@ _INT_MAX = (1 << 64) - 1
 # Map { } to [ ] and delete every other byte: only the bracket skeleton stays.
 _BRACKETS_TABLE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-# An out-of-range integer literal has at least 19 digits in a row.
-_LONG_DIGITS_STR = re.compile(r"[0-9]{19}")
-_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+# Character classes for the pre-checks: '[' for an opening bracket, '0' for
+# a digit, 'x' for anything else. An out-of-range integer literal has at least
+# 19 digits in a row.
+_CHAR_CLASSES = bytes(
+    ord("[") if b in b"[{" else ord("0") if b in b"0123456789" else ord("x") for b in range(256)
+)
+_DIGIT_RUN = b"0" * 19
 
 
 def nesting_error(data: bytes, max_depth: int) -> str | None:
@@ -108,12 +111,13 @@ def _checked_int(literal: str) -> int:
     return value
 
 
-def _decode_error_message(exc: orjson.JSONDecodeError, is_bytes: bool) -> str:
+def _decode_error_message(exc: orjson.JSONDecodeError) -> str:
     # orjson's messages are fixed texts (they never quote the input); we still
     # translate the common ones into words a client developer understands.
+    # (str input was encoded to UTF-8 already, so a UTF-8 error means bytes.)
     msg = exc.msg
     if "UTF-8" in msg:
-        return "frame is not valid UTF-8" if is_bytes else "frame is not valid Unicode (lone surrogate)"
+        return "frame is not valid UTF-8"
     if "surrogate" in msg:
         return (
             f"invalid JSON: lone surrogate escape in a string at line {exc.lineno}, column {exc.colno} "
@@ -131,35 +135,36 @@ def parse_client_frame(data: str | bytes, *, max_depth: int = DEFAULT_MAX_DEPTH)
     bytes (``bytes``/``bytearray``/``memoryview``). See the module docstring
     for how every edge case is treated.
     """
-    is_bytes = not isinstance(data, str)
-    if is_bytes:
-        if isinstance(data, memoryview):
-            data = data.tobytes()
-        elif not isinstance(data, (bytes, bytearray)):
-            raise TypeError(f"parse_client_frame expects str or bytes, not {type(data).__name__}")
-        raw = data
-        if raw.count(b"[") + raw.count(b"{") > max_depth:
-            _check_depth(raw, max_depth)
-    elif data.count("[") + data.count("{") > max_depth:
+    if isinstance(data, str):
         try:
             raw = data.encode()
         except UnicodeEncodeError:
             raise InvalidJSON("frame is not valid Unicode (lone surrogate)") from None
+    elif isinstance(data, (bytes, bytearray)):
+        raw = data
+    elif isinstance(data, memoryview):
+        raw = data.tobytes()
+    else:
+        raise TypeError(f"parse_client_frame expects str or bytes, not {type(data).__name__}")
+
+    # One C-speed pass serves both pre-checks (a regex would cost 10x more).
+    classes = raw.translate(_CHAR_CLASSES)
+    if classes.count(b"[") > max_depth:
         _check_depth(raw, max_depth)
 
     try:
-        obj = orjson.loads(data)
+        obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidJSON(_decode_error_message(exc, is_bytes)) from None
+        raise InvalidJSON(_decode_error_message(exc)) from None
 
     if type(obj) is not dict:
         raise InvalidJSON("a frame must be a JSON object")
 
-    if (_LONG_DIGITS_BYTES if is_bytes else _LONG_DIGITS_STR).search(data) is not None:
+    if _DIGIT_RUN in classes:
         # Rare: some literal has 19+ digits. The stdlib parser tells integer
         # literals from floats exactly (orjson already turned big ints into floats).
         try:
-            json.loads(data, parse_int=_checked_int)
+            json.loads(raw, parse_int=_checked_int)
         except _IntOutOfRange:
             raise InvalidJSON(
                 "invalid JSON: integer out of range (integers must lie in [-2**63, 2**64-1])"

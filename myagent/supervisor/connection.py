@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 from collections import deque
 from typing import Any
 
@@ -36,6 +37,7 @@ class Connection:
         self.sessions: set[str] = set()
         self.closed = False
         self.sent = 0
+        self.last_inbound = time.monotonic()
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._wake = asyncio.Event()

@@ -42,6 +42,12 @@ class HttpEndpoints:
         path = request.path.split("?", 1)[0]
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if upgrade:
+            address = connection.remote_address[0] if connection.remote_address else ""
+            principal, refusal = self.server.guard.admit(request.path, request.headers, address)
+            if refusal is not None:
+                self.server.metrics.connections_refused[str(refusal.status)] += 1
+                return json_response(refusal.status, {"error": refusal.reason})
+            connection.principal = principal  # read by the connection handler
             if self.server.router.draining:
                 self.server.metrics.connections_refused["draining"] += 1
                 return json_response(503, {"error": "shutting down"})

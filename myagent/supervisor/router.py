@@ -253,7 +253,8 @@ class Router:
     async def reconnect(self, conn: Connection, frame: dict) -> None:
         content = frame["content"]
         session = self.registry.get(frame.get("session_id"))
-        if session is None or not session.check_token(str(content.get("resume_token", ""))):
+        if session is None or session.owner != conn.principal or not session.check_token(
+                str(content.get("resume_token", ""))):
             raise ClientError(ErrorCode.SESSION_NOT_FOUND, "No such session, or the resume token is wrong.",
                               "session_id")
         if session.connection is not None and session.connection is not conn:
@@ -328,12 +329,17 @@ class Router:
         meta = frame.get("m") or {}
         meta["turn_id"] = turn.id
         step = frame.get("st")
+        content = frame.get("c")
+        if kind == "tool_result" and isinstance(content, str) and len(content) > self.config.max_tool_result_chars:
+            limit = self.config.max_tool_result_chars
+            content = f"{content[:limit]}…[truncated {len(content) - limit} chars]"
+            meta["truncated"] = True
         if kind == "user_confirm" and step:
             turn.pending_steps.add(step)
         if turn.first_event is None:
             turn.first_event = time.monotonic()
             self.metrics.first_event(turn.first_event - turn.started)
-        session.emit(event, frame.get("c"), meta, step)
+        session.emit(event, content, meta, step)
         if event in ev.TERMINAL_EVENTS:
             self.metrics.turn_done(event, meta.get("error_code") or meta.get("reason"),
                                    time.monotonic() - turn.started)

@@ -24,11 +24,13 @@ from myagent.protocol.exceptions import ProtocolError
 from myagent.protocol.schema import validate_client_frame
 from myagent.protocol.wirejson import parse_client_frame
 from myagent.settings import resolve_workers
+from myagent.supervisor.guard import LOOPBACK, Guard, load_tokens
 from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.connection import Connection
 from myagent.supervisor.environment import sandbox_environment
 from myagent.supervisor.metrics import Metrics
 from myagent.supervisor.pool import SandboxPool
+from myagent.supervisor.ratelimit import TokenBucket
 from myagent.supervisor.router import ClientError, Router
 from myagent.supervisor.sessions import SessionRegistry
 from myagent.supervisor.watchdog import Watchdog
@@ -38,6 +40,23 @@ from myagent.supervisor.reloader import changed_files, snapshot
 log = logging.getLogger("myagent.supervisor")
 
 CLOSE_GOING_AWAY = 1001
+
+
+def raise_open_files_limit(wanted_connections: int) -> None:
+    """Lift the soft RLIMIT_NOFILE to the hard limit: every connection is a file descriptor."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft < wanted_connections + 256:
+        log.warning("open-files limit %d is below --max-connections %d: raise it (ulimit -n)",
+                    soft, wanted_connections)
 
 
 class Server:
@@ -54,6 +73,8 @@ class Server:
         self.watchdog = Watchdog(self.pool, config)
         self.reload_error: str | None = None
         self.http = HttpEndpoints(self)
+        self.guard = Guard(load_tokens(config.auth_token or (), config.auth_tokens_file), config.allow_origin or (),
+                           config.max_connections_per_address)
         self.reloads = 0
         self.started = time.time()
         self.port: int | None = None
@@ -73,24 +94,42 @@ class Server:
     # WebSocket -------------------------------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:
         remote = ws.remote_address[0] if ws.remote_address else ""
-        conn = Connection(ws, principal="anonymous", max_outbound=self.config.max_outbound_buffer, remote=remote)
+        conn = Connection(ws, principal=getattr(ws, "principal", "anonymous"),
+                          max_outbound=self.config.max_outbound_buffer, remote=remote)
+        self.guard.opened(remote)
         self.metrics.connections_opened += 1
         self.router.connected(conn)
         conn.start()
         log.info("connection %s opened from %s", conn.id, remote)
         router = self.router
         metrics = self.metrics
+        bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
+        strikes_limit = self.config.rate_strikes
         try:
             async for message in ws:
                 metrics.frames_in += 1
+                conn.last_inbound = time.monotonic()
+                if not bucket.take():
+                    if bucket.strikes >= strikes_limit:
+                        log.warning("connection %s keeps exceeding the rate limit: closing", conn.id)
+                        conn.close(1008, "rate limit exceeded")
+                        break
+                    router.reject(conn, ClientError(ErrorCode.RATE_LIMITED,
+                                                    f"Too many messages; the limit is {self.config.rate_limit:g}/s."))
+                    continue
                 if isinstance(message, bytes):
                     router.reject(conn, ClientError(ErrorCode.UNSUPPORTED_FRAME,
                                                     "Binary frames are not supported; send JSON text frames."))
                     continue
+                frame = None
                 try:
-                    frame = validate_client_frame(parse_client_frame(message))
+                    frame = parse_client_frame(message)
+                    validate_client_frame(frame)
                 except ProtocolError as exc:
-                    router.reject(conn, ClientError(ErrorCode(exc.code), exc.message, exc.field))
+                    # Pass the parsed frame along: the error then names the request's event and
+                    # session, so a client can tell which session's request was refused.
+                    router.reject(conn, ClientError(ErrorCode(exc.code), exc.message, exc.field),
+                                  frame if isinstance(frame, dict) else None)
                     continue
                 try:
                     await router.handle(conn, frame)
@@ -100,6 +139,7 @@ class Server:
         except ConnectionClosed:
             pass
         finally:
+            self.guard.closed(remote)
             self.metrics.connections_closed += 1
             router.disconnected(conn)
             conn.stop_writer()
@@ -160,11 +200,21 @@ class Server:
     async def start(self) -> None:
         """Load the agent, fill the pool and listen. Raises AgentFileError for a broken agent file."""
         c = self.config
+        raise_open_files_limit(c.max_connections)
         self.announce(f"🔍 Loading agent file: {c.agent_file}")
         agent = await self.pool.start()
         tools = ", ".join(t["name"] for t in agent.get("tools", [])) or "no tools"
         self.announce(f"✅ Agent loaded: {agent.get('name')} ({tools}); "
                       f"{len(self.pool.sandboxes)} sandbox(es), up to {c.sessions_per_worker} sessions each")
+        ssl_context = None
+        if c.tls_cert:
+            import ssl
+
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(c.tls_cert, c.tls_key or None)
+        if not self.guard.auth_enabled and not c.host.startswith(LOOPBACK):
+            self.announce(f"⚠️  WARNING: listening on {c.host} without authentication: anyone who can reach "
+                          "this port can use the agent. Set --auth-token or MYAGENT_WS_AUTH_TOKENS.")
         self._ws_server = await serve(
             self.handle, c.host, c.port,
             process_request=self.http.process_request,
@@ -175,11 +225,12 @@ class Server:
             ping_timeout=c.ping_timeout or None,
             close_timeout=5,
             server_header=None,
+            ssl=ssl_context,
         )
         self.port = self._ws_server.sockets[0].getsockname()[1]
-        scheme = "ws"
+        scheme = "wss" if ssl_context else "ws"
         self.announce(f"🚀 myagent-ws listening on {scheme}://{c.host}:{self.port}  "
-                      f"(health: http://{c.host}:{self.port}/health)")
+                      f"(health: {'https' if ssl_context else 'http'}://{c.host}:{self.port}/health)")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -211,6 +262,19 @@ class Server:
                 self.router.heartbeat()
                 next_heartbeat = now + c.heartbeat_interval
             self.router.sweep()
+            self.close_idle()
+
+    def close_idle(self) -> None:
+        """Close connections that sent nothing for --idle-timeout and have no turn running."""
+        limit = self.config.idle_timeout
+        if limit <= 0:
+            return
+        now = time.monotonic()
+        for conn in list(self.router.connections.values()):
+            if now - conn.last_inbound > limit and not any(
+                    (s := self.registry.get(sid)) is not None and s.turn is not None for sid in conn.sessions):
+                log.info("connection %s idle for %.0fs: closing", conn.id, now - conn.last_inbound)
+                conn.close(1000, "idle timeout")
 
     async def drain(self) -> None:
         """Graceful stop: refuse new work, let turns finish, close clients with 1001."""

@@ -66,18 +66,28 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
 
 
 @pytest.fixture
-async def connect(server: ServerProcess) -> AsyncIterator[Callable[..., Awaitable[AgentClient]]]:
-    """Open AgentClient connections to the module's server (or ``url``); all closed afterwards."""
+async def open_client() -> AsyncIterator[Callable[..., Awaitable[AgentClient]]]:
+    """``await open_client(url)``: an AgentClient closed after the test."""
     clients: list[AgentClient] = []
 
-    async def open_client(url: str | None = None, **kwargs) -> AgentClient:
-        client = await AgentClient.connect(url or server.url, **kwargs)
+    async def open_(url: str, **kwargs) -> AgentClient:
+        client = await AgentClient.connect(url, **kwargs)
         clients.append(client)
         return client
 
-    yield open_client
+    yield open_
     for client in clients:
         try:
             await client.close()
         except Exception:
             pass
+
+
+@pytest.fixture
+async def connect(server: ServerProcess, open_client) -> Callable[..., Awaitable[AgentClient]]:
+    """``await connect()``: an AgentClient on the module's server, closed after the test."""
+
+    async def connect_(**kwargs) -> AgentClient:
+        return await open_client(server.url, **kwargs)
+
+    return connect_

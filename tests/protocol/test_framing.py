@@ -147,7 +147,7 @@ def test_depth_limit_admits_everything_orjson_can_encode():
     deepest: list = []
     while True:  # the deepest list orjson.dumps accepts (about 254 levels)
         try:
-            frame = encode_frame([deepest])
+            encode_frame([deepest])
         except FrameError:
             break
         deepest = [deepest]
