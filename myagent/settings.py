@@ -96,6 +96,8 @@ SETTINGS: tuple[Setting, ...] = (
     # Listening
     S("host", "str", "127.0.0.1", "Address to bind. Binding beyond loopback without auth prints a warning."),
     S("port", "int", 8080, "TCP port for WebSockets and the HTTP endpoints."),
+    S("status-port", "int", 0, "Also serve /health, /ready, /status, /metrics and /dashboard (plain HTTP, no "
+      "WebSocket) on this port, e.g. for a private network. 0 = off."),
     # Sandbox pool
     S("workers", "int", 0, "Sandbox processes. 0 = one per CPU."),
     S("sessions-per-worker", "int", 1000, "Sessions one sandbox hosts at most; 1 gives every session its own process."),
@@ -126,6 +128,15 @@ SETTINGS: tuple[Setting, ...] = (
     S("turn-timeout", "float", 300.0, "Wall-clock limit of one turn; the turn is cancelled with TURN_TIMEOUT. 0 = none."),
     S("confirm-timeout", "float", 120.0, "Seconds a tool waits for user.response to agent.user_confirm; then it is denied."),
     S("max-history-messages", "int", 2000, "Messages of history the front process holds per session (oldest dropped)."),
+    # Durability and scale-out
+    S("store", "str", "sqlite://", "Session store: memory:, sqlite:///path.db (default file in the state dir) or "
+      "redis://host:port/db."),
+    S("state-dir", "str", "", "State directory (default $XDG_STATE_HOME/myagent-ws or ~/.local/state/myagent-ws)."),
+    S("state-secret", "str", "", "HMAC key of state exports; default: generated once and kept in the state dir."),
+    S("state-ttl", "float", 86400.0, "Seconds a state export (user.request_state) stays valid."),
+    S("max-state-size", "size", "4MiB", "Largest state export accepted or produced."),
+    S("lease-ttl", "float", 10.0, "Seconds a node's lease on a session lasts without renewal (redis store)."),
+    S("node-id", "str", "", "Name of this node in leases and logs (default: hostname-pid)."),
     # Limits
     S("max-connections", "int", 10000, "Open WebSocket connections in total; past it the upgrade gets HTTP 503."),
     S("max-sessions", "int", 20000, "Sessions in total (attached and detached); past it: SERVER_BUSY."),

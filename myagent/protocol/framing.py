@@ -105,7 +105,7 @@ class FrameDecoder:
                     pos += HEADER_SIZE
                 if end - pos < need:
                     break
-                out.append(self._decode(bytes(buf[pos : pos + need])))
+                out.append(self._decode(buf[pos : pos + need]))  # one copy; orjson reads bytearray
                 pos += need
                 need = None
         except FrameError:
@@ -126,7 +126,7 @@ class FrameDecoder:
         self._need = need
         return out
 
-    def _decode(self, body: bytes) -> Any:
+    def _decode(self, body: bytearray) -> Any:
         if nesting_error(body, self.max_depth) is not None:
             raise FrameError(f"pipe frame is nested deeper than {self.max_depth} levels or malformed")
         try:

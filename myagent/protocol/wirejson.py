@@ -17,8 +17,12 @@ top level not an object         InvalidJSON "a frame must be a JSON object" (arr
 integers outside                InvalidJSON "integer out of range". orjson would silently turn
 [-2**63, 2**64-1]               them into imprecise floats; every accepted int is exact and
                                 re-encodable by orjson. Floats (``1e19``) are floats and fine.
-nesting deeper than max_depth   InvalidJSON "JSON nesting is deeper than N levels", checked on the
-                                raw text BEFORE parsing (see below)
+                                Found exactly: only a frame with a run of 19+ digits is
+                                re-parsed by the stdlib parser with an int hook.
+nesting deeper than max_depth   InvalidJSON "invalid JSON: nesting is deeper than N levels",
+(default 32; top level = 1)     checked on the raw text BEFORE parsing (see below); brackets
+                                inside strings do not count. Brackets that cannot pair up:
+                                "invalid JSON: unbalanced brackets"
 lone surrogate escapes          InvalidJSON (orjson rejects ``"\\ud800"`` and reversed pairs), so
 (``"\\ud800"``)                 a parsed frame always re-encodes and logs cleanly
 duplicate keys                  accepted, the last one wins (orjson; RFC 8259 leaves it open)
@@ -30,9 +34,11 @@ whitespace around the object    accepted
 ==============================  =================================================================
 
 Why depth is checked before parsing: orjson 3.8 has no nesting limit and
-crashes the interpreter (segfault) on ~10**6 nested arrays, and newer orjson
-only stops at 1024. The check costs two ``count()`` calls on ordinary frames:
-only when the frame holds more opening brackets than ``max_depth`` does
+crashes the interpreter (segfault) from ~200 000 nested arrays (400 KB of
+``[``), and newer orjson (3.13 checked) only stops at 1024 levels. On ordinary
+frames the check costs one ``bytes.translate`` pass, shared with the
+big-integer pre-check: only when the frame holds more opening brackets than
+``max_depth`` does
 :func:`nesting_error` strip string literals (``split``/``join``), keep the
 bracket skeleton (``translate``) and peel innermost pairs with
 ``bytes.replace``: at most ``max_depth`` C-speed passes, no Python loop per
@@ -57,6 +63,7 @@ _INT_MAX = (1 << 64) - 1
 # Map { } to [ ] and delete every other byte: only the bracket skeleton stays.
 _BRACKETS_TABLE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_OPENERS = bytes(b for b in range(256) if b not in b"[{")
 # Character classes for the pre-checks: '[' for an opening bracket, '0' for
 # a digit, 'x' for anything else. An out-of-range integer literal has at least
 # 19 digits in a row.
@@ -66,7 +73,7 @@ _CHAR_CLASSES = bytes(
 _DIGIT_RUN = b"0" * 19
 
 
-def nesting_error(data: bytes, max_depth: int) -> str | None:
+def nesting_error(data: bytes | bytearray, max_depth: int) -> str | None:
     """Why ``data`` (JSON text) nests too deeply, or None if it does not.
 
     Only brackets outside string literals count; an object or array at the
@@ -74,7 +81,7 @@ def nesting_error(data: bytes, max_depth: int) -> str | None:
     (brackets that can never pair up: invalid JSON whatever else it holds).
     Cheap when the text has at most ``max_depth`` opening brackets.
     """
-    if data.count(b"[") + data.count(b"{") <= max_depth:
+    if len(data.translate(None, _NOT_OPENERS)) <= max_depth:  # faster than two count()s
         return None
     # Drop string literals: remove escaped backslashes, then escaped quotes;
     # every other quote now delimits a string, so the even pieces of a split

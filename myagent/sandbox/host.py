@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from myagent.agents.events import TOOL_CALL
 from myagent.sandbox import ops
 from myagent.sandbox.pipe import FramePipe
 
@@ -159,6 +160,11 @@ class SessionHost:
             async for event in session.agent.astream(text, confirm=confirm, on_message=on_message):
                 pipe.send({"op": ops.EVENT, "sid": sid, "turn": turn, "k": event.kind, "c": event.content,
                            "st": event.step_id, "m": event.metadata})
+                if event.kind == TOOL_CALL:
+                    # Agent code runs next and may kill this process before the loop turns
+                    # (os._exit, a segfault): write the turn so far (the user message, the
+                    # assistant's call, this event) now, so the front can restore it.
+                    pipe.flush()
                 if pipe.paused:
                     await pipe.writable()
         except asyncio.CancelledError:

@@ -16,6 +16,7 @@ import signal
 log = logging.getLogger("myagent.sandbox")
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 
 _libc = None
@@ -38,6 +39,17 @@ def die_with_parent(expected_parent: int) -> None:
     # The parent may have died between fork and prctl: then we were re-parented.
     if os.getppid() != expected_parent:
         os._exit(4)
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (a dead sandbox's tool children) so this process reaps them.
+
+    Without it they are re-parented to PID 1, which in many containers never
+    calls wait(): every killed sandbox that had started a subprocess would
+    leave a zombie behind.
+    """
+    if not _prctl(PR_SET_CHILD_SUBREAPER, 1):
+        log.warning("prctl(PR_SET_CHILD_SUBREAPER) unavailable: orphans of dead sandboxes go to PID 1")
 
 
 def no_new_privs() -> None:

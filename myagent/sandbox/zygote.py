@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     isolation.die_with_parent(int(os.environ.get("MYAGENT_WS_FRONT_PID", os.getppid())))
+    isolation.become_subreaper()  # _reap() below then also reaps the orphans of dead sandboxes
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctrl = socket.socket(fileno=args.ctrl_fd)
     config = orjson.loads(args.config)

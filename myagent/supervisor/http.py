@@ -1,4 +1,9 @@
-"""HTTP endpoints on the WebSocket port: /health, /ready, /status (and the upgrade gate).
+"""HTTP endpoints on the WebSocket port (and on the optional ``--status-port``).
+
+``/health`` liveness · ``/ready`` readiness · ``/status`` the JSON document of
+docs/status.md · ``/metrics`` Prometheus text · ``/`` the browser console
+(a plain GET; the WebSocket endpoint is ``/`` too) · ``/dashboard`` the live
+ops view · ``/static/NAME`` their scripts and styles, shipped in the package.
 
 websockets calls ``process_request`` for every incoming HTTP request before
 the handshake; returning a Response answers plain HTTP, returning None lets
@@ -7,36 +12,68 @@ the WebSocket upgrade proceed.
 
 from __future__ import annotations
 
+import logging
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from myagent.supervisor import prom
 from myagent.supervisor import status as status_mod
 
 if TYPE_CHECKING:
     from myagent.supervisor.server import Server
 
+log = logging.getLogger("myagent.supervisor.http")
 
-def http_response(status: int, body: bytes | str, content_type: str = "application/json") -> Response:
+REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+           405: "Method Not Allowed", 426: "Upgrade Required", 503: "Service Unavailable"}
+STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+                ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
+# The pages load only their own files and talk only to this origin (ws: for the console,
+# fetch for the dashboard). no-referrer: a ?token= in the page URL never leaks in a Referer.
+PAGE_HEADERS = [("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; "
+                 "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+                ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff")]
+PAGES = {"/": "console.html", "/dashboard": "dashboard.html"}
+
+
+def http_response(status: int, body: bytes | str, content_type: str = "application/json",
+                  extra: list[tuple[str, str]] | None = None, cache: str = "no-store") -> Response:
     if isinstance(body, str):
         body = body.encode()
-    reasons = {200: "OK", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-               405: "Method Not Allowed", 503: "Service Unavailable"}
     headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
-                       ("Cache-Control", "no-store")])
-    return Response(status, reasons.get(status, "OK"), headers, body)
+                       ("Cache-Control", cache), *(extra or ())])
+    return Response(status, REASONS.get(status, "OK"), headers, body)
 
 
 def json_response(status: int, obj: Any) -> Response:
     return http_response(status, orjson.dumps(obj, option=orjson.OPT_INDENT_2))
 
 
+def load_static() -> dict[str, bytes]:
+    """Every file of myagent/static, read once (they are small) and served from memory."""
+    files: dict[str, bytes] = {}
+    try:
+        root = resources.files("myagent") / "static"
+        for entry in root.iterdir():
+            if entry.is_file() and any(entry.name.endswith(ext) for ext in STATIC_TYPES):
+                files[entry.name] = entry.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):  # pragma: no cover - a broken install
+        log.warning("myagent/static is missing: the console and the dashboard are not served")
+    return files
+
+
 class HttpEndpoints:
     def __init__(self, server: "Server") -> None:
         self.server = server
+        self.registry = prom.make_registry(server)  # this server's own: never the global default registry
+        self.static = load_static()
+        self._status_server: Any = None
+        self.status_port: int | None = None
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
@@ -55,6 +92,16 @@ class HttpEndpoints:
                 self.server.metrics.connections_refused["max_connections"] += 1
                 return json_response(503, {"error": "too many connections"})
             return None
+        return self.route(path, pages=True)
+
+    def process_status_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The ``--status-port`` listener: ops endpoints and the dashboard, never a WebSocket."""
+        path = request.path.split("?", 1)[0]
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return json_response(404, {"error": "no WebSocket here; connect to the main port"})
+        return self.route(path, pages=False)
+
+    def route(self, path: str, pages: bool) -> Response:
         if path == "/health":
             return json_response(200, {"status": "ok"})
         if path == "/ready":
@@ -62,7 +109,35 @@ class HttpEndpoints:
             return json_response(200 if ready else 503, {"ready": ready, "reason": reason})
         if path == "/status":
             return json_response(200, status_mod.build(self.server))
-        if path == "/":
-            return http_response(200, "myagent-ws: connect with a WebSocket client to this URL.\n", "text/plain")
+        if path == "/metrics":
+            return http_response(200, prom.render(self.registry), prom.CONTENT_TYPE)
+        page = PAGES.get(path)
+        if page is not None and (pages or page == "dashboard.html"):
+            return self.static_file(page)
+        if path.startswith("/static/"):
+            return self.static_file(path[len("/static/"):])
         return json_response(404, {"error": "not found", "path": path[:200]})
 
+    def static_file(self, name: str) -> Response:
+        body = self.static.get(name)  # a dict lookup: no path ever reaches the file system
+        if body is None:
+            return json_response(404, {"error": "not found", "path": ("/static/" + name)[:200]})
+        ext = name[name.rfind("."):]
+        extra = PAGE_HEADERS if ext == ".html" else [("X-Content-Type-Options", "nosniff")]
+        return http_response(200, body, STATIC_TYPES[ext], extra, cache="no-cache")
+
+    # --status-port --------------------------------------------------------------------
+    async def start_status_port(self, host: str, port: int) -> int:
+        async def no_websocket(ws: ServerConnection) -> None:  # never called: every request is answered
+            await ws.close(1008)
+
+        self._status_server = await serve(no_websocket, host, port, process_request=self.process_status_request,
+                                          server_header=None, compression=None, open_timeout=10)
+        self.status_port = self._status_server.sockets[0].getsockname()[1]
+        return self.status_port
+
+    async def close(self) -> None:
+        if self._status_server is not None:
+            self._status_server.close()
+            await self._status_server.wait_closed()
+            self._status_server = None

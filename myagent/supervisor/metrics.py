@@ -1,14 +1,22 @@
-"""Counters the front process keeps for /status (and, later, /metrics).
+"""Counters the front process keeps for /status and /metrics.
 
-Plain attributes and dicts on the hot path: incrementing an int costs nothing.
-Latencies keep a bounded window of recent samples for percentiles.
+Plain attributes and dicts on the hot path: incrementing an int costs nothing,
+and nothing here knows about Prometheus (myagent/supervisor/prom.py reads these
+at scrape time). Latencies keep a bounded window of recent samples for
+percentiles, plus cumulative histogram buckets (one bisect per turn, not per
+event) for /metrics.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter, deque
 
 LATENCY_WINDOW = 10_000
+
+# Upper bounds (seconds) of the histogram buckets; +Inf is implied.
+TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+FIRST_EVENT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 def percentile(samples: list[float], q: float) -> float | None:
@@ -17,6 +25,31 @@ def percentile(samples: list[float], q: float) -> float | None:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
+
+
+class Histogram:
+    """Cumulative-from-start bucket counts: ``observe`` is one bisect and two adds."""
+
+    __slots__ = ("bounds", "counts", "sum", "count")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
+        self.sum = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1  # le semantics: value == bound lands in it
+        self.sum += value
+        self.count += 1
+
+    def cumulative(self) -> list[tuple[float, int]]:
+        """[(upper bound, cumulative count), ...] ending with (inf, count), as Prometheus wants them."""
+        out, running = [], 0
+        for bound, n in zip((*self.bounds, float("inf")), self.counts):
+            running += n
+            out.append((bound, running))
+        return out
 
 
 class Metrics:
@@ -32,14 +65,20 @@ class Metrics:
         self.interrupted: Counter[str] = Counter()  # by reason
         self.errors: Counter[str] = Counter()       # by error code
         self.frames_in = 0
+        # Frames written to connections that are gone; live ones count in Connection.sent.
+        self.events_sent_closed = 0
         self.turn_latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self.first_event_latency: deque[float] = deque(maxlen=LATENCY_WINDOW)
+        self.turn_histogram = Histogram(TURN_BUCKETS)
+        self.first_event_histogram = Histogram(FIRST_EVENT_BUCKETS)
+        self._summary: tuple[tuple[int, int], dict] | None = None
 
     def error(self, code: str) -> None:
         self.errors[code] += 1
 
     def first_event(self, seconds: float) -> None:
         self.first_event_latency.append(seconds)
+        self.first_event_histogram.observe(seconds)
 
     def turn_done(self, event: str, code: str | None, seconds: float) -> None:
         self.turns_ended[event] += 1
@@ -49,11 +88,25 @@ class Metrics:
             self.errors[code] += 1
         if seconds > 0:
             self.turn_latency.append(seconds)
+            self.turn_histogram.observe(seconds)
 
     def latency_summary(self) -> dict:
-        turns = list(self.turn_latency)
-        first = list(self.first_event_latency)
+        """Percentiles of the recent window; recomputed only when a sample was added since the last call."""
+        key = (self.turn_histogram.count, self.first_event_histogram.count)
+        if self._summary is None or self._summary[0] != key:
+            self._summary = (key, self._compute_summary())
+        return dict(self._summary[1])
+
+    def _compute_summary(self) -> dict:
+        turns = sorted(self.turn_latency)
+        first = sorted(self.first_event_latency)
         ms = lambda v: None if v is None else round(v * 1000, 3)  # noqa: E731
-        return {"turn_p50_ms": ms(percentile(turns, 0.5)), "turn_p99_ms": ms(percentile(turns, 0.99)),
-                "first_event_p50_ms": ms(percentile(first, 0.5)),
-                "first_event_p99_ms": ms(percentile(first, 0.99)), "samples": len(turns)}
+        return {"turn_p50_ms": ms(_sorted_percentile(turns, 0.5)), "turn_p99_ms": ms(_sorted_percentile(turns, 0.99)),
+                "first_event_p50_ms": ms(_sorted_percentile(first, 0.5)),
+                "first_event_p99_ms": ms(_sorted_percentile(first, 0.99)), "samples": len(turns)}
+
+
+def _sorted_percentile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]

@@ -127,7 +127,8 @@ class SandboxPool:
             self.kill(sandbox, "WORKER_TIMEOUT")
             # Its loss is reported through _lost, which schedules the replacement.
             raise SandboxNotReady(f"sandbox {pid} did not become ready within {timeout:g}s") from None
-        log.info("sandbox %s ready (pid %s)", sandbox.id, pid)
+        log.info("sandbox %s ready (pid %s)", sandbox.id, pid,
+                 extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
         self.on_ready(sandbox)
         return sandbox
 
@@ -171,12 +172,14 @@ class SandboxPool:
         reason = sandbox.kill_reason or "SANDBOX_CRASHED"
         self._release_zygote(sandbox.zygote)
         if reason == RETIRED:
-            log.info("sandbox %s (pid %s) retired", sandbox.id, sandbox.pid)
+            log.info("sandbox %s (pid %s) retired", sandbox.id, sandbox.pid,
+                     extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
             self._signal(sandbox, signal.SIGKILL)
             return
         if not self.stopping:
             log.warning("sandbox %s (pid %s) lost: %s%s", sandbox.id, sandbox.pid, reason,
-                        f" after {sandbox.kill_step}" if sandbox.kill_step else "")
+                        f" after {sandbox.kill_step}" if sandbox.kill_step else "",
+                        extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
             self.restarts_by_reason[reason] = self.restarts_by_reason.get(reason, 0) + 1
         # Make sure the process is gone (a closed pipe may still have a live process).
         self._signal(sandbox, signal.SIGKILL)
@@ -190,7 +193,8 @@ class SandboxPool:
             sandbox.exit_code, sandbox.exit_signal = code, sig
             if not self.stopping and (sig or code):
                 log.info("sandbox %s (pid %s) exited: %s", sandbox.id, pid,
-                         f"signal {sig}" if sig else f"code {code}")
+                         f"signal {sig}" if sig else f"code {code}",
+                         extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
 
     def _schedule_respawn(self, reason: str) -> None:
         delay = self.policy.next_delay()
@@ -221,7 +225,8 @@ class SandboxPool:
         if sandbox.state != READY:
             return
         sandbox.state = DRAINING
-        log.info("sandbox %s (pid %s) draining after %d turns", sandbox.id, sandbox.pid, sandbox.turns)
+        log.info("sandbox %s (pid %s) draining after %d turns", sandbox.id, sandbox.pid, sandbox.turns,
+                 extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
         self._spawn_in_background()
 
     def stop_retired(self, sandbox: Sandbox) -> None:

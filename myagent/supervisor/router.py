@@ -8,6 +8,7 @@ through the session registry, the pool and each connection's outbound queue.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import time
 from typing import Any
@@ -20,7 +21,7 @@ from myagent.sandbox import ops
 from myagent.supervisor.connection import Connection
 from myagent.supervisor.metrics import Metrics
 from myagent.supervisor.pool import DRAINING, READY, Sandbox, SandboxPool
-from myagent.supervisor.sessions import Session, SessionRegistry, Turn, new_turn_id
+from myagent.supervisor.sessions import Session, SessionRegistry, Turn, hash_token, new_turn_id
 
 import orjson
 
@@ -54,11 +55,15 @@ def error_metadata(code: ErrorCode | str, **extra: Any) -> dict:
 
 
 class Router:
-    def __init__(self, config: Any, pool: SandboxPool, registry: SessionRegistry, metrics: Metrics) -> None:
+    def __init__(self, config: Any, pool: SandboxPool, registry: SessionRegistry, metrics: Metrics,
+                 store: Any = None, state_secret: bytes = b"", node_id: str = "") -> None:
         self.config = config
         self.pool = pool
         self.registry = registry
         self.metrics = metrics
+        self.store = store
+        self.state_secret = state_secret
+        self.node_id = node_id
         self.connections: dict[str, Connection] = {}
         self.draining = False
         self._opens: dict[str, asyncio.Future] = {}
@@ -71,8 +76,8 @@ class Router:
             ev.USER_ACK: self.ack,
             ev.USER_RECONNECT: self.reconnect,
             ev.USER_CLOSE_SESSION: self.close_session,
-            ev.USER_REQUEST_STATE: self.not_supported,
-            ev.USER_RECONNECT_WITH_STATE: self.not_supported,
+            ev.USER_REQUEST_STATE: self.request_state,
+            ev.USER_RECONNECT_WITH_STATE: self.reconnect_with_state,
         }
 
     # Connections ----------------------------------------------------------------
@@ -135,22 +140,7 @@ class Router:
             raise ClientError(ErrorCode.SERVER_BUSY, "The server hosts its maximum number of sessions.")
         if self.pool.unavailable_reason:
             raise ClientError(ErrorCode.AGENT_UNAVAILABLE, "The agent is unavailable: it keeps crashing.")
-        sandbox = self.pool.place()
-        if sandbox is None:
-            raise ClientError(ErrorCode.SERVER_BUSY, "Every sandbox is full; try again later.")
-        session, token = self.registry.create(conn.principal)
-        try:
-            await self._open(session, sandbox, [])
-        except ClientError:
-            self.registry.remove(session.id)
-            raise
-        if conn.closed:
-            session.connection = None
-            session.detached_at = time.monotonic()
-        else:
-            session.connection = conn
-            conn.sessions.add(session.id)
-        self.metrics.sessions_created += 1
+        session, token = await self._new_session(conn, [])
         agent = self.pool.agent
         session.emit(ev.AGENT_SESSION_CREATED, "Session created", {
             "resume_token": token, "agent_name": agent.get("name"),
@@ -160,6 +150,40 @@ class Router:
                       for t in agent.get("tools", [])],
             "protocol_version": ev.PROTOCOL_VERSION,
         })
+
+    async def _new_session(self, conn: Connection, history: list) -> tuple[Session, str]:
+        """Place a new session (with ``history``) on a sandbox and attach it to ``conn``."""
+        if self.store is not None and self.store.durable:
+            healthy, why = self.store.health()
+            if not healthy:
+                raise ClientError(ErrorCode.STORE_UNAVAILABLE, f"Sessions cannot be stored right now: {why}.")
+        sandbox = self.pool.place()
+        if sandbox is None:
+            raise ClientError(ErrorCode.SERVER_BUSY, "Every sandbox is full; try again later.")
+        session, token = self.registry.create(conn.principal)
+        session.history = list(history)
+        try:
+            await self._open(session, sandbox, session.history)
+        except ClientError:
+            self.registry.remove(session.id)
+            raise
+        if self.store is not None:
+            await self.store.acquire(session.id, self.node_id, self.config.lease_ttl)
+            session.persist()
+            for message in session.history:
+                self.store.add_message(session.id, message)
+        self._attach(session, conn)
+        self.metrics.sessions_created += 1
+        return session, token
+
+    def _attach(self, session: Session, conn: Connection) -> None:
+        if conn.closed:
+            session.connection = None
+            session.detached_at = time.monotonic()
+        else:
+            session.connection = conn
+            session.detached_at = None
+            conn.sessions.add(session.id)
 
     async def _open(self, session: Session, sandbox: Sandbox, history: list) -> None:
         """Host the session on ``sandbox`` and wait for the sandbox to confirm."""
@@ -177,7 +201,8 @@ class Router:
         if error is not None:
             sandbox.sessions.discard(session.id)
             session.sandbox = None
-            log.warning("session %s could not be opened: %s", session.id, error)
+            log.warning("session %s could not be opened: %s", session.id, error,
+                        extra={"session_id": session.id, "sandbox_id": sandbox.id})
             raise ClientError(ErrorCode.INTERNAL_ERROR, "The agent could not start a session.")
 
     async def message(self, conn: Connection, frame: dict) -> None:
@@ -207,6 +232,7 @@ class Router:
         if self.config.turn_timeout > 0:
             turn.timer = asyncio.get_running_loop().call_later(
                 self.config.turn_timeout, self._cancel_turn, session, turn.id, "TURN_TIMEOUT")
+        session.persist()
         sandbox.turns += 1
         if sandbox.turn_limit and sandbox.turns >= sandbox.turn_limit:
             self.pool.retire(sandbox)  # takes no new sessions; this one moves after its turn
@@ -253,6 +279,8 @@ class Router:
     async def reconnect(self, conn: Connection, frame: dict) -> None:
         content = frame["content"]
         session = self.registry.get(frame.get("session_id"))
+        if session is None:
+            session = await self._revive(conn, frame.get("session_id"), str(content.get("resume_token", "")))
         if session is None or session.owner != conn.principal or not session.check_token(
                 str(content.get("resume_token", ""))):
             raise ClientError(ErrorCode.SESSION_NOT_FOUND, "No such session, or the resume token is wrong.",
@@ -279,6 +307,85 @@ class Router:
             meta["error_code"] = ErrorCode.REPLAY_UNAVAILABLE.value
         session.emit(ev.AGENT_SESSION_RESUMED, "Session resumed", meta)
 
+    async def _revive(self, conn: Connection, sid: Any, token: str) -> Session | None:
+        """A session this process does not hold: load it from the store and host it here."""
+        if self.store is None or not self.store.durable or not isinstance(sid, str):
+            return None
+        try:
+            stored = await self.store.load(sid)
+        except Exception as exc:
+            log.error("store load of %s failed: %s", sid, exc, extra={"session_id": sid})
+            raise ClientError(ErrorCode.STORE_UNAVAILABLE, "The session store is unavailable.") from None
+        if stored is None or stored.record.agent != self.registry.agent or stored.record.owner != conn.principal:
+            return None
+        if self.registry.get(sid) is not None:  # revived concurrently by another request
+            return self.registry.get(sid)
+        if not hmac.compare_digest(bytes.fromhex(stored.record.token_hash), hash_token(token)):
+            return None
+        if not await self.store.acquire(sid, self.node_id, self.config.lease_ttl):
+            raise ClientError(ErrorCode.SESSION_BUSY,
+                              "The session is active on another node; retry after it lets go.", "session_id")
+        sandbox = self.pool.place()
+        if sandbox is None:
+            await self.store.release(sid, self.node_id)
+            raise ClientError(ErrorCode.SERVER_BUSY, "Every sandbox is full; try again later.")
+        session = self.registry.revive(stored)
+        try:
+            await self._open(session, sandbox, session.history)
+        except ClientError:
+            self.registry.sessions.pop(sid, None)
+            raise
+        session.detached_at = time.monotonic()
+        if stored.record.turn_id:
+            # The process that ran this turn died with it (server restart or node loss).
+            session.emit(ev.AGENT_INTERRUPTED, "The server restarted during this turn.",
+                         {"reason": ErrorCode.SERVER_RESTARTED.value, "turn_id": stored.record.turn_id,
+                          **error_metadata(ErrorCode.SERVER_RESTARTED)})
+            self.metrics.turn_done(ev.AGENT_INTERRUPTED, ErrorCode.SERVER_RESTARTED.value, 0.0)
+        session.persist()
+        self.metrics.sessions_restored += 1
+        log.info("session %s revived from the %s store", sid, self.store.name,
+                 extra={"session_id": sid, "connection_id": conn.id})
+        return session
+
+    async def request_state(self, conn: Connection, frame: dict) -> None:
+        from myagent.supervisor.state_export import StateError, export_state
+
+        session = self._owned(conn, frame.get("session_id"))
+        if session.turn is not None:
+            raise ClientError(ErrorCode.SESSION_BUSY, "Wait for the running turn to end before exporting.")
+        now = time.time()
+        try:
+            token = export_state(self.state_secret, {"agent": self.registry.agent, "session_id": session.id,
+                                                     "history": session.history},
+                                 now=now, ttl=self.config.state_ttl, max_size=self.config.max_state_size)
+        except StateError as exc:
+            raise ClientError(ErrorCode(exc.code), exc.message) from None
+        session.emit(ev.AGENT_STATE_EXPORTED, {"state": token}, {
+            "expires_at": iso_utc(now + self.config.state_ttl), "history_messages": len(session.history),
+            "size": len(token)})
+
+    async def reconnect_with_state(self, conn: Connection, frame: dict) -> None:
+        from myagent.supervisor.state_export import StateError, import_state
+
+        content = frame.get("content") or {}
+        try:
+            doc = import_state(self.state_secret, content.get("state"), now=time.time(),
+                               max_size=self.config.max_state_size)
+        except StateError as exc:
+            raise ClientError(ErrorCode(exc.code), exc.message, "content.state") from None
+        if doc.get("agent") != self.registry.agent:
+            raise ClientError(ErrorCode.STATE_INVALID, "The state export belongs to another agent.", "content.state")
+        history = doc.get("history")
+        if not isinstance(history, list):
+            raise ClientError(ErrorCode.STATE_INVALID, "The state export has no history.", "content.state")
+        if len(conn.sessions) >= self.config.max_sessions_per_connection:
+            raise ClientError(ErrorCode.TOO_MANY_SESSIONS, "This connection has its maximum number of sessions.")
+        session, token = await self._new_session(conn, history)
+        session.emit(ev.AGENT_STATE_RESTORED, "Session restored from exported state", {
+            "resume_token": token, "agent_name": self.pool.agent.get("name"),
+            "restored_from": doc.get("session_id"), "history_messages": len(history)})
+
     async def close_session(self, conn: Connection, frame: dict) -> None:
         session = self._owned(conn, frame.get("session_id"))
         self.end_session(session, "closed by the client")
@@ -296,9 +403,6 @@ class Router:
             session.sandbox.send({"op": ops.CLOSE, "sid": session.id})
         self.metrics.sessions_closed += 1
 
-    async def not_supported(self, conn: Connection, frame: dict) -> None:
-        raise ClientError(ErrorCode.STATE_INVALID, "State export is not enabled on this server yet.")
-
     # Sandbox frames ---------------------------------------------------------------
     def on_sandbox_frame(self, sandbox: Sandbox, frame: dict) -> None:
         op = frame.get("op")
@@ -314,7 +418,7 @@ class Router:
                 future.set_result(frame.get("error") if op == ops.OPEN_FAILED else None)
             elif op == ops.OPEN_FAILED:
                 log.error("session %s could not be moved to sandbox %s: %s", frame.get("sid"), sandbox.id,
-                          frame.get("error"))
+                          frame.get("error"), extra={"session_id": frame.get("sid"), "sandbox_id": sandbox.id})
 
     def _agent_event(self, frame: dict) -> None:
         session = self.registry.get(frame.get("sid"))

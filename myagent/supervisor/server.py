@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from typing import Any, Callable
 
@@ -33,8 +34,10 @@ from myagent.supervisor.pool import SandboxPool
 from myagent.supervisor.ratelimit import TokenBucket
 from myagent.supervisor.router import ClientError, Router
 from myagent.supervisor.sessions import SessionRegistry
+from myagent.supervisor.state_export import load_secret
+from myagent.supervisor.store import MemoryStore, StoreError, default_state_dir, open_store
 from myagent.supervisor.watchdog import Watchdog
-from myagent.supervisor.exceptions import AgentFileError
+from myagent.supervisor.exceptions import AgentFileError, ConfigError
 from myagent.supervisor.reloader import changed_files, snapshot
 
 log = logging.getLogger("myagent.supervisor")
@@ -64,11 +67,16 @@ class Server:
         self.config = config
         self.announce = announce
         self.metrics = Metrics()
-        self.registry = SessionRegistry(config.max_history_messages, config.replay_buffer)
+        self.state_dir = config.state_dir or default_state_dir()
+        self.store = open_store(config.store, history_limit=config.max_history_messages,
+                                events_limit=config.replay_buffer) if config.store else MemoryStore()
+        self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.registry = SessionRegistry(config.max_history_messages, config.replay_buffer, self.store)
         self.pool = SandboxPool(config, resolve_workers(config), sandbox_environment(),
                                 on_frame=lambda sb, frame: self.router.on_sandbox_frame(sb, frame),
                                 on_lost=lambda sb, reason: self.router.on_sandbox_lost(sb, reason))
-        self.router = Router(config, self.pool, self.registry, self.metrics)
+        self.router = Router(config, self.pool, self.registry, self.metrics, self.store,
+                             load_secret(config.state_secret, self.state_dir), self.node_id)
         self.pool.on_ready = lambda sandbox: self.router.migrate_idle()
         self.watchdog = Watchdog(self.pool, config)
         self.reload_error: str | None = None
@@ -89,6 +97,9 @@ class Server:
             return False, self.pool.unavailable_reason
         if not self.router.ready:
             return False, "no sandbox is ready"
+        healthy, why = self.store.health()
+        if not healthy:
+            return False, f"session store: {why}"
         return True, "ok"
 
     # WebSocket -------------------------------------------------------------------
@@ -100,7 +111,7 @@ class Server:
         self.metrics.connections_opened += 1
         self.router.connected(conn)
         conn.start()
-        log.info("connection %s opened from %s", conn.id, remote)
+        log.info("connection %s opened from %s", conn.id, remote, extra={"connection_id": conn.id})
         router = self.router
         metrics = self.metrics
         bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
@@ -111,7 +122,8 @@ class Server:
                 conn.last_inbound = time.monotonic()
                 if not bucket.take():
                     if bucket.strikes >= strikes_limit:
-                        log.warning("connection %s keeps exceeding the rate limit: closing", conn.id)
+                        log.warning("connection %s keeps exceeding the rate limit: closing", conn.id,
+                                    extra={"connection_id": conn.id})
                         conn.close(1008, "rate limit exceeded")
                         break
                     router.reject(conn, ClientError(ErrorCode.RATE_LIMITED,
@@ -134,7 +146,8 @@ class Server:
                 try:
                     await router.handle(conn, frame)
                 except Exception:
-                    log.exception("connection %s: failed to handle %s", conn.id, frame.get("event"))
+                    log.exception("connection %s: failed to handle %s", conn.id, frame.get("event"),
+                                  extra={"connection_id": conn.id, "session_id": frame.get("session_id")})
                     router.reject(conn, ClientError(ErrorCode.INTERNAL_ERROR, "Internal server error."), frame)
         except ConnectionClosed:
             pass
@@ -143,7 +156,8 @@ class Server:
             self.metrics.connections_closed += 1
             router.disconnected(conn)
             conn.stop_writer()
-            log.info("connection %s closed (%s)", conn.id, ws.close_code)
+            metrics.events_sent_closed += conn.sent  # /metrics events_sent: live connections count their own
+            log.info("connection %s closed (%s)", conn.id, ws.close_code, extra={"connection_id": conn.id})
 
     # Lifecycle -------------------------------------------------------------------
     def _on_signal(self, signum: int) -> None:
@@ -203,6 +217,14 @@ class Server:
         raise_open_files_limit(c.max_connections)
         self.announce(f"🔍 Loading agent file: {c.agent_file}")
         agent = await self.pool.start()
+        self.registry.agent = agent.get("name", "")
+        try:
+            await self.store.start()
+        except StoreError as exc:
+            await self.pool.stop()
+            raise ConfigError(f"session store {c.store}: {exc}") from None
+        if self.store.durable:
+            self.announce(f"💾 Sessions stored in {self.store.name}: {self.store.describe()}")
         tools = ", ".join(t["name"] for t in agent.get("tools", [])) or "no tools"
         self.announce(f"✅ Agent loaded: {agent.get('name')} ({tools}); "
                       f"{len(self.pool.sandboxes)} sandbox(es), up to {c.sessions_per_worker} sessions each")
@@ -231,6 +253,10 @@ class Server:
         scheme = "wss" if ssl_context else "ws"
         self.announce(f"🚀 myagent-ws listening on {scheme}://{c.host}:{self.port}  "
                       f"(health: {'https' if ssl_context else 'http'}://{c.host}:{self.port}/health)")
+        if c.status_port:
+            status_port = await self.http.start_status_port(c.host, c.status_port)
+            self.announce(f"📊 status port: http://{c.host}:{status_port}/status (also /health /ready /metrics "
+                          "/dashboard)")
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -248,6 +274,8 @@ class Server:
             await self.drain()
         finally:
             await self.pool.stop()
+            await self.store.stop()
+            await self.http.close()
         return 0
 
     async def _tick(self) -> None:
@@ -255,6 +283,7 @@ class Server:
         c = self.config
         loop = asyncio.get_running_loop()
         next_heartbeat = loop.time() + (c.heartbeat_interval or float("inf"))
+        next_store_work = loop.time()
         while True:
             await asyncio.sleep(0.5)
             now = loop.time()
@@ -263,6 +292,19 @@ class Server:
                 next_heartbeat = now + c.heartbeat_interval
             self.router.sweep()
             self.close_idle()
+            if now >= next_store_work and self.store.durable:
+                next_store_work = now + 2.0
+                await self._store_work()
+
+    async def _store_work(self) -> None:
+        """Renew this node's leases and drop stored sessions idle longer than --session-ttl."""
+        try:
+            await self.store.renew(list(self.registry.sessions), self.node_id, self.config.lease_ttl)
+            for sid in await self.store.expired(time.time() - self.config.session_ttl):
+                if self.registry.get(sid) is None:
+                    self.store.delete(sid)
+        except Exception as exc:  # reported through store.health(); the loop goes on
+            log.warning("store maintenance failed: %s", exc)
 
     def close_idle(self) -> None:
         """Close connections that sent nothing for --idle-timeout and have no turn running."""

@@ -71,6 +71,18 @@ class Session:
     recent_message_ids: deque = field(default_factory=lambda: deque(maxlen=64))
     turns: int = 0
     restoring: bool = False
+    store: Any = None  # a durable SessionStore, or None: every event and message is written behind
+    agent: str = ""
+
+    def record(self) -> Any:
+        from myagent.supervisor.store import SessionRecord
+
+        return SessionRecord(self.id, self.owner, self.token_hash.hex(), self.agent, self.created, time.time(),
+                             self.seq, self.turn.id if self.turn is not None else None)
+
+    def persist(self) -> None:
+        if self.store is not None:
+            self.store.put_record(self.record())
 
     def check_token(self, token: str) -> bool:
         return hmac.compare_digest(self.token_hash, hash_token(token))
@@ -93,6 +105,8 @@ class Session:
         data = orjson.dumps(envelope)
         replay = self.replay
         replay.append((seq, data))
+        if self.store is not None:
+            self.store.add_event(self.id, seq, data)
         if len(replay) > self.replay_limit:
             replay.popleft()
         if connection is not None:
@@ -106,12 +120,15 @@ class Session:
         turn, self.turn = self.turn, None
         if turn is not None and turn.timer is not None:
             turn.timer.cancel()
+        self.persist()
         return turn
 
     def ack(self, last_seq: int) -> None:
         replay = self.replay
         while replay and replay[0][0] <= last_seq:
             replay.popleft()
+        if self.store is not None:
+            self.store.trim_events(self.id, last_seq)
 
     def events_after(self, last_seq: int) -> tuple[list[bytes], int | None]:
         """Buffered events with seq > last_seq, and the first missing seq if the buffer lost some."""
@@ -121,6 +138,8 @@ class Session:
 
     def add_history(self, message: dict) -> None:
         self.history.append(message)
+        if self.store is not None:
+            self.store.add_message(self.id, message)
         if len(self.history) > self.history_limit:
             del self.history[: len(self.history) - self.history_limit]
 
@@ -128,23 +147,39 @@ class Session:
 class SessionRegistry:
     """All sessions of this node, by id."""
 
-    def __init__(self, history_limit: int, replay_limit: int) -> None:
+    def __init__(self, history_limit: int, replay_limit: int, store: Any = None, agent: str = "") -> None:
         self.sessions: dict[str, Session] = {}
         self.history_limit = history_limit
         self.replay_limit = replay_limit
+        self.store = store if store is not None and store.durable else None
+        self.agent = agent
 
     def create(self, owner: str) -> tuple[Session, str]:
         token = secrets.token_urlsafe(24)
         session = Session(new_session_id(), hash_token(token), owner, time.time(), self.history_limit,
-                          self.replay_limit)
+                          self.replay_limit, store=self.store, agent=self.agent)
         self.sessions[session.id] = session
         return session, token
+
+    def revive(self, stored: Any) -> Session:
+        """Rebuild a session from the store (after a restart, or from another node)."""
+        record = stored.record
+        session = Session(record.id, bytes.fromhex(record.token_hash), record.owner, record.created,
+                          self.history_limit, self.replay_limit, store=self.store, agent=record.agent)
+        session.history = list(stored.history[-self.history_limit:])
+        session.replay.extend(stored.events[-self.replay_limit:])
+        session.seq = max([record.seq] + [seq for seq, _ in stored.events])
+        self.sessions[session.id] = session
+        return session
 
     def get(self, sid: Any) -> Session | None:
         return self.sessions.get(sid) if isinstance(sid, str) else None
 
     def remove(self, sid: str) -> Session | None:
-        return self.sessions.pop(sid, None)
+        session = self.sessions.pop(sid, None)
+        if session is not None and self.store is not None:
+            self.store.delete(sid)
+        return session
 
     def __len__(self) -> int:
         return len(self.sessions)

@@ -14,8 +14,13 @@ if TYPE_CHECKING:
 def build(server: "Server") -> dict[str, Any]:
     router, pool, metrics, c = server.router, server.pool, server.metrics, server.config
     ready, reason = server.readiness()
-    sessions = router.registry.sessions.values()
-    detached = sum(1 for s in sessions if s.connection is None)
+    detached = running = 0
+    for session in router.registry.sessions.values():  # one pass: /status must stay cheap at 10k sessions
+        if session.connection is None:
+            detached += 1
+        if session.turn is not None:
+            running += 1
+    connections = router.connections.values()
     now = time.monotonic()
     return {
         "version": __version__,
@@ -26,9 +31,10 @@ def build(server: "Server") -> dict[str, Any]:
         "agent": {"name": pool.agent.get("name"), "description": pool.agent.get("description", ""),
                   "tools": [t["name"] for t in pool.agent.get("tools", [])], "file": c.agent_file},
         "connections": len(router.connections),
+        "outbound_queued_bytes": sum(conn.queued_bytes for conn in connections),
         "sessions": {"total": len(router.registry), "active": len(router.registry) - detached,
                      "detached": detached,
-                     "turns_running": sum(1 for s in sessions if s.turn is not None)},
+                     "turns_running": running},
         "sandboxes": [
             {"id": s.id, "pid": s.pid, "state": s.state, "sessions": s.load, "turns_served": s.turns,
              "uptime_seconds": round(now - s.started, 3),
@@ -40,14 +46,19 @@ def build(server: "Server") -> dict[str, Any]:
         ],
         "zygote_pid": pool.zygote.pid if pool.zygote else None,
         "reload": {"reloads": server.reloads, "last_error": server.reload_error},
+        "store": {"backend": server.store.name, "where": server.store.describe(), "healthy": server.store.health()[0],
+                  "status": server.store.health()[1], "pending_writes": server.store.pending,
+                  "node_id": server.node_id},
         "restarts": {"total": pool.policy.total, "recent": pool.policy.recent,
                      "by_reason": dict(pool.restarts_by_reason), "unavailable_reason": pool.unavailable_reason},
         "totals": {"connections_opened": metrics.connections_opened,
+                   "connections_closed": metrics.connections_closed,
                    "connections_refused": dict(metrics.connections_refused),
                    "sessions_created": metrics.sessions_created, "sessions_closed": metrics.sessions_closed,
                    "sessions_restored": metrics.sessions_restored, "turns_started": metrics.turns_started,
                    "turns_ended": dict(metrics.turns_ended), "interrupted_by_reason": dict(metrics.interrupted),
-                   "errors_by_code": dict(metrics.errors), "frames_in": metrics.frames_in},
+                   "errors_by_code": dict(metrics.errors), "frames_in": metrics.frames_in,
+                   "events_sent": metrics.events_sent_closed + sum(conn.sent for conn in connections)},
         "latency": metrics.latency_summary(),
         "limits": {"workers": len(pool.sandboxes), "sessions_per_worker": c.sessions_per_worker,
                    "max_connections": c.max_connections, "max_sessions": c.max_sessions,

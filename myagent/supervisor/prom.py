@@ -1,0 +1,165 @@
+"""GET /metrics: the front process's counters in Prometheus text format.
+
+Nothing on the hot path calls prometheus-client. The server keeps plain ints,
+Counters and bucket arrays (``Metrics``), and ``ServerCollector`` turns them,
+and the live state of the router and the pool, into metric families when
+Prometheus scrapes. Every ``Server`` owns its own ``CollectorRegistry`` (the
+global default registry is never touched: tests run several servers in one
+process).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from myagent import __version__
+from myagent.supervisor.metrics import Histogram
+
+if TYPE_CHECKING:
+    from myagent.supervisor.server import Server
+
+try:  # 0.0.4 is what every Prometheus understands; newer clients also name 1.0.0 "latest"
+    from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4 as CONTENT_TYPE
+except ImportError:  # pragma: no cover - prometheus-client < 0.21
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST as CONTENT_TYPE
+
+PREFIX = "myagent_ws_"
+
+
+def _counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(PREFIX + name, doc, value=value)
+
+
+def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(PREFIX + name, doc, value=value)
+
+
+def _labelled(family: Any, label_value_pairs: Iterable[tuple[str, float]]) -> Any:
+    for label, value in sorted(label_value_pairs):
+        family.add_metric([str(label)], value)
+    return family
+
+
+def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
+    buckets = [("+Inf" if math.isinf(bound) else floatToGoString(bound), count)
+               for bound, count in hist.cumulative()]
+    return HistogramMetricFamily(PREFIX + name, doc, buckets=buckets, sum_value=hist.sum)
+
+
+class ServerCollector(Collector):
+    """Reads a Server's counters and live state at scrape time."""
+
+    def __init__(self, server: "Server") -> None:
+        self.server = server
+
+    def collect(self) -> Iterator[Metric]:
+        server = self.server
+        m, router, pool, config = server.metrics, server.router, server.pool, server.config
+        sessions = router.registry.sessions
+        connections = router.connections.values()
+        ready, _ = server.readiness()
+
+        info = GaugeMetricFamily(PREFIX + "build_info", "Version of the server; always 1.",
+                                 labels=["version", "agent"])
+        info.add_metric([__version__, str(pool.agent.get("name") or "")], 1)
+        yield info
+        yield _gauge("ready", "1 when /ready answers 200.", 1 if ready else 0)
+        yield _gauge("draining", "1 while shutting down (SIGTERM received).", 1 if router.draining else 0)
+        yield _gauge("agent_unavailable", "1 once the sandbox restart budget is spent.",
+                     1 if pool.unavailable_reason else 0)
+
+        # Connections
+        yield _counter("connections_opened", "WebSocket connections accepted.", m.connections_opened)
+        yield _counter("connections_closed", "WebSocket connections closed.", m.connections_closed)
+        yield _labelled(CounterMetricFamily(PREFIX + "connections_refused", "Upgrades refused, by reason.",
+                                            labels=["reason"]), m.connections_refused.items())
+        yield _gauge("connections", "Open WebSocket connections.", len(router.connections))
+        yield _gauge("outbound_queue_bytes", "Bytes queued to clients, summed over connections.",
+                     sum(c.queued_bytes for c in connections))
+        sent = m.events_sent_closed + sum(c.sent for c in connections)
+        yield _counter("events_sent", "Frames written to clients (session and system events).", sent)
+        yield _counter("frames_received", "Frames received from clients.", m.frames_in)
+
+        # Sessions
+        yield _counter("sessions_created", "Sessions created.", m.sessions_created)
+        yield _counter("sessions_closed", "Sessions ended (closed by the client or expired).", m.sessions_closed)
+        yield _counter("sessions_restored", "Sessions re-opened on a new sandbox after theirs was lost.",
+                       m.sessions_restored)
+        detached = running = 0
+        for session in sessions.values():
+            if session.connection is None:
+                detached += 1
+            if session.turn is not None:
+                running += 1
+        current = GaugeMetricFamily(PREFIX + "sessions", "Sessions by state (active = attached to a connection).",
+                                    labels=["state"])
+        current.add_metric(["active"], len(sessions) - detached)
+        current.add_metric(["detached"], detached)
+        yield current
+
+        # Turns
+        yield _counter("turns_started", "Turns started.", m.turns_started)
+        yield _labelled(CounterMetricFamily(PREFIX + "turns_ended", "Turns ended, by terminal event.",
+                                            labels=["event"]), m.turns_ended.items())
+        yield _labelled(CounterMetricFamily(PREFIX + "turns_interrupted", "Interrupted turns, by reason.",
+                                            labels=["reason"]), m.interrupted.items())
+        yield _gauge("turns_running", "Turns running now.", running)
+        yield _histogram("turn_duration_seconds", "Wall time of a turn, message to terminal event.",
+                         m.turn_histogram)
+        yield _histogram("time_to_first_event_seconds", "Time from a user message to the turn's first event.",
+                         m.first_event_histogram)
+        yield _labelled(CounterMetricFamily(PREFIX + "errors", "Errors sent to clients, by error code.",
+                                            labels=["code"]), m.errors.items())
+
+        # Sandboxes (RSS and CPU are the watchdog's last sample: no syscalls here)
+        yield _labelled(CounterMetricFamily(PREFIX + "sandbox_restarts", "Sandboxes lost and replaced, by reason "
+                                            "(SANDBOX_CRASHED, MEMORY_LIMIT, CPU_LIMIT, WORKER_TIMEOUT).",
+                                            labels=["reason"]), pool.restarts_by_reason.items())
+        yield _gauge("sandbox_restarts_recent", "Restarts inside the current --restart-window.", pool.policy.recent)
+        states = GaugeMetricFamily(PREFIX + "sandboxes", "Sandbox processes by state.", labels=["state"])
+        by_state: dict[str, int] = {"starting": 0, "ready": 0, "draining": 0}
+        rss = GaugeMetricFamily(PREFIX + "sandbox_rss_bytes", "Resident memory of a sandbox (last sample).",
+                                labels=["sandbox"])
+        cpu = GaugeMetricFamily(PREFIX + "sandbox_cpu_percent", "CPU of a sandbox in percent of one core "
+                                "(last sample).", labels=["sandbox"])
+        load = GaugeMetricFamily(PREFIX + "sandbox_sessions", "Sessions hosted by a sandbox.", labels=["sandbox"])
+        turns = CounterMetricFamily(PREFIX + "sandbox_turns", "Turns served by a sandbox.", labels=["sandbox"])
+        for sandbox in sorted(pool.sandboxes.values(), key=lambda s: s.id):
+            by_state[sandbox.state] = by_state.get(sandbox.state, 0) + 1
+            label = [str(sandbox.id)]
+            rss.add_metric(label, sandbox.rss)
+            cpu.add_metric(label, sandbox.cpu)
+            load.add_metric(label, sandbox.load)
+            turns.add_metric(label, sandbox.turns)
+        for state, count in sorted(by_state.items()):
+            states.add_metric([state], count)
+        yield states
+        yield rss
+        yield cpu
+        yield load
+        yield turns
+        yield _gauge("sandbox_max_memory_bytes", "--max-memory (0 = no cap).", config.max_memory)
+        yield _gauge("sandbox_max_cpu_percent", "--max-cpu (0 = no cap).", config.max_cpu)
+        yield _counter("reloads", "Successful reloads of the agent file.", server.reloads)
+        store = getattr(server, "store", None)
+        if store is not None:
+            yield _gauge("store_healthy", "1 while the session store accepts writes.", 1 if store.health()[0] else 0)
+            yield _gauge("store_pending_writes", "Session-store writes queued, not yet flushed.", store.pending)
+
+
+def make_registry(server: "Server") -> CollectorRegistry:
+    """A registry of this server alone: its collector and the front process's own process metrics."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(ServerCollector(server))
+    ProcessCollector(registry=registry)  # process_* of the front process (reads /proc at scrape time)
+    return registry
+
+
+def render(registry: CollectorRegistry) -> bytes:
+    return generate_latest(registry)
