@@ -32,7 +32,8 @@ class ServerProcess:
                  llm: str | None = None) -> None:
         self.agent_file = str(agent_file)
         self.args = list(args)
-        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # Tests get a throwaway store unless they pass --store (CLI options beat the environment).
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "MYAGENT_WS_STORE": "memory:", **(env or {})}
         if llm is not None:
             self.env["MYAGENT_LLM"] = llm
         self.proc: subprocess.Popen | None = None
