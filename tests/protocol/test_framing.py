@@ -50,7 +50,7 @@ def test_incomplete_frame_is_held_until_complete():
     assert decoder.buffered == 3
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(json_values(), max_size=12), st.lists(st.integers(min_value=1, max_value=64), min_size=1), st.data())
 def test_any_objects_round_trip_in_any_chunking(objs, sizes, data):
     stream = b"".join(encode_frame(o) for o in objs)

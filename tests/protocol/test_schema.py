@@ -198,7 +198,7 @@ def test_state_token():
 # -- generated frames (the strategies the server fuzz tests reuse) -------------------
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(client_frames())
 def test_generated_frames_are_valid(frame):
     CLIENT_CHECK.validate(frame)
@@ -208,7 +208,7 @@ def test_generated_frames_are_valid(frame):
     assert validate_client_frame(parsed) is parsed
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(invalid_client_frames())
 def test_generated_invalid_frames_name_their_field(case):
     frame, field = case
@@ -336,3 +336,15 @@ def test_schema_json_file_is_up_to_date():
     on_disk = path.read_text(encoding="utf-8")
     assert orjson.loads(on_disk) == orjson.loads(orjson.dumps(schema_document()))
     assert on_disk == schema_json(), "regenerate: python -m myagent.protocol > myagent/protocol/schema.json"
+
+
+def test_python_m_myagent_protocol_prints_the_document():
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    out = subprocess.run(
+        [sys.executable, "-m", "myagent.protocol"], cwd=root, capture_output=True, text=True, check=True, timeout=30
+    )
+    assert out.stdout == schema_json()
+    assert out.stderr == ""

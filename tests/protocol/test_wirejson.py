@@ -163,7 +163,7 @@ def test_pathological_nesting_is_rejected_fast(payload):
     assert time.perf_counter() - start < 1.0
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(json_values(max_leaves=30), st.integers(min_value=1, max_value=6))
 def test_nesting_error_agrees_with_the_real_depth(value, max_depth):
     def depth(v) -> int:
@@ -181,6 +181,7 @@ def test_nesting_error_agrees_with_the_real_depth(value, max_depth):
 # -- properties ------------------------------------------------------------------------
 
 
+@settings(deadline=None)
 @given(st.dictionaries(st.text(max_size=10), json_values(), max_size=6))
 def test_any_json_object_round_trips(obj):
     for data in (orjson.dumps(obj), orjson.dumps(obj).decode()):
@@ -189,7 +190,7 @@ def test_any_json_object_round_trips(obj):
         assert orjson.loads(orjson.dumps(parsed)) == parsed  # always re-encodable
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=200), st.text(max_size=200)))
 def test_garbage_never_raises_anything_but_invalid_json(data):
     try:
