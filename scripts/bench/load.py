@@ -1,0 +1,203 @@
+"""Load generator (its own process): agent turns against myagent-ws, or echo round trips.
+
+Prints ``phase:measure`` when set-up is done and ``phase:done`` when the
+measured window ends (the orchestrator samples server CPU at both), then one
+JSON line with the results.
+
+    python load.py turns URL --sessions 100 --connections 20 --duration 5 [--rate R]
+    python load.py echo URL --sessions 100 --connections 100 --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import sys
+import time
+
+import orjson
+import uvloop
+from websockets.asyncio.client import connect
+
+TERMINAL = {b"agent.final_answer", b"agent.error", b"agent.interrupted"}
+
+
+def pct(samples: list[float], q: float) -> float | None:
+    if not samples:
+        return None
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.measuring = False
+        self.turns = 0
+        self.events = 0
+        self.errors = 0
+        self.latency: list[float] = []
+        self.ttfe: list[float] = []
+
+
+class TurnConnection:
+    """One WebSocket with several sessions; a reader routes events by session_id."""
+
+    def __init__(self, ws, stats: Stats) -> None:
+        self.ws = ws
+        self.stats = stats
+        self.waiting: dict[str, list] = {}  # sid -> [first_event_future, terminal_future]
+        self.created: asyncio.Queue = asyncio.Queue()
+
+    async def reader(self) -> None:
+        stats = self.stats
+        async for message in self.ws:
+            event = orjson.loads(message)
+            name = event["event"]
+            if name == "agent.session_created":
+                self.created.put_nowait(event["session_id"])
+                continue
+            sid = event.get("session_id")
+            slot = self.waiting.get(sid)
+            if slot is None:
+                if name == "system.error":
+                    stats.errors += 1
+                continue
+            if stats.measuring:
+                stats.events += 1
+            if not slot[0].done():
+                slot[0].set_result(time.perf_counter())
+            if name.encode() in TERMINAL:
+                if name != "agent.final_answer":
+                    stats.errors += 1
+                slot[1].set_result(time.perf_counter())
+
+    async def create(self) -> str:
+        await self.ws.send(b'{"event":"user.create_session"}', text=True)
+        return await self.created.get()
+
+    async def turn(self, sid: str, text: bytes) -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        slot = [loop.create_future(), loop.create_future()]
+        self.waiting[sid] = slot
+        start = time.perf_counter()
+        await self.ws.send(b'{"event":"user.message","session_id":"' + sid.encode() + b'","content":"' + text + b'"}',
+                           text=True)
+        first = await slot[0]
+        end = await slot[1]
+        return first - start, end - start
+
+
+async def run_turns(args) -> dict:
+    stats = Stats()
+    conns = []
+    for _ in range(args.connections):
+        ws = await connect(args.url, compression=None, max_size=2**24, open_timeout=30, ping_interval=None)
+        conn = TurnConnection(ws, stats)
+        asyncio.get_running_loop().create_task(conn.reader())
+        conns.append(conn)
+    sessions = []
+    for i in range(args.sessions):
+        conn = conns[i % len(conns)]
+        sessions.append((conn, await conn.create()))
+    text = args.text.encode()
+    interval = args.sessions / args.rate if args.rate else 0.0
+    deadline = 0.0
+
+    async def loop_session(conn: TurnConnection, sid: str) -> None:
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            ttfe, latency = await conn.turn(sid, text)
+            if stats.measuring:
+                stats.turns += 1
+                stats.latency.append(latency)
+                stats.ttfe.append(ttfe)
+            if interval:
+                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+
+    # Warm up for a second, then measure for --duration.
+    deadline = time.perf_counter() + args.duration + 1.0
+    tasks = [asyncio.create_task(loop_session(c, s)) for c, s in sessions]
+    await asyncio.sleep(1.0)
+    print("phase:measure", flush=True)
+    stats.measuring = True
+    begin = time.perf_counter()
+    await asyncio.sleep(args.duration)
+    stats.measuring = False
+    elapsed = time.perf_counter() - begin
+    print("phase:done", flush=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for conn in conns:
+        await conn.ws.close()
+    return {"mode": "turns", "sessions": args.sessions, "connections": args.connections, "seconds": elapsed,
+            "turns": stats.turns, "events": stats.events, "errors": stats.errors,
+            "turns_per_s": stats.turns / elapsed, "events_per_s": stats.events / elapsed,
+            "latency_ms": {"p50": pct(stats.latency, 0.5), "p99": pct(stats.latency, 0.99),
+                           "p999": pct(stats.latency, 0.999)},
+            "ttfe_ms": {"p50": pct(stats.ttfe, 0.5), "p99": pct(stats.ttfe, 0.99)}}
+
+
+async def run_echo(args) -> dict:
+    stats = Stats()
+    payload = orjson.dumps({"event": "agent.partial_answer", "timestamp": "2026-01-01T00:00:00.000Z",
+                            "session_id": "s_xxxxxxxxxxxxxxxx", "seq": 1, "event_id": "s_xxxxxxxxxxxxxxxx:1",
+                            "content": "tokn", "metadata": {"turn_id": "t1", "connection_id": "c_xxxxxxxxxxxx"}})
+    conns = [await connect(args.url, compression=None, open_timeout=30, ping_interval=None)
+             for _ in range(args.connections)]
+    pending = {id(ws): collections.deque() for ws in conns}
+
+    async def reader(ws) -> None:
+        queue = pending[id(ws)]
+        async for _ in ws:
+            queue.popleft().set_result(None)
+
+    for ws in conns:
+        asyncio.get_running_loop().create_task(reader(ws))
+    deadline = time.perf_counter() + args.duration + 1.0
+
+    async def loop_one(ws) -> None:
+        loop = asyncio.get_running_loop()
+        queue = pending[id(ws)]
+        while time.perf_counter() < deadline:
+            future = loop.create_future()
+            queue.append(future)
+            start = time.perf_counter()
+            await ws.send(payload, text=True)
+            await future
+            if stats.measuring:
+                stats.turns += 1
+                stats.latency.append(time.perf_counter() - start)
+
+    tasks = [asyncio.create_task(loop_one(conns[i % len(conns)])) for i in range(args.sessions)]
+    await asyncio.sleep(1.0)
+    print("phase:measure", flush=True)
+    stats.measuring = True
+    begin = time.perf_counter()
+    await asyncio.sleep(args.duration)
+    stats.measuring = False
+    elapsed = time.perf_counter() - begin
+    print("phase:done", flush=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for ws in conns:
+        await ws.close()
+    return {"mode": "echo", "sessions": args.sessions, "connections": args.connections, "seconds": elapsed,
+            "round_trips": stats.turns, "round_trips_per_s": stats.turns / elapsed,
+            "latency_ms": {"p50": pct(stats.latency, 0.5), "p99": pct(stats.latency, 0.99)}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["turns", "echo"])
+    parser.add_argument("url")
+    parser.add_argument("--sessions", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=10)
+    parser.add_argument("--duration", type=float, default=5.0)
+    parser.add_argument("--rate", type=float, default=0.0, help="target turns/s in total (0 = as fast as possible)")
+    parser.add_argument("--text", default="hello")
+    args = parser.parse_args()
+    result = uvloop.run(run_turns(args) if args.mode == "turns" else run_echo(args))
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()

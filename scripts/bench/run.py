@@ -1,0 +1,368 @@
+"""myagent-ws benchmark: every figure beside its bare-library reference, in one run.
+
+    python scripts/bench/run.py            # full run (< 10 minutes)
+    python scripts/bench/run.py --quick    # CI smoke configuration (< 1 minute)
+
+Starts everything itself on 127.0.0.1, with the load generator in its own
+process, and writes artifacts/bench/results.json and results.md. Figures are
+medians over --reps repetitions; CPU figures are the server process's own CPU
+time (psutil) during the measured window divided by the events it delivered,
+so a busy neighbour on this shared machine does not inflate them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(ROOT))
+LISTEN = re.compile(r"listening on ws://[^:]+:(\d+)")
+
+
+class Proc:
+    """A server process we started; its port is read from its 'listening on' line."""
+
+    def __init__(self, cmd: list[str], env: dict | None = None) -> None:
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        self.port = None
+        assert self.proc.stdout is not None
+        while self.port is None:
+            line = self.proc.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                raise RuntimeError(f"server failed to start: {cmd}")
+            match = LISTEN.search(line)
+            if match:
+                self.port = int(match.group(1))
+        self.ps = psutil.Process(self.proc.pid)
+        # Drain the output so the server never blocks on a full pipe.
+        import threading
+
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def cpu(self) -> float:
+        times = self.ps.cpu_times()
+        return times.user + times.system
+
+    def tree(self) -> list[psutil.Process]:
+        return [self.ps, *self.ps.children(recursive=True)]
+
+    def stop(self) -> None:
+        pids = [p.pid for p in self.tree()]
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        for pid in pids:
+            try:
+                psutil.Process(pid).kill()
+            except psutil.NoSuchProcess:
+                pass
+
+
+def start_server(workers: int, extra: list[str] = ()) -> Proc:
+    cmd = [sys.executable, "-m", "myagent.cli", "server", str(HERE / "bench_agent.py"), "--port", "0",
+           "--workers", str(workers), "--store", "memory:", "--rate-limit", "0", "--idle-timeout", "0",
+           "--max-sessions-per-connection", "100000", "--max-connections-per-address", "1000000",
+           "--max-sessions", "1000000", "--max-connections", "100000", "--sessions-per-worker", "100000",
+           "--heartbeat-interval", "0", "--log-level", "warning", *extra]
+    return Proc(cmd, {"MYAGENT_LLM": f"scripted:{HERE / 'bench_script.json'}"})
+
+
+def run_load(server: Proc, mode: str, sessions: int, connections: int, duration: float,
+             rate: float = 0.0, text: str = "hello") -> dict:
+    cmd = [sys.executable, str(HERE / "load.py"), mode, server.url, "--sessions", str(sessions),
+           "--connections", str(connections), "--duration", str(duration), "--rate", str(rate), "--text", text]
+    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    assert load.stdout is not None
+    cpu_start = cpu_end = None
+    result = None
+    for line in load.stdout:
+        line = line.strip()
+        if line == "phase:measure":
+            cpu_start = server.cpu()
+        elif line == "phase:done":
+            cpu_end = server.cpu()
+        elif line.startswith("{"):
+            result = json.loads(line)
+    load.wait(60)
+    if result is None or cpu_start is None or cpu_end is None:
+        raise RuntimeError(f"load generator failed: {cmd}")
+    result["server_cpu_s"] = cpu_end - cpu_start
+    count = result.get("events") or result.get("round_trips") or 1
+    result["server_cpu_us_per_unit"] = (cpu_end - cpu_start) / count * 1e6
+    return result
+
+
+def median(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def routed_vs_echo(sizes: list[int], reps: int, duration: float, workers: int) -> list[dict]:
+    rows = []
+    for sessions in sizes:
+        connections = min(sessions, 100)
+        ours, bare = [], []
+        for _ in range(reps):
+            server = start_server(workers)
+            try:
+                ours.append(run_load(server, "turns", sessions, connections, duration))
+            finally:
+                server.stop()
+            echo = Proc([sys.executable, str(HERE / "echo_server.py"), "0"])
+            try:
+                bare.append(run_load(echo, "echo", sessions, connections, duration))
+            finally:
+                echo.stop()
+        row = {
+            "sessions": sessions, "connections": connections,
+            "turns_per_s": median([r["turns_per_s"] for r in ours]),
+            "events_per_s": median([r["events_per_s"] for r in ours]),
+            "turn_p50_ms": median([r["latency_ms"]["p50"] for r in ours]),
+            "turn_p99_ms": median([r["latency_ms"]["p99"] for r in ours]),
+            "turn_p999_ms": median([r["latency_ms"]["p999"] for r in ours]),
+            "ttfe_p50_ms": median([r["ttfe_ms"]["p50"] for r in ours]),
+            "ttfe_p99_ms": median([r["ttfe_ms"]["p99"] for r in ours]),
+            "front_cpu_us_per_event": median([r["server_cpu_us_per_unit"] for r in ours]),
+            "errors": sum(r["errors"] for r in ours),
+            "echo_round_trips_per_s": median([r["round_trips_per_s"] for r in bare]),
+            "echo_cpu_us_per_round_trip": median([r["server_cpu_us_per_unit"] for r in bare]),
+        }
+        row["events_per_s_ratio"] = row["events_per_s"] / row["echo_round_trips_per_s"]
+        row["cpu_per_event_ratio"] = row["front_cpu_us_per_event"] / row["echo_cpu_us_per_round_trip"]
+        rows.append(row)
+        print(f"  routed turns, {sessions} sessions: {row['turns_per_s']:.0f} turns/s, "
+              f"{row['events_per_s']:.0f} events/s, {row['front_cpu_us_per_event']:.1f} µs/event "
+              f"(echo {row['echo_cpu_us_per_round_trip']:.1f} µs/rt, ratio {row['cpu_per_event_ratio']:.2f})",
+              flush=True)
+    return rows
+
+
+def half_rate_latency(max_turns_per_s: float, sessions: int, duration: float, workers: int) -> dict:
+    server = start_server(workers)
+    try:
+        result = run_load(server, "turns", sessions, min(sessions, 100), duration, rate=max_turns_per_s / 2)
+    finally:
+        server.stop()
+    return {"target_turns_per_s": max_turns_per_s / 2, "turns_per_s": result["turns_per_s"],
+            "turn_p50_ms": result["latency_ms"]["p50"], "turn_p99_ms": result["latency_ms"]["p99"],
+            "ttfe_p99_ms": result["ttfe_ms"]["p99"]}
+
+
+async def _idle_connections(url: str, count: int) -> list:
+    from websockets.asyncio.client import connect
+
+    sockets = []
+    for start in range(0, count, 200):
+        batch = await asyncio.gather(*(connect(url, compression=None, ping_interval=None, open_timeout=60)
+                                       for _ in range(min(200, count - start))))
+        for ws in batch:
+            await ws.recv()  # system.connected
+            await ws.send('{"event":"user.create_session"}')
+        for ws in batch:
+            await ws.recv()  # agent.session_created
+        sockets.extend(batch)
+    return sockets
+
+
+def memory_of(procs: list[psutil.Process]) -> tuple[int, int]:
+    rss = uss = 0
+    for proc in procs:
+        try:
+            info = proc.memory_full_info()
+            rss += info.rss
+            uss += info.uss
+        except psutil.NoSuchProcess:
+            pass
+    return rss, uss
+
+
+def idle_capacity(count: int, workers: int) -> dict:
+    server = start_server(workers)
+    try:
+        time.sleep(0.5)
+        base_rss, base_uss = memory_of(server.tree())
+
+        async def hold() -> dict:
+            sockets = await _idle_connections(server.url, count)
+            await asyncio.sleep(1.0)
+            rss, uss = memory_of(server.tree())
+            for ws in sockets:
+                await ws.close()
+            return {"sessions": count, "total_rss_mib": rss / 2**20, "total_uss_mib": uss / 2**20,
+                    "baseline_uss_mib": base_uss / 2**20,
+                    "uss_kib_per_session": (uss - base_uss) / count / 1024,
+                    "total_uss_kib_per_session": uss / count / 1024}
+
+        return asyncio.run(hold())
+    finally:
+        server.stop()
+
+
+def churn(duration: float, workers: int) -> dict:
+    server = start_server(workers)
+    try:
+        async def go() -> dict:
+            from myagent.client import AgentClient
+
+            clients = [await AgentClient.connect(server.url) for _ in range(4)]
+            count = 0
+            deadline = time.perf_counter() + duration
+
+            async def loop(client) -> None:
+                nonlocal count
+                while time.perf_counter() < deadline:
+                    session = await client.create_session()
+                    await session.close()
+                    count += 1
+
+            begin = time.perf_counter()
+            await asyncio.gather(*(loop(c) for c in clients))
+            elapsed = time.perf_counter() - begin
+            for client in clients:
+                await client.close()
+            return {"sessions_created_and_closed_per_s": count / elapsed}
+
+        return asyncio.run(go())
+    finally:
+        server.stop()
+
+
+def streaming(duration: float, workers: int) -> dict:
+    server = start_server(workers)
+    try:
+        async def go() -> dict:
+            from myagent.client import AgentClient
+
+            client = await AgentClient.connect(server.url)
+            session = await client.create_session()
+            deltas = 0
+            begin = time.perf_counter()
+            while time.perf_counter() - begin < duration:
+                async for event in session.send("long " * 1):
+                    if event["event"] == "agent.partial_answer":
+                        deltas += 1
+            elapsed = time.perf_counter() - begin
+            await client.close()
+            return {"token_deltas_per_s": deltas / elapsed}
+
+        return asyncio.run(go())
+    finally:
+        server.stop()
+
+
+def sandbox_start(reps: int) -> dict:
+    """Zygote fork vs a fresh interpreter that imports the runtime and the agent file."""
+    from myagent.settings import config_from
+    from myagent.supervisor.pool import SandboxPool
+    from myagent.supervisor.environment import sandbox_environment
+
+    async def forks() -> dict:
+        config = config_from({"workers": 1, "store": "memory:"}, agent_file=str(HERE / "bench_agent.py"))
+        pool = SandboxPool(config, 1, sandbox_environment(), lambda *a: None, lambda *a: None)
+        await pool.start()
+        times, uss = [], []
+        for _ in range(reps):
+            begin = time.perf_counter()
+            sandbox = await pool.spawn()
+            times.append((time.perf_counter() - begin) * 1000)
+            uss.append(psutil.Process(sandbox.pid).memory_full_info().uss)
+        await pool.stop()
+        return {"fork_ms_median": statistics.median(times), "sandbox_uss_mib": statistics.median(uss) / 2**20}
+
+    result = asyncio.run(forks())
+    fresh = []
+    code = ("import time,sys; t=time.perf_counter(); import uvloop, myagent.sandbox.host; "
+            "from myagent.agents.loader import load_agent_file; load_agent_file(sys.argv[1]).new(); "
+            "print((time.perf_counter()-t)*1000)")
+    for _ in range(reps):
+        begin = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code, str(HERE / "bench_agent.py")], check=True, capture_output=True)
+        fresh.append((time.perf_counter() - begin) * 1000)
+    result["fresh_interpreter_ms_median"] = statistics.median(fresh)
+    result["fork_speedup"] = result["fresh_interpreter_ms_median"] / result["fork_ms_median"]
+    return result
+
+
+def markdown(results: dict) -> str:
+    lines = [f"### {results['when']} · commit {results['commit']} · `{results['command']}`", "",
+             f"Machine: {results['machine']}", "",
+             "| sessions | turns/s | events/s | p50 / p99 / p99.9 turn ms | TTFE p50 / p99 ms | front µs/event | "
+             "echo rt/s | echo µs/rt | events/s ÷ echo | CPU/event ÷ echo |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    f = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+    for r in results["routed"]:
+        lines.append(f"| {r['sessions']} | {f(r['turns_per_s'], 0)} | {f(r['events_per_s'], 0)} | "
+                     f"{f(r['turn_p50_ms'], 2)} / {f(r['turn_p99_ms'], 2)} / {f(r['turn_p999_ms'], 2)} | "
+                     f"{f(r['ttfe_p50_ms'], 2)} / {f(r['ttfe_p99_ms'], 2)} | {f(r['front_cpu_us_per_event'])} | "
+                     f"{f(r['echo_round_trips_per_s'], 0)} | {f(r['echo_cpu_us_per_round_trip'])} | "
+                     f"{f(r['events_per_s_ratio'], 2)} | {f(r['cpu_per_event_ratio'], 2)} |")
+    for key in ("half_rate", "idle", "churn", "streaming", "sandbox_start"):
+        if key in results:
+            body = ", ".join(f"{k} {f(v, 2) if isinstance(v, float) else v}" for k, v in results[key].items())
+            lines.append(f"\n**{key}**: {body}")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smallest configuration (CI smoke test)")
+    parser.add_argument("--reps", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--out", default=str(ROOT / "artifacts" / "bench"))
+    args = parser.parse_args()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    quick = args.quick
+    reps = args.reps or (1 if quick else 3)
+    duration = 1.5 if quick else 4.0
+    sizes = [1, 20] if quick else [1, 100, 1000]
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
+                     "command": "python scripts/bench/run.py" + (" --quick" if quick else ""),
+                     "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, "
+                                f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
+                     "workers": args.workers}
+    print("routed turns vs bare echo", flush=True)
+    results["routed"] = routed_vs_echo(sizes, reps, duration, args.workers)
+    best = max(r["turns_per_s"] for r in results["routed"])
+    print("latency at half the max turn rate", flush=True)
+    results["half_rate"] = half_rate_latency(best, sizes[-1], duration, args.workers)
+    print("idle capacity", flush=True)
+    capacity = 200 if quick else min(10000, (hard - 500) // 2)
+    results["idle"] = idle_capacity(capacity, args.workers)
+    print("session churn, streaming, sandbox start", flush=True)
+    results["churn"] = churn(1.0 if quick else 3.0, args.workers)
+    results["streaming"] = streaming(1.0 if quick else 3.0, args.workers)
+    results["sandbox_start"] = sandbox_start(3 if quick else 10)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "results.md").write_text(markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
