@@ -1,0 +1,30 @@
+"""The benchmark's smallest configuration completes and reports sane, non-zero figures.
+
+No timing thresholds here: targets live in the benchmark, not in tests.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.timeout(240)
+def test_quick_benchmark_reports_figures(tmp_path):
+    run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench" / "run.py"), "--quick", "--out",
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=220)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    for row in results["routed"]:
+        assert row["turns_per_s"] > 0 and row["events_per_s"] > row["turns_per_s"]
+        assert row["front_cpu_us_per_event"] > 0 and row["echo_cpu_us_per_round_trip"] > 0
+        assert row["errors"] == 0
+    assert results["idle"]["sessions"] > 0 and results["idle"]["uss_kib_per_session"] > 0
+    assert results["churn"]["sessions_created_and_closed_per_s"] > 0
+    assert results["streaming"]["token_deltas_per_s"] > 0
+    assert results["sandbox_start"]["fork_ms_median"] > 0
+    assert "| sessions |" in (tmp_path / "results.md").read_text()
