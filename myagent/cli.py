@@ -137,6 +137,39 @@ def chat(url: str, token: str | None, messages: tuple[str, ...]) -> None:
 
 
 @main.command()
+@click.argument("url", default="http://127.0.0.1:8080")
+@click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Print the /status JSON as the server sent it.")
+@click.option("--token", envvar="MYAGENT_WS_TOKEN", help="Bearer token, if the server requires one.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each request.")
+def status(url: str, watch: bool, as_json: bool, token: str | None, timeout: float) -> None:
+    """Show a running server's sandboxes, sessions and totals (exit 1: not ready, 2: unreachable)."""
+    from myagent.client.status import run as run_status
+
+    sys.exit(run_status(url, watch=watch, as_json=as_json, token=token, timeout=timeout))
+
+
+@main.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def new(path: str, force: bool) -> None:
+    """Create a commented agent file at PATH that runs as is."""
+    from importlib.resources import files
+
+    if not path.endswith(".py"):
+        raise click.BadParameter("the agent file name must end in .py", param_hint="PATH")
+    if os.path.exists(path) and not force:
+        click.echo(f"❌ {path} exists; use --force to overwrite it", err=True)
+        sys.exit(1)
+    name = os.path.splitext(os.path.basename(path))[0].replace("_", "-") or "agent"
+    text = files("myagent").joinpath("templates/agent.py.tmpl").read_text(encoding="utf-8")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text.replace("__NAME__", name).replace("__FILE__", path))
+    click.echo(f"✅ created {path}\n   try: myagent-ws run {path} \"/add a=2 b=3\"\n"
+               f"   serve: myagent-ws server {path}")
+
+
+@main.command()
 def schema() -> None:
     """Print the protocol's JSON Schema (client and server events)."""
     import orjson
