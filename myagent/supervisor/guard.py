@@ -21,6 +21,12 @@ log = logging.getLogger("myagent.supervisor.guard")
 LOOPBACK = ("127.", "::1", "localhost")
 
 
+def needs_auth_warning(host: str, auth_enabled: bool) -> bool:
+    """Binding beyond loopback without auth is allowed (a trusted network, a proxy doing auth)
+    but deserves a loud warning at start."""
+    return not auth_enabled and not host.startswith(LOOPBACK)
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 

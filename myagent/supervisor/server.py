@@ -25,7 +25,7 @@ from myagent.protocol.exceptions import ProtocolError
 from myagent.protocol.schema import validate_client_frame
 from myagent.protocol.wirejson import parse_client_frame
 from myagent.settings import resolve_workers
-from myagent.supervisor.guard import LOOPBACK, Guard, load_tokens
+from myagent.supervisor.guard import Guard, load_tokens, needs_auth_warning
 from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.connection import Connection
 from myagent.supervisor.environment import sandbox_environment
@@ -234,7 +234,7 @@ class Server:
 
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(c.tls_cert, c.tls_key or None)
-        if not self.guard.auth_enabled and not c.host.startswith(LOOPBACK):
+        if needs_auth_warning(c.host, self.guard.auth_enabled):
             self.announce(f"⚠️  WARNING: listening on {c.host} without authentication: anyone who can reach "
                           "this port can use the agent. Set --auth-token or MYAGENT_WS_AUTH_TOKENS.")
         self._ws_server = await serve(
