@@ -83,6 +83,7 @@ class SandboxPool:
         self.workdir_root = config.sandbox_dir or ""
         self.on_ready: Callable[[Sandbox], None] = lambda sandbox: None
         self.old_zygotes: list[Zygote] = []
+        self._zygote_lock = asyncio.Lock()
 
     @property
     def sandbox_config(self) -> dict:
@@ -111,7 +112,9 @@ class SandboxPool:
     async def spawn(self) -> Sandbox:
         assert self.zygote is not None
         if not self.zygote.alive:
-            await self._restart_zygote()
+            async with self._zygote_lock:  # N sandboxes died with it: restart it once
+                if not self.zygote.alive:
+                    await self._restart_zygote()
         timeout = self.config.worker_start_timeout
         zygote = self.zygote
         pid, sock = await zygote.fork(timeout)

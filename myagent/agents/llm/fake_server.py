@@ -238,10 +238,11 @@ def serve_forever_cli(
         raise SystemExit(f"error: {exc}") from None
     except OSError as exc:
         raise SystemExit(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    print(f"fake OpenAI-compatible LLM on {server.url}", flush=True)
     stop = threading.Event()
-    # The handler only sets the event; the loop below does the shutdown.
+    # The handler only sets the event; the loop below does the shutdown. Installed before
+    # the line is printed: a caller may send SIGTERM as soon as it reads it.
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    print(f"fake OpenAI-compatible LLM on {server.url}", flush=True)
     try:
         while not stop.wait(0.5):
             pass
