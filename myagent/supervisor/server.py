@@ -72,7 +72,7 @@ class Server:
                                 events_limit=config.replay_buffer) if config.store else MemoryStore()
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = SessionRegistry(config.max_history_messages, config.replay_buffer, self.store)
-        self.pool = SandboxPool(config, resolve_workers(config), sandbox_environment(),
+        self.pool = SandboxPool(config, resolve_workers(config), sandbox_environment(config.sandbox_env or ()),
                                 on_frame=lambda sb, frame: self.router.on_sandbox_frame(sb, frame),
                                 on_lost=lambda sb, reason: self.router.on_sandbox_lost(sb, reason))
         self.router = Router(config, self.pool, self.registry, self.metrics, self.store,

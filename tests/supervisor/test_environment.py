@@ -1,0 +1,22 @@
+from myagent.supervisor.environment import sandbox_environment
+
+SOURCE = {"PATH": "/usr/bin", "HOME": "/root", "OPENAI_API_KEY": "sk-test", "MYAGENT_LLM": "offline",
+          "MYAGENT_WS_AUTH_TOKENS": "secret", "MYAGENT_WS_STATE_SECRET": "s3", "AWS_SECRET_ACCESS_KEY": "x",
+          "DATABASE_URL": "postgres://", "LC_ALL": "C.UTF-8"}
+
+
+def test_allow_list_passes_what_agents_need():
+    env = sandbox_environment(source=SOURCE)
+    for key in ("PATH", "HOME", "OPENAI_API_KEY", "MYAGENT_LLM", "LC_ALL"):
+        assert env[key] == SOURCE[key]
+
+
+def test_server_secrets_and_unlisted_variables_never_pass():
+    env = sandbox_environment(source=SOURCE)
+    for key in ("MYAGENT_WS_AUTH_TOKENS", "MYAGENT_WS_STATE_SECRET", "AWS_SECRET_ACCESS_KEY", "DATABASE_URL"):
+        assert key not in env
+
+
+def test_sandbox_env_adds_named_variables():
+    env = sandbox_environment(["DATABASE_URL"], source=SOURCE)
+    assert env["DATABASE_URL"] == "postgres://" and "AWS_SECRET_ACCESS_KEY" not in env
