@@ -100,6 +100,9 @@ class ClientSession:
             event = await self.next_event(timeout)
             if event.get("event") == "agent.session_end":
                 return event
+            if event.get("event") == "system.error" and "seq" not in event \
+                    and (event.get("metadata") or {}).get("request_event") == "user.close_session":
+                raise ClientError(event)
 
 
 class AgentClient:

@@ -22,6 +22,7 @@ from myagent.supervisor.connection import Connection
 from myagent.supervisor.metrics import Metrics
 from myagent.supervisor.pool import DRAINING, READY, Sandbox, SandboxPool
 from myagent.supervisor.sessions import Session, SessionRegistry, Turn, hash_token, new_turn_id
+from myagent.supervisor.store.base import StoreError
 
 import orjson
 
@@ -168,7 +169,15 @@ class Router:
             self.registry.remove(session.id)
             raise
         if self.store is not None:
-            await self.store.acquire(session.id, self.node_id, self.config.lease_ttl)
+            try:
+                await self.store.acquire(session.id, self.node_id, self.config.lease_ttl)
+            except StoreError as exc:
+                log.error("store lease of new session %s failed: %s", session.id, exc,
+                          extra={"session_id": session.id})
+                self.registry.remove(session.id)
+                sandbox.sessions.discard(session.id)
+                sandbox.send({"op": ops.CLOSE, "sid": session.id})
+                raise ClientError(ErrorCode.STORE_UNAVAILABLE, "The session store is unavailable.") from None
             session.persist()
             for message in session.history:
                 self.store.add_message(session.id, message)
@@ -285,13 +294,14 @@ class Router:
                 str(content.get("resume_token", ""))):
             raise ClientError(ErrorCode.SESSION_NOT_FOUND, "No such session, or the resume token is wrong.",
                               "session_id")
+        # Refuse before taking anything over: a refused reconnect leaves the owner untouched.
+        if len(conn.sessions) >= self.config.max_sessions_per_connection and session.id not in conn.sessions:
+            raise ClientError(ErrorCode.TOO_MANY_SESSIONS, "This connection has its maximum number of sessions.")
         if session.connection is not None and session.connection is not conn:
             old = session.connection
             old.sessions.discard(session.id)
             old.enqueue(system_event(ev.SYSTEM_NOTICE, "Session taken over by another connection.",
                                      {"session_id": session.id, "taken_over": True}))
-        if len(conn.sessions) >= self.config.max_sessions_per_connection and session.id not in conn.sessions:
-            raise ClientError(ErrorCode.TOO_MANY_SESSIONS, "This connection has its maximum number of sessions.")
         last_seq = int(content.get("last_seq", 0))
         replay, gap = session.events_after(last_seq)
         # Replay first, then the resumed event: wire order stays seq order.
@@ -322,18 +332,32 @@ class Router:
             return self.registry.get(sid)
         if not hmac.compare_digest(bytes.fromhex(stored.record.token_hash), hash_token(token)):
             return None
-        if not await self.store.acquire(sid, self.node_id, self.config.lease_ttl):
+        try:
+            acquired = await self.store.acquire(sid, self.node_id, self.config.lease_ttl)
+        except StoreError as exc:
+            log.error("store lease of %s failed: %s", sid, exc, extra={"session_id": sid})
+            raise ClientError(ErrorCode.STORE_UNAVAILABLE, "The session store is unavailable.") from None
+        if not acquired:
             raise ClientError(ErrorCode.SESSION_BUSY,
                               "The session is active on another node; retry after it lets go.", "session_id")
+        if self.registry.get(sid) is not None:  # revived by a concurrent request while we waited
+            return self.registry.get(sid)
         sandbox = self.pool.place()
         if sandbox is None:
-            await self.store.release(sid, self.node_id)
+            try:
+                await self.store.release(sid, self.node_id)
+            except StoreError:
+                pass  # the lease lapses after --lease-ttl
             raise ClientError(ErrorCode.SERVER_BUSY, "Every sandbox is full; try again later.")
         session = self.registry.revive(stored)
         try:
             await self._open(session, sandbox, session.history)
         except ClientError:
             self.registry.sessions.pop(sid, None)
+            try:
+                await self.store.release(sid, self.node_id)
+            except StoreError:
+                pass  # the lease lapses after --lease-ttl
             raise
         session.detached_at = time.monotonic()
         if stored.record.turn_id:
@@ -366,11 +390,12 @@ class Router:
             "size": len(token)})
 
     async def reconnect_with_state(self, conn: Connection, frame: dict) -> None:
+        from myagent.protocol.schema import state_token
         from myagent.supervisor.state_export import StateError, import_state
 
-        content = frame.get("content") or {}
         try:
-            doc = import_state(self.state_secret, content.get("state"), now=time.time(),
+            # content.state (canonical) or the original clients' top-level signed_state.
+            doc = import_state(self.state_secret, state_token(frame), now=time.time(),
                                max_size=self.config.max_state_size)
         except StateError as exc:
             raise ClientError(ErrorCode(exc.code), exc.message, "content.state") from None

@@ -9,12 +9,17 @@ process of its tree is SIGKILLed if still alive.
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import time
 from typing import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 
 from myagent.client import AgentClient
 from tests.serverproc import AGENTS, SCRIPTS, ServerProcess, alive
+
+from .helpers import assert_valid_server_event
 
 TEST_AGENT = AGENTS / "test_agent.py"
 SCRIPTED_LLM = f"scripted:{SCRIPTS / 'test_script.json'}"
@@ -25,15 +30,32 @@ def _start(*args: str) -> ServerProcess:
     return ServerProcess(TEST_AGENT, *args, llm=SCRIPTED_LLM).start(timeout=20)
 
 
-def _stop(srv: ServerProcess, expect_clean: bool) -> None:
+def _stop(srv: ServerProcess) -> tuple[bool, int | None, list[int]]:
+    """SIGTERM the server, give its sandboxes 2 s to go, then kill whatever is left.
+
+    Returns (was it still running, its exit code, pids that outlived it by 2 s).
+    """
     running = srv.proc is not None and srv.proc.poll() is None
-    code = srv.stop()
-    leftovers = alive(srv.track_children())
-    if expect_clean:
-        assert running, f"the server died during the tests (exit {srv.proc.returncode if srv.proc else None}):\n" \
-                        + srv.text[-4000:]
-        assert code == 0, f"server exited with {code} on SIGTERM:\n{srv.text[-4000:]}"
-    assert not leftovers, f"processes survived the server: {leftovers}"
+    pids = srv.track_children()
+    code = None
+    if running:
+        srv.proc.send_signal(signal.SIGTERM)
+        try:
+            code = srv.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            pass
+    deadline = time.monotonic() + 2
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftovers = alive(pids)
+    final = srv.stop()  # kills anything left
+    return running, code if code is not None else final, leftovers
+
+
+def _check_clean(srv: ServerProcess, running: bool, code: int | None, leftovers: list[int]) -> None:
+    assert running, f"the server died during the tests (exit {srv.proc.returncode}):\n{srv.text[-4000:]}"
+    assert code == 0, f"server exited with {code} on SIGTERM:\n{srv.text[-4000:]}"
+    assert not leftovers, f"processes outlived the server: {leftovers}"
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +69,8 @@ def server(server_args: tuple[str, ...]) -> Iterator[ServerProcess]:
     try:
         yield srv
     finally:
-        _stop(srv, expect_clean=True)
+        result = _stop(srv)
+    _check_clean(srv, *result)
 
 
 @pytest.fixture
@@ -61,8 +84,8 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
         return srv
 
     yield start
-    for srv in started:
-        _stop(srv, expect_clean=False)
+    leftovers = [pid for srv in started for pid in _stop(srv)[2]]
+    assert not leftovers, f"processes outlived their server: {leftovers}"
 
 
 @pytest.fixture
@@ -81,6 +104,12 @@ async def open_client() -> AsyncIterator[Callable[..., Awaitable[AgentClient]]]:
             await client.close()
         except Exception:
             pass
+    # Every event any session received validates against the server's published schema.
+    for client in clients:
+        assert_valid_server_event(client.connected)
+        for session in client.sessions.values():
+            for event in session.history:
+                assert_valid_server_event(event)
 
 
 @pytest.fixture

@@ -99,12 +99,17 @@ async def no_more_events(session: ClientSession, wait: float = 0.3) -> None:
     raise AssertionError(f"unexpected event after the turn ended: {event}")
 
 
-async def system_error(client: AgentClient, code: str, timeout: float = 5.0) -> dict:
-    """The next non-heartbeat event of the client's system queue, a system.error with ``code``."""
+async def system_event(client: AgentClient, timeout: float = 5.0) -> dict:
+    """The next connection-level event of the client (heartbeats skipped)."""
     while True:
         event = await asyncio.wait_for(client.system.get(), timeout)
         if event["event"] != "system.heartbeat":
-            break
+            return event
+
+
+async def system_error(client: AgentClient, code: str, timeout: float = 5.0) -> dict:
+    """The next connection-level event of the client must be a system.error with ``code``."""
+    event = await system_event(client, timeout)
     assert event["event"] == "system.error", event
     assert event["metadata"]["error_code"] == code, event
     return event

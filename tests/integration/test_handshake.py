@@ -62,9 +62,10 @@ async def test_session_created_fields(connect):
 async def test_create_session_accepts_legacy_string_content(connect):
     client = await connect()
     # The original Python client sends content "create_session"; strings are accepted and ignored.
-    await client.send_frame({"event": "user.create_session", "content": "create_session"})
-    event = await asyncio.wait_for(client._pending.get(), 5)
-    assert event["event"] == "agent.session_created", event
+    session = await client.create_session(content="create_session")  # type: ignore[arg-type]
+    assert session.created["event"] == "agent.session_created"
+    final, _ = await session.ask("hi")
+    assert final["event"] == "agent.final_answer"
 
 
 def test_health(server):

@@ -147,7 +147,8 @@ async def test_frame_over_max_message_size_closes_1009_and_spares_others(server)
     bystander = await raw_connect(server.url)
     try:
         created = await raw_create_session(bystander)
-        await send_json(victim, {"event": "user.message", "session_id": "s_x", "content": "y" * (MAX_MESSAGE_SIZE + 10)})
+        big = {"event": "user.message", "session_id": "s_x", "content": "y" * (MAX_MESSAGE_SIZE + 10)}
+        await send_json(victim, big)
         assert await closed_with(victim) == 1009
         await _still_works(bystander, created["session_id"])
         # The server still accepts new connections.
@@ -183,10 +184,21 @@ async def test_invalid_utf8_text_frame_closes_1007(server):
 
 async def test_a_burst_of_garbage_then_a_valid_request(ws):
     created = await raw_create_session(ws)
-    for i in range(50):
+    for i in range(30):  # within the rate limiter's burst (40)
         await ws.send(f"garbage {i}")
-    codes = [(await recv_json(ws))["metadata"]["error_code"] for _ in range(50)]
-    assert codes == ["INVALID_JSON"] * 50
+    codes = [(await recv_json(ws))["metadata"]["error_code"] for _ in range(30)]
+    assert codes == ["INVALID_JSON"] * 30
+    await _still_works(ws, created["session_id"])
+
+
+async def test_a_flood_is_rate_limited_and_the_connection_survives(ws):
+    created = await raw_create_session(ws)
+    for i in range(55):
+        await ws.send(f"flood {i}")
+    codes = [(await recv_json(ws))["metadata"]["error_code"] for _ in range(55)]
+    assert set(codes) == {"INVALID_JSON", "RATE_LIMITED"}, codes
+    assert codes[:30] == ["INVALID_JSON"] * 30
+    await asyncio.sleep(0.5)  # the bucket refills
     await _still_works(ws, created["session_id"])
 
 
@@ -195,4 +207,3 @@ async def test_deeply_nested_json_is_rejected(ws):
     await ws.send('{"event": "user.create_session", "content": {"a": ' + "[" * 5000 + "]" * 5000 + "}}")
     await _error(ws, "INVALID_JSON")
     await _still_works(ws, created["session_id"])
-    await asyncio.sleep(0)

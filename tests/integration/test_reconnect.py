@@ -17,6 +17,8 @@ from .helpers import (
     raw_connect,
     recv_json,
     send_json,
+    system_error,
+    system_event,
     wait_for_event,
 )
 
@@ -118,7 +120,7 @@ async def test_reconnect_takes_over_an_attached_session(connect):
     session = await a.create_session()
     b = await connect()
     taken, _ = await b.reconnect(session.id, session.resume_token, session.last_seq)
-    notice = await asyncio.wait_for(a.system.get(), 5)
+    notice = await system_event(a)
     assert notice["event"] == "system.notice" and notice["metadata"].get("taken_over") is True
     await a.send_frame({"event": "user.message", "session_id": session.id, "content": "hi"})
     await expect_error(session, "SESSION_NOT_FOUND")
@@ -182,8 +184,8 @@ async def test_ack_in_the_original_console_style(server):
 async def test_ack_without_session_or_event_id_is_rejected(connect):
     client = await connect()
     await client.send_frame({"event": "user.ack", "content": {"last_seq": 3}})
-    event = await asyncio.wait_for(client.system.get(), 5)
-    assert event["event"] == "system.error"
+    event = await system_event(client)
+    assert event["event"] == "system.error", event
     assert event["metadata"]["error_code"] in ("SESSION_NOT_FOUND", "SCHEMA_VIOLATION")
 
 
@@ -202,16 +204,47 @@ async def test_other_connection_cannot_use_a_session(connect, request_event):
         frame["step_id"] = "x"
         frame["content"] = {"confirmed": True}
     await b.send_frame(frame)
-    err = await asyncio.wait_for(b.system.get(), 5)
-    assert err["event"] == "system.error", err
-    assert err["metadata"]["error_code"] == "SESSION_NOT_FOUND", err
+    err = await system_error(b, "SESSION_NOT_FOUND")
     # Existence is not revealed: same answer as for a session that never existed.
     await b.send_frame({**frame, "session_id": "s_never_existed"})
-    ghost = await asyncio.wait_for(b.system.get(), 5)
-    assert ghost["metadata"]["error_code"] == "SESSION_NOT_FOUND"
+    ghost = await system_error(b, "SESSION_NOT_FOUND")
     assert ghost["content"] == err["content"]
     # The owner saw nothing and still has a working session.
     await no_more_events(session, 0.1)
     final, events = await session.ask("mine")
     assert "Turn 1." in final["content"]  # the hijack message never ran
     assert_seqs(session.history, session.id, 1)
+
+
+async def test_turn_that_ends_while_detached_is_replayed_whole(connect):
+    a = await connect()
+    session = await a.create_session()
+    await a.send_frame({"event": "user.message", "session_id": session.id, "content": "weather please"})
+    await a.close()  # gone before reading any of the turn
+    await asyncio.sleep(0.3)
+    b = await connect()
+    resumed_session, replayed = await b.reconnect(session.id, session.resume_token, 1)
+    turn = replayed[:-1]
+    assert replayed[-1]["event"] == "agent.session_resumed"
+    assert replayed[-1]["metadata"]["turn_running"] is False
+    assert_turn(turn, session.id)
+    assert turn[0]["seq"] == 2
+    assert turn[-1]["content"] == "The weather is Beijing: sunny, 25°C."
+    final, _ = await resumed_session.ask("thanks")
+    assert "Before that: weather please" in final["content"]
+
+
+async def test_pending_confirmation_survives_a_reconnect(connect):
+    a = await connect()
+    session = await a.create_session()
+    await a.send_frame({"event": "user.message", "session_id": session.id, "content": "danger"})
+    confirm, _ = await wait_for_event(session, "agent.user_confirm", 5)
+    await a.close()
+    b = await connect()
+    resumed_session, replayed = await b.reconnect(session.id, session.resume_token, session.last_seq)
+    assert [e["event"] for e in replayed] == ["agent.session_resumed"]
+    assert replayed[0]["metadata"]["turn_running"] is True
+    await resumed_session.respond(confirm["step_id"], True)
+    rest = [e async for e in resumed_session.until_terminal(5)]
+    assert rest[-1]["content"] == "Outcome: dangerous thing done"
+    assert_seqs(session.history + replayed + rest, session.id, 1)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
+
+from myagent.client import ClientError
 
 from .helpers import (
     assert_seqs,
@@ -219,3 +223,61 @@ async def test_close_session_during_a_turn(connect):
     assert names[-2] == "agent.interrupted"
     assert_seqs(session.history, session.id, 1)
     await no_more_events(session, 0.3)
+
+
+async def test_client_library_gets_schema_errors_on_the_session(connect):
+    """A refused user.message names its session, so AgentClient raises instead of hanging."""
+    client = await connect()
+    session = await client.create_session()
+    with pytest.raises(ClientError) as info:
+        await session.ask("", timeout=5)
+    assert info.value.code == "SCHEMA_VIOLATION"
+    assert info.value.event["metadata"]["field"] == "content"
+    final, _ = await session.ask("fine now", timeout=5)
+    assert final["event"] == "agent.final_answer"
+
+
+async def test_cancel_while_waiting_for_confirmation(connect):
+    client = await connect()
+    session = await client.create_session()
+    confirm, before = await _confirmation(session)
+    await session.cancel()
+    rest = [e async for e in session.until_terminal(5)]
+    assert_turn(before + rest, session.id, terminal="agent.interrupted")
+    assert rest[-1]["metadata"]["reason"] == "CANCELLED"
+    assert not any(e["event"] == "agent.tool_result" and e["metadata"]["status"] == "success" for e in rest)
+    # The confirmation died with the turn.
+    await session.respond(confirm["step_id"], True)
+    await expect_error(session, "STEP_NOT_FOUND")
+    await no_more_events(session, 0.3)
+    final, _ = await session.ask("after the cancel")
+    assert final["event"] == "agent.final_answer"
+
+
+async def test_repeated_message_id_runs_once(connect):
+    client = await connect()
+    session = await client.create_session()
+    events = [e async for e in session.send("first", message_id="m-1", timeout=5)]
+    assert events[-1]["event"] == "agent.final_answer"
+    await client.send_frame({"event": "user.message", "session_id": session.id, "content": "first",
+                             "metadata": {"message_id": "m-1"}})
+    notice = await session.next_event(5)
+    assert notice["event"] == "system.notice", notice
+    assert notice["metadata"]["duplicate"] is True
+    assert notice["metadata"]["message_id"] == "m-1"
+    await no_more_events(session, 0.3)
+    final, _ = await session.ask("second")
+    assert "Turn 2." in final["content"], final["content"]
+    assert_seqs(session.history, session.id, 1)
+
+
+async def test_client_close_of_an_unknown_session_raises_at_once(connect):
+    client = await connect()
+    session = await client.create_session()
+    await session.close()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    with pytest.raises(ClientError) as info:
+        await session.close(timeout=5)
+    assert info.value.code == "SESSION_NOT_FOUND"
+    assert loop.time() - started < 2
