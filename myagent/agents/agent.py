@@ -146,6 +146,15 @@ class Agent:
             raise RuntimeError(f"agent {self.name!r} is running a turn; cannot replace its history")
         self._history = repair_history(messages)
 
+    def trim_history(self, max_messages: int) -> int:
+        """Keep at most the last ``max_messages`` messages (repaired so no tool result is
+        orphaned); return how many were dropped. Long-lived sessions stay bounded."""
+        if self._running or len(self._history) <= max_messages:
+            return 0
+        before = len(self._history)
+        self._history = repair_history(self._history[-max_messages:])
+        return before - len(self._history)
+
     # -- running -----------------------------------------------------------------------
 
     async def astream(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +38,10 @@ class HostedSession:
 class SessionHost:
     """Executes the front process's ops against this sandbox's sessions."""
 
-    def __init__(self, factory: Any, *, confirm_timeout: float | None, heartbeat: float) -> None:
+    def __init__(self, factory: Any, *, confirm_timeout: float | None, heartbeat: float,
+                 max_history: int = 0) -> None:
         self.factory = factory
+        self.max_history = max_history
         self.confirm_timeout = confirm_timeout or None
         self.heartbeat = heartbeat
         self.sessions: dict[str, HostedSession] = {}
@@ -170,6 +173,16 @@ class SessionHost:
         except asyncio.CancelledError:
             reason = session.cancel_reason
             self._event(sid, turn, INTERRUPTED, _interrupted_text(reason), {"reason": reason})
+        except (SystemExit, KeyboardInterrupt) as exc:
+            # Agent code asked the interpreter to exit (sys.exit() in a tool). Exit now, as
+            # os._exit would: unwinding the event loop instead cancels this sandbox's other
+            # turns and reports them as CANCELLED, which nobody asked for. The front sees the
+            # pipe close, interrupts every running turn here with SANDBOX_CRASHED and restores.
+            log.error("turn %s of session %s: agent code raised %s; the sandbox exits", turn, sid,
+                      type(exc).__name__)
+            pipe.flush()
+            sys.stderr.flush()
+            os._exit(ops.EXIT_AGENT_EXIT)
         except Exception as exc:  # the runtime reports agent errors itself; this is a bug net
             log.exception("turn %s of session %s failed", turn, sid)
             self._event(sid, turn, ERROR, f"Internal error in the agent runtime ({type(exc).__name__}).",
@@ -177,6 +190,9 @@ class SessionHost:
         finally:
             session.task = None
             session.turn = None
+            # The front keeps at most max_history messages per session; so does the agent here.
+            if self.max_history and hasattr(session.agent, "trim_history"):
+                session.agent.trim_history(self.max_history)
 
     async def heartbeat_loop(self) -> None:
         """Prove the event loop is alive; a blocked loop stops these frames."""
@@ -204,7 +220,7 @@ async def serve(sock_fd: int, factory: Any, config: dict) -> int:
     from myagent.sandbox.pipe import open_pipe
 
     host = SessionHost(factory, confirm_timeout=config.get("confirm_timeout"),
-                       heartbeat=config.get("heartbeat", 0.5))
+                       heartbeat=config.get("heartbeat", 0.5), max_history=config.get("max_history", 0))
     sock = socket.socket(fileno=sock_fd)
     host.pipe = await open_pipe(sock, host.on_frame, host.on_lost, config.get("max_frame", 16 * 1024 * 1024))
     host.send({"op": ops.READY, "pid": os.getpid()})

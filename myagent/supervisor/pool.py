@@ -89,6 +89,7 @@ class SandboxPool:
     def sandbox_config(self) -> dict:
         c = self.config
         return {"heartbeat": c.worker_heartbeat, "confirm_timeout": c.confirm_timeout,
+                "max_history": c.max_history_messages,
                 "max_memory": c.max_memory, "max_files": c.sandbox_max_files,
                 "max_file_size": c.sandbox_max_file_size, "user": c.sandbox_user,
                 "workdir_root": self.workdir_root}
@@ -168,6 +169,8 @@ class SandboxPool:
     def _lost(self, sandbox: Sandbox) -> None:
         if sandbox.state == DEAD:
             return
+        # A draining sandbox (recycled, or of an older version) already has its replacement.
+        replaced = sandbox.state == DRAINING
         sandbox.state = DEAD
         self.sandboxes.pop(sandbox.id, None)
         if sandbox.ready is not None and not sandbox.ready.done():
@@ -187,7 +190,7 @@ class SandboxPool:
         # Make sure the process is gone (a closed pipe may still have a live process).
         self._signal(sandbox, signal.SIGKILL)
         self.on_lost(sandbox, reason)
-        if not self.stopping:
+        if not self.stopping and not replaced:
             self._schedule_respawn(reason)
 
     def _on_exit(self, pid: int, code: int | None, sig: int | None) -> None:
@@ -260,6 +263,11 @@ class SandboxPool:
         await asyncio.gather(*(self.spawn() for _ in range(self.size)), return_exceptions=True)
         for zyg in list(self.old_zygotes):
             self._release_zygote(zyg)
+        if self.unavailable_reason and self.ready_count:
+            # The restart budget was spent by the previous version; the new one starts afresh.
+            log.info("the reloaded agent serves again: restart budget reset")
+            self.policy.reset()
+            self.unavailable_reason = None
         return agent
 
     def _release_zygote(self, zygote: Zygote | None) -> None:

@@ -137,3 +137,22 @@ def test_repair_always_yields_a_consistent_fixed_point(history: list[Any]) -> No
     assert_consistent(repaired)
     validate_history(repaired)
     assert repair_history(repaired) == repaired
+
+
+def test_trim_history_keeps_the_tail_and_never_orphans_a_tool_result():
+    from myagent import create_react_agent
+
+    agent = create_react_agent(name="t", tools=[], system_prompt="", llm="offline")
+    msgs = []
+    for i in range(10):
+        msgs += [{"role": "user", "content": f"u{i}"},
+                 {"role": "assistant", "content": "", "tool_calls": [
+                     {"id": f"c{i}", "type": "function", "function": {"name": "x", "arguments": "{}"}}]},
+                 {"role": "tool", "tool_call_id": f"c{i}", "content": "r"},
+                 {"role": "assistant", "content": f"a{i}"}]
+    agent.load_history(msgs)
+    dropped = agent.trim_history(6)
+    kept = agent.history
+    assert dropped >= 34 and len(kept) <= 6 and kept[-1]["content"] == "a9"
+    assert kept[0]["role"] != "tool"  # the orphaned result of a trimmed call is gone
+    assert agent.trim_history(100) == 0

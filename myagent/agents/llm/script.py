@@ -33,6 +33,8 @@ Everything here is pure except :func:`load_script`, which reads one file.
 
 from __future__ import annotations
 
+from operator import methodcaller
+
 import json
 import os
 import re
@@ -243,20 +245,32 @@ class _Context:
 
 
 def _context(messages: Sequence[Mapping[str, Any]]) -> _Context:
-    users = [i for i, m in enumerate(messages) if m.get("role") == "user"]
-    last_user = users[-1] if users else -1
-    tool_result = next(
-        (message_text(m) for m in reversed(messages) if m.get("role") == "tool"), ""
-    )
+    # Called once per LLM step with the whole history: scan from the ends and count roles
+    # at C speed, so a long conversation does not make every step O(history) in Python.
+    roles = list(map(methodcaller("get", "role"), messages))
+    turn = roles.count("user")
+    found: list[int] = []
+    for i in range(len(roles) - 1, -1, -1):
+        if roles[i] == "user":
+            found.append(i)
+            if len(found) == 2:
+                break
+    last_user = found[0] if found else -1
+    first_user = roles.index("user") if turn else -1
+    tool_result = ""
+    for i in range(len(roles) - 1, -1, -1):
+        if roles[i] == "tool":
+            tool_result = message_text(messages[i])
+            break
     values = {
-        "user": message_text(messages[last_user]) if users else "",
+        "user": message_text(messages[last_user]) if found else "",
         "tool_result": tool_result,
-        "turn": str(len(users)),
-        "first_user": message_text(messages[users[0]]) if users else "",
-        "previous_user": message_text(messages[users[-2]]) if len(users) > 1 else "",
+        "turn": str(turn),
+        "first_user": message_text(messages[first_user]) if turn else "",
+        "previous_user": message_text(messages[found[1]]) if len(found) > 1 else "",
     }
-    step_index = sum(1 for m in messages[last_user + 1:] if m.get("role") == "assistant")
-    return _Context(values=values, turn=len(users), step_index=step_index)
+    step_index = roles[last_user + 1:].count("assistant")
+    return _Context(values=values, turn=turn, step_index=step_index)
 
 
 def substitute(template: str, values: Mapping[str, str]) -> str:
