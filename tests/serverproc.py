@@ -32,6 +32,8 @@ class ServerProcess:
                  llm: str | None = None) -> None:
         self.agent_file = str(agent_file)
         self.args = list(args)
+        # With auth on, /status and /metrics need a token: get() presents the first one.
+        self.token = self.args[self.args.index("--auth-token") + 1] if "--auth-token" in self.args else None
         # Tests get a throwaway store unless they pass --store (CLI options beat the environment).
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "MYAGENT_WS_STORE": "memory:", **(env or {})}
         if llm is not None:
@@ -105,8 +107,11 @@ class ServerProcess:
             import ssl
 
             context = ssl._create_unverified_context()
+        request = urllib.request.Request(self.http + path)
+        if self.token:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(self.http + path, timeout=timeout, context=context) as resp:
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:
                 body = resp.read().decode()
                 status = resp.status
         except urllib.error.HTTPError as exc:

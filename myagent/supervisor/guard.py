@@ -88,18 +88,14 @@ class Guard:
         return found
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
-        """No Origin (not a browser) is allowed; a browser's Origin must be listed or be this host."""
-        if origin is None:
-            return True
-        if "*" in self.allow_origins:
+        """No Origin (not a browser) is allowed; a browser's Origin must be this host (the
+        built-in console, served by this server) or be on the --allow-origin list."""
+        if origin is None or "*" in self.allow_origins:
             return True
         origin = origin.rstrip("/")
         if origin in self.allow_origins:
             return True
-        if not self.allow_origins and host:
-            # Default: same-origin only, i.e. the built-in console served by this server.
-            return urlsplit(origin).netloc.lower() == host.lower()
-        return False
+        return bool(host) and urlsplit(origin).netloc.lower() == host.lower()
 
     def admit(self, path: str, headers: Any, address: str) -> tuple[str | None, Refusal | None]:
         """Decide on an upgrade: (principal, None) to accept or (None, Refusal)."""

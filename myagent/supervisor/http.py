@@ -39,6 +39,7 @@ PAGE_HEADERS = [("Content-Security-Policy", "default-src 'self'; connect-src 'se
                  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
                 ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff")]
 PAGES = {"/": "console.html", "/dashboard": "dashboard.html"}
+PROTECTED = frozenset({"/status", "/metrics"})
 
 
 def http_response(status: int, body: bytes | str, content_type: str = "application/json",
@@ -92,6 +93,13 @@ class HttpEndpoints:
                 self.server.metrics.connections_refused["max_connections"] += 1
                 return json_response(503, {"error": "too many connections"})
             return None
+        if path in PROTECTED and self.server.guard.auth_enabled:
+            # With auth on, what describes the server (sessions, pids, limits) needs a token too;
+            # /health and /ready stay open for probes. The --status-port is the unauthenticated
+            # ops listener: bind it to a private address.
+            token = self.server.guard.presented_token(request.path, request.headers)
+            if self.server.guard.principal(token) is None:
+                return json_response(401, {"error": "missing or invalid token"})
         return self.route(path, pages=True)
 
     def process_status_request(self, connection: ServerConnection, request: Request) -> Response | None:

@@ -57,12 +57,12 @@ async def status_code_of(url: str, **kw) -> int:
 
 async def test_auth_refuses_before_anything_is_allocated(start):
     server = start("--auth-token", TOKEN, "--log-level", "debug")
-    before = server.status()
+    before = server.get(f"/status?token={TOKEN}")[1]
     pids = set(server.track_children())
     assert await status_code_of(server.url) == 401
     assert await status_code_of(server.url, additional_headers={"Authorization": "Bearer wrong"}) == 401
     assert await status_code_of(server.url + "/?token=wrong") == 401
-    after = server.status()
+    after = server.get(f"/status?token={TOKEN}")[1]
     assert after["connections"] == 0 and after["sessions"]["total"] == 0
     assert after["totals"]["connections_opened"] == before["totals"]["connections_opened"]
     assert set(server.track_children()) == pids, "nothing was spawned for a refused client"
@@ -255,3 +255,16 @@ async def test_wss_with_a_self_signed_certificate(start, tmp_path):
     with pytest.raises(Exception):  # plain ws:// to a TLS port does not get in
         async with connect(f"ws://127.0.0.1:{server.port}", open_timeout=3):
             pass
+
+
+def test_with_auth_the_ops_documents_need_a_token_but_probes_do_not(start):
+    import urllib.request
+
+    server = start("--auth-token", TOKEN)
+    server.token = None  # ask as an anonymous client
+    assert server.get("/health")[0] == 200 and server.get("/ready")[0] == 200
+    assert server.get("/status")[0] == 401 and server.get("/metrics")[0] == 401
+    assert server.get(f"/status?token={TOKEN}")[0] == 200
+    request = urllib.request.Request(server.http + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert resp.status == 200 and b"myagent" in resp.read()

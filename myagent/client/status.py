@@ -1,0 +1,239 @@
+"""`myagent-ws status [URL]`: a terminal view of a server's /status.
+
+Exit code: 0 when the server is ready (/ready answers 200), 1 when it answers
+but is not ready (draining, restart budget spent, no sandbox), 2 when it
+cannot be reached or does not answer like a myagent-ws server.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+EXIT_READY, EXIT_NOT_READY, EXIT_UNREACHABLE = 0, 1, 2
+
+
+def base_url(url: str) -> str:
+    """http(s) base of a server URL; ws:// and wss:// are accepted, a missing scheme means http."""
+    if "://" not in url:
+        url = "http://" + url
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+@dataclass
+class Snapshot:
+    ready_code: int | None = None      # HTTP status of /ready, None if unreachable
+    status: dict | None = None         # parsed /status
+    raw: bytes = b""                   # /status body as received
+    error: str | None = None           # why the server could not be read
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None or self.ready_code is None:
+            return EXIT_UNREACHABLE
+        return EXIT_READY if self.ready_code == 200 else EXIT_NOT_READY
+
+
+def _get(url: str, timeout: float, token: str | None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def fetch(base: str, timeout: float = 5.0, token: str | None = None) -> Snapshot:
+    snap = Snapshot()
+    try:
+        snap.ready_code, _ = _get(base + "/ready", timeout, token)
+        code, snap.raw = _get(base + "/status", timeout, token)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        snap.ready_code, snap.error = None, f"{base} is unreachable: {reason}"
+        return snap
+    if code != 200:
+        snap.error = f"{base}/status answered HTTP {code}"
+        return snap
+    try:
+        snap.status = json.loads(snap.raw)
+    except ValueError:
+        snap.error = f"{base}/status did not answer JSON"
+    return snap
+
+
+# Rendering ----------------------------------------------------------------------------
+
+
+def human_bytes(n: float | None) -> str:
+    if not n:
+        return "0"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)  # pragma: no cover
+
+
+def human_seconds(s: float | None) -> str:
+    if s is None:
+        return "—"
+    s = int(s)
+    days, s = divmod(s, 86400)
+    hours, s = divmod(s, 3600)
+    minutes, s = divmod(s, 60)
+    if days:
+        return f"{days}d{hours}h"
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{s:02d}s"
+    return f"{s}s"
+
+
+def _ms(v: Any) -> str:
+    return "—" if v is None else f"{v:.0f} ms" if v >= 100 else f"{v:.1f} ms"
+
+
+def _usage(value: float, cap: float, text: str) -> Text:
+    """``text`` coloured by how close ``value`` is to ``cap`` (no cap: plain)."""
+    if not cap:
+        return Text(text)
+    ratio = value / cap
+    style = "red" if ratio >= 0.9 else "yellow" if ratio >= 0.7 else "green"
+    return Text(f"{text} / {ratio:.0%}", style=style)
+
+
+def _counts(d: dict | None) -> str:
+    if not d:
+        return "—"
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def render(snap: Snapshot, base: str) -> Any:
+    if snap.status is None:
+        return Panel(Text(snap.error or "no data", style="bold red"), title="myagent-ws status", border_style="red")
+    st = snap.status
+    ready = snap.ready_code == 200
+    state = Text("READY", style="bold green") if ready else Text(
+        f"NOT READY: {st.get('ready_reason', '?')}", style="bold red")
+    agent = st.get("agent") or {}
+    header = Text.assemble(("myagent-ws ", "bold"), f"{st.get('version', '?')}  ·  agent ",
+                           (str(agent.get("name")), "bold cyan"),
+                           f"  ·  up {human_seconds(st.get('uptime_seconds'))}  ·  {base}  ·  ", state)
+
+    sessions = st.get("sessions") or {}
+    totals = st.get("totals") or {}
+    latency = st.get("latency") or {}
+    restarts = st.get("restarts") or {}
+    limits = st.get("limits") or {}
+
+    overview = Table(box=box.SIMPLE_HEAD, show_header=True, expand=False, title="Overview", title_justify="left")
+    for col in ("connections", "sessions active", "detached", "turns running", "turns started",
+                "turn p50 / p99", "first event p50 / p99", "restarts (recent)"):
+        overview.add_column(col, justify="right")
+    overview.add_row(
+        str(st.get("connections", 0)), str(sessions.get("active", 0)), str(sessions.get("detached", 0)),
+        str(sessions.get("turns_running", 0)), str(totals.get("turns_started", 0)),
+        f"{_ms(latency.get('turn_p50_ms'))} / {_ms(latency.get('turn_p99_ms'))}",
+        f"{_ms(latency.get('first_event_p50_ms'))} / {_ms(latency.get('first_event_p99_ms'))}",
+        f"{restarts.get('total', 0)} ({restarts.get('recent', 0)})")
+
+    sandboxes = Table(box=box.SIMPLE_HEAD, title="Sandboxes", title_justify="left")
+    for col, justify in (("id", "right"), ("pid", "right"), ("state", "left"), ("sessions", "right"),
+                         ("turns", "right"), ("RSS", "right"), ("CPU", "right"), ("uptime", "right"),
+                         ("heartbeat", "right"), ("kill reason", "left")):
+        sandboxes.add_column(col, justify=justify)
+    max_mem, max_cpu = limits.get("max_memory") or 0, limits.get("max_cpu") or 0
+    per_worker = limits.get("sessions_per_worker") or 0
+    for sb in st.get("sandboxes") or []:
+        state_style = {"ready": "green", "starting": "yellow", "draining": "yellow"}.get(sb.get("state"), "red")
+        sandboxes.add_row(
+            str(sb.get("id")), str(sb.get("pid")), Text(str(sb.get("state")), style=state_style),
+            _usage(sb.get("sessions", 0), per_worker, str(sb.get("sessions", 0))) if per_worker else
+            str(sb.get("sessions", 0)),
+            str(sb.get("turns_served", 0)),
+            _usage(sb.get("rss_bytes", 0), max_mem, human_bytes(sb.get("rss_bytes"))),
+            _usage(sb.get("cpu_percent", 0.0), max_cpu, f"{sb.get('cpu_percent', 0.0):.1f}%"),
+            human_seconds(sb.get("uptime_seconds")), f"{sb.get('heartbeat_age_seconds', 0):.1f}s",
+            sb.get("kill_reason") or "")
+    if not st.get("sandboxes"):
+        sandboxes.add_row("—", "", Text("no sandbox", style="red"), "", "", "", "", "", "", "")
+
+    counts = Table(box=box.SIMPLE_HEAD, show_header=False, title="Totals", title_justify="left")
+    counts.add_column(style="dim")
+    counts.add_column()
+    counts.add_row("connections opened / refused",
+                   f"{totals.get('connections_opened', 0)} / {_counts(totals.get('connections_refused'))}")
+    counts.add_row("sessions created / closed / restored",
+                   f"{totals.get('sessions_created', 0)} / {totals.get('sessions_closed', 0)} / "
+                   f"{totals.get('sessions_restored', 0)}")
+    counts.add_row("turns ended", _counts(totals.get("turns_ended")))
+    counts.add_row("interrupted", _counts(totals.get("interrupted_by_reason")))
+    counts.add_row("errors", _counts(totals.get("errors_by_code")))
+    counts.add_row("restarts by reason", _counts(restarts.get("by_reason")))
+    if restarts.get("unavailable_reason"):
+        counts.add_row(Text("unavailable", style="red"), Text(restarts["unavailable_reason"], style="red"))
+    limits_text = (f"workers {limits.get('workers')} · {per_worker} sessions each · max memory "
+                   f"{human_bytes(max_mem) if max_mem else 'off'} · max CPU {f'{max_cpu:g}%' if max_cpu else 'off'}")
+    counts.add_row("limits", limits_text)
+    return Group(header, overview, sandboxes, counts)
+
+
+# Command ------------------------------------------------------------------------------
+
+
+def run(url: str, watch: bool = False, as_json: bool = False, token: str | None = None,
+        interval: float = 1.0, timeout: float = 5.0, console: Console | None = None) -> int:
+    console = console or Console()
+    base = base_url(url)
+    if as_json:
+        return _run_json(base, watch, token, interval, timeout)
+    if not watch:
+        snap = fetch(base, timeout, token)
+        console.print(render(snap, base))
+        return snap.exit_code
+    from rich.live import Live
+
+    snap = fetch(base, timeout, token)
+    try:
+        with Live(render(snap, base), console=console, refresh_per_second=4, screen=False) as live:
+            while True:
+                time.sleep(interval)
+                snap = fetch(base, timeout, token)
+                live.update(render(snap, base))
+    except KeyboardInterrupt:
+        pass
+    return snap.exit_code
+
+
+def _run_json(base: str, watch: bool, token: str | None, interval: float, timeout: float) -> int:
+    import sys
+
+    while True:
+        snap = fetch(base, timeout, token)
+        if snap.status is None:
+            print(json.dumps({"error": snap.error}), file=sys.stderr)
+        elif watch:  # one compact document per line
+            print(json.dumps(snap.status, separators=(",", ":")), flush=True)
+        else:  # the body exactly as the server sent it
+            sys.stdout.write(snap.raw.decode() + ("" if snap.raw.endswith(b"\n") else "\n"))
+        if not watch:
+            return snap.exit_code
+        try:
+            time.sleep(interval)
+        except KeyboardInterrupt:
+            return snap.exit_code

@@ -1,0 +1,206 @@
+// myagent-ws dashboard: a live view of GET /status, refreshed every second.
+//
+// Rates (turns per second) are derived from the deltas of the totals between two polls; the
+// memory and CPU meters are drawn against the server's caps (status.limits.max_memory,
+// status.limits.max_cpu; 0 = no cap). Vanilla JS, no dependencies, no build step.
+
+(() => {
+  "use strict";
+
+  const POLL_MS = 1000;
+  const HISTORY = 120;          // points of the turn-rate chart (seconds)
+  const RATE_WINDOW_S = 5;      // the big number: turns/s averaged over this window
+
+  const $ = (id) => document.getElementById(id);
+  const el = (tag, cls, text) => {
+    const node = document.createElement(tag);
+    if (cls) node.className = cls;
+    if (text !== undefined && text !== null) node.textContent = text;
+    return node;
+  };
+
+  const samples = [];           // {t: seconds, started: totals.turns_started}
+  const rates = [];             // turns/s between consecutive polls
+  let failures = 0;
+
+  // Formatting ------------------------------------------------------------------------------
+
+  function bytes(n) {
+    if (!n) return "0";
+    const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let i = 0;
+    while (Math.abs(n) >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return (i === 0 ? n.toFixed(0) : n.toFixed(n >= 100 ? 0 : 1)) + " " + units[i];
+  }
+
+  function duration(s) {
+    if (s === null || s === undefined) return "–";
+    s = Math.floor(s);
+    const d = Math.floor(s / 86400), h = Math.floor(s % 86400 / 3600), m = Math.floor(s % 3600 / 60), r = s % 60;
+    if (d) return d + "d " + h + "h";
+    if (h) return h + "h " + String(m).padStart(2, "0") + "m";
+    if (m) return m + "m " + String(r).padStart(2, "0") + "s";
+    return r + "s";
+  }
+
+  function ms(v) {
+    if (v === null || v === undefined) return "–";
+    return v >= 1000 ? (v / 1000).toFixed(2) + " s" : v >= 100 ? v.toFixed(0) + " ms" : v.toFixed(1) + " ms";
+  }
+
+  const num = (v) => (v === null || v === undefined ? "–" : Number(v).toLocaleString());
+  const sum = (obj) => Object.values(obj || {}).reduce((a, b) => a + b, 0);
+
+  // Rendering -------------------------------------------------------------------------------
+
+  function set(id, text) { $(id).textContent = text; }
+
+  function meter(value, cap, label, showRatio = true) {
+    const wrap = el("div", "meter");
+    const track = el("div", "track");
+    const fill = el("div", "fill");
+    const ratio = cap > 0 ? value / cap : 0;
+    fill.style.width = Math.max(0, Math.min(100, ratio * 100)).toFixed(1) + "%";
+    if (ratio >= 0.9) fill.classList.add("bad");
+    else if (ratio >= 0.7) fill.classList.add("warn");
+    track.append(fill);
+    wrap.append(track, el("span", "txt", label + (cap > 0 && showRatio ? " · " + Math.round(ratio * 100) + "%" : "")));
+    return wrap;
+  }
+
+  function counts(tableId, obj, empty) {
+    const body = $(tableId).tBodies[0];
+    body.replaceChildren();
+    const entries = Object.entries(obj || {}).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+    if (!entries.length) {
+      const row = body.insertRow();
+      const cell = row.insertCell();
+      cell.className = "muted";
+      cell.textContent = empty;
+      return;
+    }
+    for (const [key, value] of entries) {
+      const row = body.insertRow();
+      row.insertCell().append(el("code", null, key));
+      const cell = row.insertCell();
+      cell.className = "num";
+      cell.textContent = num(value);
+    }
+  }
+
+  function chart(values) {
+    const max = Math.max(1, ...values);
+    const n = values.length;
+    const pts = values.map((v, i) => {
+      const x = n <= 1 ? 120 : (120 * i) / (n - 1);
+      const y = 39 - (37 * v) / max;
+      return x.toFixed(2) + "," + y.toFixed(2);
+    });
+    $("rate-line").setAttribute("points", pts.join(" "));
+    $("rate-area").setAttribute("points", pts.length ? "0,40 " + pts.join(" ") + " 120,40" : "");
+  }
+
+  function render(st) {
+    const limits = st.limits || {};
+    const sessions = st.sessions || {};
+    const totals = st.totals || {};
+    const latency = st.latency || {};
+    const restarts = st.restarts || {};
+
+    set("agent-name", (st.agent && st.agent.name) || "myagent-ws");
+    set("version", "myagent-ws " + st.version + (st.agent && st.agent.file ? " · " + st.agent.file : ""));
+    document.title = ((st.agent && st.agent.name) || "myagent-ws") + " · dashboard";
+    $("ready-dot").className = "dot " + (st.ready ? "ok" : st.draining ? "warn" : "bad");
+    set("ready-text", st.ready ? "ready" : "not ready: " + st.ready_reason);
+    const banner = $("banner");
+    banner.hidden = !restarts.unavailable_reason;
+    banner.textContent = restarts.unavailable_reason ? "Agent unavailable: " + restarts.unavailable_reason : "";
+
+    set("c-connections", num(st.connections));
+    set("c-connections-sub", num(totals.connections_opened) + " opened · " + bytes(st.outbound_queued_bytes || 0) + " queued");
+    set("c-sessions", num(sessions.total));
+    set("c-sessions-sub", num(sessions.active) + " active · " + num(sessions.detached) + " detached");
+    set("c-running", num(sessions.turns_running));
+    set("c-running-sub", num(totals.turns_started) + " started · " + num(sum(totals.turns_ended)) + " ended");
+
+    // Turn rate from the totals' deltas.
+    const now = performance.now() / 1000;
+    const started = totals.turns_started || 0;
+    const prev = samples[samples.length - 1];
+    if (prev && now > prev.t) rates.push(Math.max(0, (started - prev.started) / (now - prev.t)));
+    samples.push({ t: now, started: started });
+    while (samples.length > HISTORY + 1) samples.shift();
+    while (rates.length > HISTORY) rates.shift();
+    const windowStart = samples.find((s) => now - s.t <= RATE_WINDOW_S + 0.5) || samples[0];
+    const rate = now > windowStart.t ? (started - windowStart.started) / (now - windowStart.t) : 0;
+    set("c-rate", rate.toFixed(rate >= 10 ? 0 : 1) + " /s");
+    chart(rates);
+
+    set("c-latency", ms(latency.turn_p50_ms));
+    set("c-latency-sub", "p50 · p99 " + ms(latency.turn_p99_ms) + " · " + num(latency.samples) + " samples");
+    set("c-first", ms(latency.first_event_p50_ms));
+    set("c-first-sub", "p50 · p99 " + ms(latency.first_event_p99_ms));
+    set("c-restarts", num(restarts.total));
+    set("c-restarts-sub", num(restarts.recent) + " in the current window");
+    set("uptime", "up " + duration(st.uptime_seconds) + ((st.reload || {}).reloads ? " · " + st.reload.reloads + " reload(s)" : ""));
+
+    set("limits", (limits.workers || 0) + " workers · " + num(limits.sessions_per_worker) + " sessions each · max memory " +
+      (limits.max_memory ? bytes(limits.max_memory) : "off") + " · max CPU " + (limits.max_cpu ? limits.max_cpu + "%" : "off"));
+
+    const body = $("sandboxes").tBodies[0];
+    body.replaceChildren();
+    const sandboxes = (st.sandboxes || []).slice().sort((a, b) => a.id - b.id);
+    for (const sb of sandboxes) {
+      const row = body.insertRow();
+      row.className = "sandbox";
+      const cell = (content, cls) => {
+        const c = row.insertCell();
+        if (cls) c.className = cls;
+        if (content instanceof Node) c.append(content); else c.textContent = content;
+        return c;
+      };
+      cell(String(sb.id), "num");
+      cell(String(sb.pid), "num");
+      cell(el("span", "state " + sb.state, sb.state));
+      cell(meter(sb.sessions, limits.sessions_per_worker || 0, num(sb.sessions) + " / " + num(limits.sessions_per_worker)));
+      cell(meter(sb.rss_bytes, limits.max_memory || 0, bytes(sb.rss_bytes) + (limits.max_memory ? " / " + bytes(limits.max_memory) : "")));
+      // No CPU cap: the bar shows percent of one core.
+      cell(meter(sb.cpu_percent, limits.max_cpu || 100, sb.cpu_percent.toFixed(1) + "%" + (limits.max_cpu ? " / " + limits.max_cpu + "%" : ""), !!limits.max_cpu));
+      cell(num(sb.turns_served), "num");
+      cell(duration(sb.uptime_seconds), "num");
+      cell(sb.heartbeat_age_seconds.toFixed(1) + " s", "num");
+      cell(sb.kill_reason || "", "muted");
+    }
+    if (!sandboxes.length) {
+      const row = body.insertRow();
+      const c = row.insertCell();
+      c.colSpan = 10;
+      c.className = "muted";
+      c.textContent = "No sandbox is running.";
+    }
+
+    counts("t-ended", totals.turns_ended, "no turn yet");
+    counts("t-errors", totals.errors_by_code, "no errors");
+    counts("t-restarts", restarts.by_reason, "no restarts");
+    counts("t-refused", totals.connections_refused, "none refused");
+  }
+
+  async function poll() {
+    try {
+      const resp = await fetch("status" + location.search, { cache: "no-store" })  // passes ?token= on;
+      if (!resp.ok) throw new Error("HTTP " + resp.status);
+      render(await resp.json());
+      failures = 0;
+      set("updated", "updated " + new Date().toLocaleTimeString());
+    } catch (err) {
+      failures++;
+      $("ready-dot").className = "dot bad";
+      set("ready-text", "unreachable (" + (err && err.message ? err.message : "error") + ")");
+      set("updated", failures + " failed poll(s)");
+    } finally {
+      setTimeout(poll, POLL_MS);
+    }
+  }
+
+  document.addEventListener("DOMContentLoaded", poll);
+})();

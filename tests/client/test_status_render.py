@@ -1,0 +1,81 @@
+"""`myagent-ws status` pieces that need no server: URLs, exit codes, rendering."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from myagent.client.status import (EXIT_NOT_READY, EXIT_READY, EXIT_UNREACHABLE, Snapshot, base_url, fetch,
+                                   human_bytes, human_seconds, render)
+
+
+@pytest.mark.parametrize("url, expected", [
+    ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ("http://127.0.0.1:8080/", "http://127.0.0.1:8080"),
+    ("ws://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ("wss://agent.example.com/", "https://agent.example.com"),
+    ("127.0.0.1:9000", "http://127.0.0.1:9000"),
+    ("https://example.com/agent/", "https://example.com/agent"),
+    ("http://h:1/?token=x", "http://h:1"),
+])
+def test_base_url(url, expected):
+    assert base_url(url) == expected
+
+
+def test_exit_codes():
+    assert Snapshot(ready_code=200, status={}).exit_code == EXIT_READY
+    assert Snapshot(ready_code=503, status={}).exit_code == EXIT_NOT_READY
+    assert Snapshot(ready_code=None, error="refused").exit_code == EXIT_UNREACHABLE
+    assert Snapshot(ready_code=200, error="/status answered HTTP 500").exit_code == EXIT_UNREACHABLE
+
+
+def test_unreachable_server():
+    snap = fetch("http://127.0.0.1:9", timeout=2)  # the discard port: nothing listens there
+    assert snap.exit_code == EXIT_UNREACHABLE
+    assert "unreachable" in snap.error
+
+
+def test_human_units():
+    assert human_bytes(0) == "0"
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(3 << 20) == "3.0 MiB"
+    assert human_seconds(59) == "59s"
+    assert human_seconds(3725) == "1h02m"
+    assert human_seconds(None) == "—"
+
+
+STATUS = {
+    "version": "0.1.0", "uptime_seconds": 12.5, "ready": False, "ready_reason": "draining", "draining": True,
+    "agent": {"name": "weather", "description": "", "tools": ["get_weather"], "file": "/a.py"},
+    "connections": 3, "outbound_queued_bytes": 0,
+    "sessions": {"total": 5, "active": 4, "detached": 1, "turns_running": 2},
+    "sandboxes": [{"id": 1, "pid": 111, "state": "ready", "sessions": 4, "turns_served": 9, "uptime_seconds": 12.0,
+                   "heartbeat_age_seconds": 0.2, "rss_bytes": 900 << 20, "cpu_percent": 35.0, "kill_reason": None}],
+    "restarts": {"total": 1, "recent": 1, "by_reason": {"SANDBOX_CRASHED": 1}, "unavailable_reason": None},
+    "totals": {"connections_opened": 7, "connections_refused": {}, "sessions_created": 5, "sessions_closed": 0,
+               "sessions_restored": 1, "turns_started": 9, "turns_ended": {"agent.final_answer": 7},
+               "interrupted_by_reason": {}, "errors_by_code": {"SESSION_BUSY": 2}, "frames_in": 30},
+    "latency": {"turn_p50_ms": 12.0, "turn_p99_ms": 250.0, "first_event_p50_ms": 1.5, "first_event_p99_ms": None,
+                "samples": 7},
+    "limits": {"workers": 1, "sessions_per_worker": 1000, "max_memory": 1 << 30, "max_cpu": 0.0},
+}
+
+
+def test_render_shows_tables_and_the_reason():
+    out = io.StringIO()
+    console = Console(file=out, width=160, color_system=None)
+    console.print(render(Snapshot(ready_code=503, status=STATUS), "http://x:1"))
+    text = out.getvalue()
+    assert "NOT READY: draining" in text
+    assert "weather" in text and "Sandboxes" in text and "Totals" in text
+    assert "900.0 MiB" in text and "88%" in text  # RSS against the 1 GiB cap
+    assert "SANDBOX_CRASHED 1" in text and "SESSION_BUSY 2" in text
+    assert "250 ms" in text
+
+
+def test_render_unreachable():
+    out = io.StringIO()
+    Console(file=out, width=120, color_system=None).print(render(Snapshot(error="x is unreachable"), "x"))
+    assert "unreachable" in out.getvalue()
