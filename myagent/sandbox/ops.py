@@ -50,3 +50,4 @@ EXIT_OK = 0
 EXIT_LOAD_ERROR = 3
 EXIT_PARENT_GONE = 4
 EXIT_PIPE_ERROR = 5
+EXIT_AGENT_EXIT = 6  # agent code raised SystemExit (or KeyboardInterrupt) during a turn
