@@ -1,0 +1,61 @@
+"""Many crash-and-restart cycles: no zombie, no leaked fd, no stray process, history intact."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.chaos.helpers import (ask_echo, assert_gapless, echo, events_named, num_fds, timed_turn, tree,
+                                 wait_fds, wait_gone, wait_ready_sandboxes, zombies)
+
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(60)]
+
+CYCLES = 30
+
+
+async def test_crash_restart_cycles_leak_nothing(chaos, timings) -> None:
+    # A short restart window keeps the backoff small: this test is about leaks, not pacing.
+    srv = await chaos.astart("--max-restarts", "1000", "--restart-window", "1")
+    front = srv.proc.pid
+    client = await chaos.client(srv)
+    session = await client.create_session()
+    await ask_echo(session, "warm up")
+    doc = await wait_ready_sandboxes(srv, 2)
+    zygote = doc["zygote_pid"]
+    front_fds, zygote_fds = num_fds(front), num_fds(zygote)
+    killed: set[int] = set()
+    cycle_times = []
+    for cycle in range(1, CYCLES + 1):
+        started = time.monotonic()
+        loads = {s["pid"]: s["sessions"] for s in doc["sandboxes"]}
+        victim = next(pid for pid, n in loads.items() if n == 1)
+        killed.add(victim)
+        timed = await timed_turn(session, f"do-exit cycle {cycle}")
+        assert [e["event"] for _, e in timed][-1] == "agent.interrupted", timed
+        assert timed[-1][1]["metadata"]["reason"] == "SANDBOX_CRASHED"
+        notice = await session.next_event(10)
+        assert notice["event"] == "system.notice" and notice["metadata"]["restored"] is True, notice
+        doc = await wait_ready_sandboxes(srv, 2)
+        cycle_times.append(time.monotonic() - started)
+        assert victim not in {s["pid"] for s in doc["sandboxes"]}
+
+    # Every killed sandbox is reaped; the tree is the zygote and two sandboxes, no zombie.
+    assert not wait_gone(killed, 3.0)
+    assert not zombies(front), zombies(front)
+    procs = tree(front)
+    assert len(procs) == 3, [(p.pid, p.name()) for p in procs]
+    assert doc["zygote_pid"] == zygote
+    assert await wait_fds(front, front_fds) <= front_fds, (front_fds, num_fds(front))
+    assert num_fds(zygote) <= zygote_fds, (zygote_fds, num_fds(zygote))
+    assert doc["restarts"]["by_reason"] == {"SANDBOX_CRASHED": CYCLES}, doc["restarts"]
+
+    # The session lived through all of it: one interruption and one restore per cycle, history whole.
+    reply = echo((await session.ask("still there?"))[0])
+    assert reply["previous"] == f"do-exit cycle {CYCLES}" and reply["turn"] == CYCLES + 2, reply
+    assert len(events_named(session, "agent.interrupted")) == CYCLES
+    assert len(events_named(session, "system.notice")) == CYCLES
+    assert_gapless(session)
+    timings["cycles.os_exit"] = {"cycles": CYCLES, "mean_cycle_s": round(sum(cycle_times) / CYCLES, 4),
+                                 "max_cycle_s": round(max(cycle_times), 4),
+                                 "front_fds": [front_fds, num_fds(front)], "zygote_fds": [zygote_fds, num_fds(zygote)]}
