@@ -227,6 +227,10 @@ class Router:
             raise ClientError(ErrorCode.SESSION_BUSY, "A turn is already running in this session.")
         sandbox = session.sandbox
         if sandbox is None or session.restoring:
+            if self.pool.unavailable_reason:
+                raise ClientError(ErrorCode.AGENT_UNAVAILABLE, "The agent is unavailable: it keeps crashing.")
+            if not session.restoring:  # an earlier restore gave up; sandboxes are back: try again
+                self._start_restore(session, "SANDBOX_CRASHED")
             raise ClientError(ErrorCode.SESSION_BUSY, "The session is being restored; retry shortly.")
         message_id = (frame.get("metadata") or {}).get("message_id")
         if isinstance(message_id, str) and message_id:
@@ -493,11 +497,14 @@ class Router:
                 session.emit(ev.AGENT_INTERRUPTED, f"The agent's sandbox was stopped ({reason}).",
                              {"reason": reason, "turn_id": session.turn.id, **error_metadata(reason)})
                 self.metrics.turn_done(ev.AGENT_INTERRUPTED, reason, 0.0)
-            session.restoring = True
-            task = asyncio.get_running_loop().create_task(self._restore(session, reason))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start_restore(session, reason)
         sandbox.sessions.clear()
+
+    def _start_restore(self, session: Session, reason: str) -> None:
+        session.restoring = True
+        task = asyncio.get_running_loop().create_task(self._restore(session, reason))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _restore(self, session: Session, reason: str) -> None:
         loop = asyncio.get_running_loop()

@@ -120,28 +120,30 @@ class Server:
             async for message in ws:
                 metrics.frames_in += 1
                 conn.last_inbound = time.monotonic()
+                frame: Any = None
+                refusal = None
+                if isinstance(message, bytes):
+                    refusal = ClientError(ErrorCode.UNSUPPORTED_FRAME,
+                                          "Binary frames are not supported; send JSON text frames.")
+                else:
+                    try:
+                        frame = parse_client_frame(message)
+                        validate_client_frame(frame)
+                    except ProtocolError as exc:
+                        refusal = ClientError(ErrorCode(exc.code), exc.message, exc.field)
+                # Every frame, valid or not, spends a token: a flood of garbage is limited too. The
+                # check comes after parsing (a few µs, bounded by --max-message-size) so a refusal
+                # names the request's event and session, like every other error.
                 if not bucket.take():
                     if bucket.strikes >= strikes_limit:
                         log.warning("connection %s keeps exceeding the rate limit: closing", conn.id,
                                     extra={"connection_id": conn.id})
                         conn.close(1008, "rate limit exceeded")
                         break
-                    router.reject(conn, ClientError(ErrorCode.RATE_LIMITED,
-                                                    f"Too many messages; the limit is {self.config.rate_limit:g}/s."))
-                    continue
-                if isinstance(message, bytes):
-                    router.reject(conn, ClientError(ErrorCode.UNSUPPORTED_FRAME,
-                                                    "Binary frames are not supported; send JSON text frames."))
-                    continue
-                frame = None
-                try:
-                    frame = parse_client_frame(message)
-                    validate_client_frame(frame)
-                except ProtocolError as exc:
-                    # Pass the parsed frame along: the error then names the request's event and
-                    # session, so a client can tell which session's request was refused.
-                    router.reject(conn, ClientError(ErrorCode(exc.code), exc.message, exc.field),
-                                  frame if isinstance(frame, dict) else None)
+                    refusal = ClientError(ErrorCode.RATE_LIMITED,
+                                          f"Too many messages; the limit is {self.config.rate_limit:g}/s.")
+                if refusal is not None:
+                    router.reject(conn, refusal, frame if isinstance(frame, dict) else None)
                     continue
                 try:
                     await router.handle(conn, frame)

@@ -161,10 +161,6 @@ async def test_no_sandbox_left_the_session_is_told_agent_unavailable(chaos, tmp_
     assert refused.value.code == "AGENT_UNAVAILABLE"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "router.message() refuses a session whose restore gave up with SESSION_BUSY 'being restored; retry "
-    "shortly' (recoverable), although no restore runs any more: clients retry forever. It should say "
-    "AGENT_UNAVAILABLE. message() is outside the chaos brief's files (see the report)."))
 async def test_no_sandbox_left_the_next_message_is_refused_as_unavailable(chaos, tmp_path: Path) -> None:
     srv, client, a, marker = await _exhaust_with_one_worker(chaos, tmp_path)
     with pytest.raises(ClientError) as refused:
@@ -187,3 +183,14 @@ async def test_a_successful_reload_ends_the_unavailability(chaos, tmp_path: Path
     srv.track_children()
     b = await client.create_session()
     assert (await ask_echo(b, "b one"))["turn"] == 1
+    # The session whose restore had given up comes back on its next message, history intact.
+    for _ in range(50):
+        try:
+            reply = await ask_echo(a, "a is back")
+            break
+        except ClientError as busy:
+            assert busy.code == "SESSION_BUSY", busy.event
+            await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the abandoned session never came back")
+    assert reply["previous"] == "hello one", reply

@@ -268,3 +268,18 @@ def test_with_auth_the_ops_documents_need_a_token_but_probes_do_not(start):
     request = urllib.request.Request(server.http + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(request, timeout=5) as resp:
         assert resp.status == 200 and b"myagent" in resp.read()
+
+
+async def test_rate_limited_requests_are_attributed(start):
+    from myagent.client import ClientError
+
+    server = start("--rate-limit", "0.5", "--rate-burst", "1")
+    async with await AgentClient.connect(server.url) as client:
+        session = await client.create_session()
+        with pytest.raises(ClientError) as refused:  # at once, not after a timeout
+            await client.create_session(timeout=3)
+        assert refused.value.code == "RATE_LIMITED"
+        with pytest.raises(ClientError) as refused:
+            await session.ask("hello", timeout=3)
+        assert refused.value.code == "RATE_LIMITED"
+        assert refused.value.event["metadata"]["session_id"] == session.id
