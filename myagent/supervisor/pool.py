@@ -47,8 +47,10 @@ class Sandbox:
     exit_code: int | None = None
     exit_signal: int | None = None
     zygote: Zygote | None = None
-    rss: int = 0           # last watchdog sample, bytes
-    cpu: float = 0.0       # last watchdog sample, percent of one core
+    rss: int = 0           # last watchdog sample, bytes (the sandbox and its children)
+    cpu: float = 0.0       # last watchdog sample, percent of one core (the sandbox and its children)
+    children_rss: int = 0
+    children_cpu: float = 0.0
     turn_limit: int = 0    # recycle after this many turns (0 = never)
 
     def send(self, frame: dict) -> None:

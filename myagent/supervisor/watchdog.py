@@ -1,8 +1,9 @@
 """The watchdog: samples every sandbox with psutil and replaces the ones over a limit.
 
-Memory is the sandbox process's RSS (``memory_info().rss``: one read of
+Memory is the RSS of the sandbox process plus the processes its tools spawned (``memory_info().rss``: one read of
 /proc/PID/statm; USS would need smaps, far too slow to sample every 250 ms).
-CPU is percent of one core over the sample interval. A limit must be crossed
+CPU is percent of one core over the sample interval (children's share is
+refreshed about once a second: listing them walks /proc). A limit must be crossed
 on ``strikes`` consecutive samples before anything is killed, so one noisy
 sample kills nothing. A sandbox whose heartbeat is older than
 ``--worker-timeout`` (its event loop is blocked) is replaced too. The OS
@@ -47,6 +48,9 @@ class Watchdog:
         # CPU must stay over the cap for the whole --cpu-window.
         self.cpu_strikes = max(1, math.ceil(config.cpu_window / self.interval))
         self._procs: dict[int, psutil.Process] = {}
+        self._children: dict[int, dict[int, psutil.Process]] = {}
+        self._ticks = 0
+        self.children_every = max(1, round(1.0 / self.interval))
         self._strikes: dict[int, tuple[Strikes, Strikes]] = {}
 
     async def run(self) -> None:
@@ -68,9 +72,33 @@ class Watchdog:
             self._procs[sandbox.pid] = proc
         return proc
 
+    def _sample_children(self, sandbox: Sandbox, proc: psutil.Process) -> None:
+        """Processes a tool spawned count against their sandbox's caps. Listing them walks
+        /proc, so it runs about once a second rather than every sample."""
+        known = self._children.setdefault(sandbox.pid, {})
+        rss, cpu, seen = 0, 0.0, set()
+        try:
+            children = proc.children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
+        for child in children:
+            seen.add(child.pid)
+            tracked = known.setdefault(child.pid, child)
+            try:
+                with tracked.oneshot():
+                    rss += tracked.memory_info().rss
+                    cpu += tracked.cpu_percent(None)  # 0.0 on the first sample of a child
+            except psutil.NoSuchProcess:
+                continue
+        for pid in list(known):
+            if pid not in seen:
+                del known[pid]
+        sandbox.children_rss, sandbox.children_cpu = rss, cpu
+
     def sample(self) -> None:
         c = self.config
         now = self.clock()
+        self._ticks += 1
         live = set()
         for sandbox in list(self.pool.sandboxes.values()):
             if sandbox.state not in (READY, DRAINING) or sandbox.kill_reason:
@@ -90,6 +118,10 @@ class Watchdog:
                     sandbox.cpu = proc.cpu_percent(None)
             except psutil.NoSuchProcess:
                 continue
+            if self._ticks % self.children_every == 0:
+                self._sample_children(sandbox, proc)
+            sandbox.rss += sandbox.children_rss
+            sandbox.cpu += sandbox.children_cpu
             mem, cpu = self._strikes.setdefault(sandbox.pid, (Strikes(self.memory_strikes),
                                                               Strikes(self.cpu_strikes)))
             if mem.observe(c.max_memory > 0 and sandbox.rss > c.max_memory):
@@ -104,3 +136,4 @@ class Watchdog:
             if pid not in live:
                 self._procs.pop(pid, None)
                 self._strikes.pop(pid, None)
+                self._children.pop(pid, None)

@@ -53,6 +53,9 @@ FAULTS = [
     # 30 % here, not FAST's 80 %: each sandbox is its own session (setsid), hence its own CFS
     # autogroup, so on a busy 2-core host a spinning sandbox gets only its fair share (~50 % with
     # three other busy sessions) and would never stay over 80 %. Idle sandboxes stay under 10 %.
+    # A child process the tool started holds 300 MB: children count against the sandbox's cap
+    # (sampled about once a second, so detection takes up to ~1 s more than the sandbox's own RSS).
+    Fault("child_memory_hog", "do-child-hog now", "child_hog", "MEMORY_LIMIT", 0.0, 4.0),
     Fault("cpu_spin_in_thread", "do-spin now", "spin", "CPU_LIMIT", 0.9, 5.0, ("--max-cpu", "30")),
     # time.sleep(600) on the event loop: no heartbeat for --worker-timeout 1.5 s.
     Fault("blocked_event_loop", "do-block now", "block", "WORKER_TIMEOUT", 1.2, 3.0),
