@@ -2,13 +2,15 @@
 
 * docs/clients/client.py and docs/clients/client.js (Node; skipped only when
   `node` is missing) reach the final answer, approve a confirmation, and pass
-  a token (Bearer header / ?token=).
+  a token (Bearer header / ?token=); client.js also runs unchanged in a
+  headless Chromium (skipped when Playwright or Chromium is missing).
 * docs/quickstart.md's chat client (`myagent-ws chat URL -m ...`) and the
   "real LLM" path (`myagent-ws fake-llm` + OPENAI_BASE_URL) work end to end.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -100,6 +102,35 @@ def test_client_fails_cleanly_without_a_server(kind):
     result = run([*command(kind), f"ws://127.0.0.1:{port}", "hello"], timeout=30)
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+def test_client_js_runs_in_a_browser(server):
+    """The same file in a browser page of the server's own origin, as docs/clients/client.js says."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed")
+    chromium = os.environ.get("MYAGENT_TEST_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not chromium:
+        pytest.skip("Chromium is not installed")
+    source = (CLIENTS / "client.js").read_text()
+    source = source.replace('"ws://127.0.0.1:8080"', json.dumps(server.url), 1)
+    source = source.replace('"Hello!"', json.dumps("do the danger thing"), 1)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--headless=new"])
+        try:
+            page = browser.new_page()
+            lines: list[str] = []
+            page.on("console", lambda msg: lines.append(msg.text))
+            page.goto(server.http + "/health")  # same origin, a page without a script policy
+            page.add_script_tag(content=source)
+            deadline = time.monotonic() + 20
+            while not any(line.startswith("\nFINAL:") for line in lines) and time.monotonic() < deadline:
+                page.wait_for_timeout(100)
+        finally:
+            browser.close()
+    text = "".join(lines)
+    assert "approved" in text and "FINAL: Outcome: dangerous thing done" in text, lines
 
 
 def test_chat_cli_one_shot(server):
