@@ -111,7 +111,13 @@ def run(agent_file: str, question: str, yes: bool) -> None:
     printer = EventPrinter()
 
     async def confirm(request: Any) -> bool:
-        return yes or click.confirm(f"Run {request.tool_name}({request.tool_args})?", default=False)
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            click.echo(f"   (denied {request.tool_name}: no terminal to ask; pass --yes to approve)", err=True)
+            return False
+        return await asyncio.to_thread(click.confirm, f"Run {request.tool_name}({request.tool_args})?",
+                                       default=False)
 
     async def go() -> int:
         code = 0

@@ -101,7 +101,6 @@ SETTINGS: tuple[Setting, ...] = (
     # Sandbox pool
     S("workers", "int", 0, "Sandbox processes. 0 = one per CPU."),
     S("sessions-per-worker", "int", 1000, "Sessions one sandbox hosts at most; 1 gives every session its own process."),
-    S("zygote", "bool", True, "Fork sandboxes from a preloaded zygote (milliseconds) instead of starting interpreters."),
     S("worker-heartbeat", "float", 0.5, "Seconds between a sandbox's heartbeats to the front process."),
     S("worker-timeout", "float", 10.0, "A sandbox silent this long (event loop blocked) is replaced: WORKER_TIMEOUT."),
     S("worker-start-timeout", "float", 30.0, "Seconds a sandbox (or the zygote loading the agent file) may take to get ready."),

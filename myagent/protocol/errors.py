@@ -56,6 +56,7 @@ class ErrorCode(str, Enum):
     CANCELLED = "CANCELLED"
     SHUTTING_DOWN = "SHUTTING_DOWN"
     SERVER_RESTARTED = "SERVER_RESTARTED"
+    SESSION_CLOSED = "SESSION_CLOSED"
     # -- reconnect, replay and state export -------------------------------------
     INVALID_RESUME_TOKEN = "INVALID_RESUME_TOKEN"
     REPLAY_UNAVAILABLE = "REPLAY_UNAVAILABLE"
@@ -109,7 +110,8 @@ RECOVERABLE: dict[ErrorCode, bool] = {
     # The node is draining; the session outlives it: reconnect (to this server
     # after its restart or to another node) with the resume token.
     _E.SHUTTING_DOWN: True,
-    _E.SERVER_RESTARTED: True,  # the turn was lost with the old process; the session goes on
+    _E.SERVER_RESTARTED: True,
+    _E.SESSION_CLOSED: False,  # the session is gone; create a new one  # the turn was lost with the old process; the session goes on
     _E.INVALID_RESUME_TOKEN: False,  # the same token will be refused again
     _E.REPLAY_UNAVAILABLE: False,  # trimmed events are gone for good
     _E.STATE_INVALID: False,  # bad signature or corrupt export
@@ -144,6 +146,7 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     _E.WORKER_TIMEOUT: "The sandbox stopped responding (blocked event loop) and was replaced.",
     _E.CANCELLED: "The turn was cancelled at the client's request.",
     _E.SHUTTING_DOWN: "The server is shutting down; reconnect with the session's resume token.",
+    _E.SESSION_CLOSED: "The session was closed while a turn was running.",
     _E.SERVER_RESTARTED: "The server (or node) running the turn went down; the session was restored from the store.",
     _E.INVALID_RESUME_TOKEN: "The resume token does not match the session.",
     _E.REPLAY_UNAVAILABLE: "The requested events are no longer buffered and cannot be replayed.",

@@ -153,7 +153,7 @@ _CLIENT_EVENT_SCHEMAS: dict[str, dict] = {
     ev.USER_RECONNECT: _client_event(
         ev.USER_RECONNECT,
         "Re-attach a session to this connection and replay every event after content.last_seq. "
-        "Answer: agent.session_resumed, then the replayed events.",
+        "Answer: the replayed events (seq order), then agent.session_resumed.",
         ["session_id", "content"],
         session_id=_SESSION_ID,
         content={
@@ -313,7 +313,7 @@ _SERVER_EVENT_SCHEMAS: dict[str, dict] = {
     ev.AGENT_ERROR: _server_event("Session or turn error (terminal when it ends a turn).", **_ERROR),
     ev.AGENT_INTERRUPTED: _turn_event("The turn was interrupted (terminal); metadata says why."),
     ev.AGENT_SESSION_END: _server_event("The session is closed.", _SESSION_SCOPED),
-    ev.AGENT_SESSION_RESUMED: _server_event("Answer to user.reconnect; replayed events follow.", _SESSION_SCOPED),
+    ev.AGENT_SESSION_RESUMED: _server_event("Answer to user.reconnect, after the replayed events.", _SESSION_SCOPED),
     ev.AGENT_STATE_EXPORTED: _server_event("Answer to user.request_state: the signed export.", ["session_id"]),
     ev.AGENT_STATE_RESTORED: _server_event("Answer to user.reconnect_with_state.", ["session_id"]),
 }

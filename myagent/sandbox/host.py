@@ -186,7 +186,7 @@ class SessionHost:
         except Exception as exc:  # the runtime reports agent errors itself; this is a bug net
             log.exception("turn %s of session %s failed", turn, sid)
             self._event(sid, turn, ERROR, f"Internal error in the agent runtime ({type(exc).__name__}).",
-                        {"error_code": "INTERNAL_ERROR", "recoverable": True})
+                        {"error_code": "INTERNAL_ERROR", "recoverable": False})
         finally:
             session.task = None
             session.turn = None

@@ -11,11 +11,14 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import pwd
+import resource
 import signal
 
 log = logging.getLogger("myagent.sandbox")
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 
@@ -74,8 +77,6 @@ def apply_rlimits(max_memory: int, max_files: int, max_file_size: int) -> None:
     only stops a spike that outruns a sample. RLIMIT_AS is avoided: virtual
     size counts reserved thread stacks and arenas and would fail healthy code.
     """
-    import resource
-
     def lower(limit: int, value: int) -> None:
         soft, hard = resource.getrlimit(limit)
         if hard != resource.RLIM_INFINITY:
@@ -95,8 +96,6 @@ def enter_workdir(root: str, user: str = "") -> str:
     path = os.path.join(root, f"sandbox-{os.getpid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
     if user and os.getuid() == 0:
-        import pwd
-
         entry = pwd.getpwnam(user)
         os.chown(path, entry.pw_uid, entry.pw_gid)
     os.chdir(path)
@@ -108,8 +107,6 @@ def drop_privileges(user: str) -> None:
     """When started as root, become ``user`` (and its primary group)."""
     if not user or os.getuid() != 0:
         return
-    import pwd
-
     entry = pwd.getpwnam(user)
     os.setgroups([])
     os.setgid(entry.pw_gid)

@@ -25,6 +25,20 @@ def _send(ctrl: socket.socket, obj: dict) -> None:
     ctrl.send(orjson.dumps(obj))
 
 
+def _preload_runtime() -> None:
+    import asyncio  # noqa: F401
+
+    import uvloop  # noqa: F401
+
+    import myagent.agents.agent  # noqa: F401
+    import myagent.agents.llm  # noqa: F401
+    import myagent.agents.llm.offline  # noqa: F401
+    import myagent.agents.llm.openai_llm  # noqa: F401
+    import myagent.agents.llm.scripted  # noqa: F401
+    import myagent.agents.loader  # noqa: F401
+    import myagent.sandbox.host  # noqa: F401
+
+
 def _load(agent_file: str):
     from myagent.agents.exceptions import AgentLoadError
     from myagent.agents.loader import load_agent_file
@@ -92,6 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ctrl = socket.socket(fileno=args.ctrl_fd)
     config = orjson.loads(args.config)
+    if config.get("user"):
+        # --sandbox-user: our own runtime is imported while still root (the interpreter's files
+        # may not be readable by that user), then root is dropped before any agent code runs.
+        _preload_runtime()
+        isolation.drop_privileges(config["user"])
 
     factory, error = _load(args.agent_file)
     if error is not None:

@@ -28,3 +28,14 @@ def sandbox_environment(extra: Iterable[str] = (), source: Mapping[str, str] | N
             env[key] = value
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def absolute_llm_paths(env: dict[str, str]) -> dict[str, str]:
+    """``MYAGENT_LLM=scripted:relative/path`` resolved against the server's working directory:
+    sandboxes run in directories of their own, where a relative path would not be found."""
+    spec = env.get("MYAGENT_LLM", "")
+    if spec.startswith("scripted:") and len(spec) > len("scripted:"):
+        path = spec[len("scripted:"):]
+        if not os.path.isabs(path):
+            env["MYAGENT_LLM"] = "scripted:" + os.path.abspath(path)
+    return env

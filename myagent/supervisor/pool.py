@@ -103,7 +103,13 @@ class SandboxPool:
             import tempfile
 
             self.workdir_root = tempfile.mkdtemp(prefix="myagent-ws-")
-            os.chmod(self.workdir_root, 0o711)  # an unprivileged --sandbox-user must reach its own dir
+            os.chmod(self.workdir_root, 0o711)
+        if self.config.sandbox_user and os.getuid() == 0:
+            # The zygote runs as --sandbox-user and creates each sandbox's directory in here.
+            import pwd
+
+            entry = pwd.getpwnam(self.config.sandbox_user)
+            os.chown(self.workdir_root, entry.pw_uid, entry.pw_gid)
         self.zygote = Zygote(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit)
         self.agent = await self.zygote.start(self.config.worker_start_timeout)
         results = await asyncio.gather(*(self.spawn() for _ in range(self.size)), return_exceptions=True)

@@ -422,7 +422,8 @@ class Router:
     def end_session(self, session: Session, reason: str) -> None:
         if session.turn is not None:
             session.emit(ev.AGENT_INTERRUPTED, "The session was closed.",
-                         {"reason": "SESSION_CLOSED", "turn_id": session.turn.id})
+                         {"reason": "SESSION_CLOSED", "turn_id": session.turn.id,
+                          **error_metadata(ErrorCode.SESSION_CLOSED)})
         session.emit(ev.AGENT_SESSION_END, "Session ended", {"reason": reason})
         self.registry.remove(session.id)
         if session.connection is not None:
@@ -467,6 +468,11 @@ class Router:
             limit = self.config.max_tool_result_chars
             content = f"{content[:limit]}…[truncated {len(content) - limit} chars]"
             meta["truncated"] = True
+        if kind == "interrupted" and "error_code" not in meta:
+            # Every interruption names its cause as an error code (CANCELLED, TURN_TIMEOUT, ...).
+            reason = meta.get("reason") or "CANCELLED"
+            if reason in ErrorCode.__members__:
+                meta.update(error_metadata(reason))
         if kind == "user_confirm" and step:
             turn.pending_steps.add(step)
         if turn.first_event is None:

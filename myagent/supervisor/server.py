@@ -28,7 +28,7 @@ from myagent.settings import resolve_workers
 from myagent.supervisor.guard import Guard, load_tokens, needs_auth_warning
 from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.connection import Connection
-from myagent.supervisor.environment import sandbox_environment
+from myagent.supervisor.environment import absolute_llm_paths, sandbox_environment
 from myagent.supervisor.metrics import Metrics
 from myagent.supervisor.pool import SandboxPool
 from myagent.supervisor.ratelimit import TokenBucket
@@ -43,6 +43,14 @@ from myagent.supervisor.reloader import changed_files, snapshot
 log = logging.getLogger("myagent.supervisor")
 
 CLOSE_GOING_AWAY = 1001
+
+
+def not_dumpable() -> None:
+    """PR_SET_DUMPABLE=0: /proc/<front pid>/environ, mem and ptrace become root-only."""
+    from myagent.sandbox.isolation import PR_SET_DUMPABLE, _prctl
+
+    if not _prctl(PR_SET_DUMPABLE, 0):
+        log.warning("prctl(PR_SET_DUMPABLE) unavailable: same-user processes can read this process's environment")
 
 
 def raise_open_files_limit(wanted_connections: int) -> None:
@@ -68,11 +76,15 @@ class Server:
         self.announce = announce
         self.metrics = Metrics()
         self.state_dir = config.state_dir or default_state_dir()
-        self.store = open_store(config.store, history_limit=config.max_history_messages,
-                                events_limit=config.replay_buffer) if config.store else MemoryStore()
+        store_url = config.store
+        if store_url in ("sqlite://", "sqlite:///"):  # the default file lives in the state directory
+            store_url = "sqlite://" + os.path.join(os.path.abspath(self.state_dir), "sessions.db")
+        self.store = open_store(store_url, history_limit=config.max_history_messages,
+                                events_limit=config.replay_buffer) if store_url else MemoryStore()
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = SessionRegistry(config.max_history_messages, config.replay_buffer, self.store)
-        self.pool = SandboxPool(config, resolve_workers(config), sandbox_environment(config.sandbox_env or ()),
+        self.pool = SandboxPool(config, resolve_workers(config), absolute_llm_paths(sandbox_environment(
+                                    config.sandbox_env or ())),
                                 on_frame=lambda sb, frame: self.router.on_sandbox_frame(sb, frame),
                                 on_lost=lambda sb, reason: self.router.on_sandbox_lost(sb, reason))
         self.router = Router(config, self.pool, self.registry, self.metrics, self.store,
@@ -217,6 +229,8 @@ class Server:
         """Load the agent, fill the pool and listen. Raises AgentFileError for a broken agent file."""
         c = self.config
         raise_open_files_limit(c.max_connections)
+        # Same-user agent code must not read our environment (auth tokens) or memory via /proc.
+        not_dumpable()
         self.announce(f"🔍 Loading agent file: {c.agent_file}")
         agent = await self.pool.start()
         self.registry.agent = agent.get("name", "")

@@ -20,3 +20,12 @@ def test_server_secrets_and_unlisted_variables_never_pass():
 def test_sandbox_env_adds_named_variables():
     env = sandbox_environment(["DATABASE_URL"], source=SOURCE)
     assert env["DATABASE_URL"] == "postgres://" and "AWS_SECRET_ACCESS_KEY" not in env
+
+
+def test_relative_script_paths_are_made_absolute(tmp_path, monkeypatch):
+    from myagent.supervisor.environment import absolute_llm_paths
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_llm_paths({"MYAGENT_LLM": "scripted:s.json"})["MYAGENT_LLM"] == f"scripted:{tmp_path}/s.json"
+    assert absolute_llm_paths({"MYAGENT_LLM": "scripted:/abs.json"})["MYAGENT_LLM"] == "scripted:/abs.json"
+    assert absolute_llm_paths({"MYAGENT_LLM": "offline"})["MYAGENT_LLM"] == "offline"
