@@ -103,7 +103,38 @@ class Router:
             if session is not None and session.connection is conn:
                 session.connection = None
                 session.detached_at = now
+                self._let_go(session)
         conn.sessions.clear()
+
+    # Leases (shared stores: a session runs on one node at a time) -----------------------
+    def _let_go(self, session: Session) -> None:
+        """A detached, idle session's lease is released, so a reconnect through any node can
+        take it over at once; this node keeps a copy it re-validates before using again."""
+        if self.store is None or not self.store.shared or not session.leased:
+            return
+        if session.connection is not None or session.turn is not None:
+            return
+        session.leased = False
+        self._spawn(self.store.release(session.id, self.node_id))
+
+    def forget(self, session: Session) -> None:
+        """Drop this node's copy of a session another node now owns (the store keeps it)."""
+        if self.registry.sessions.get(session.id) is not session:
+            return
+        self.registry.sessions.pop(session.id, None)
+        if session.connection is not None:
+            session.connection.sessions.discard(session.id)
+            session.connection = None
+        if session.sandbox is not None:
+            session.sandbox.sessions.discard(session.id)
+            session.sandbox.send({"op": ops.CLOSE, "sid": session.id})
+            session.sandbox = None
+        session.end_turn() if session.turn is not None else None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def handle(self, conn: Connection, frame: dict) -> None:
         try:
@@ -292,6 +323,11 @@ class Router:
     async def reconnect(self, conn: Connection, frame: dict) -> None:
         content = frame["content"]
         session = self.registry.get(frame.get("session_id"))
+        if session is not None and not session.leased:
+            # Our copy may be stale: another node may have run it since we let go. Start over
+            # from the store, which also takes the lease back.
+            self.forget(session)
+            session = None
         if session is None:
             session = await self._revive(conn, frame.get("session_id"), str(content.get("resume_token", "")))
         if session is None or session.owner != conn.principal or not session.check_token(
@@ -486,6 +522,8 @@ class Router:
             if sandbox is not None and sandbox.state == DRAINING:
                 self._move(session)
                 self.pool.stop_retired(sandbox)
+            if session.connection is None:
+                self._let_go(session)
 
     # Sandbox loss and session restore ------------------------------------------------
     def on_sandbox_lost(self, sandbox: Sandbox, reason: str) -> None:
@@ -508,9 +546,7 @@ class Router:
 
     def _start_restore(self, session: Session, reason: str) -> None:
         session.restoring = True
-        task = asyncio.get_running_loop().create_task(self._restore(session, reason))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(self._restore(session, reason))
 
     async def _restore(self, session: Session, reason: str) -> None:
         loop = asyncio.get_running_loop()
@@ -574,7 +610,10 @@ class Router:
         now = time.monotonic()
         for session in self.registry.detached():
             if session.detached_at is not None and now - session.detached_at > ttl:
-                self.end_session(session, "expired")
+                if session.leased:
+                    self.end_session(session, "expired")
+                else:
+                    self.forget(session)  # not ours any more to end: the store sweeps it
 
     def heartbeat(self) -> None:
         data = system_event(ev.SYSTEM_HEARTBEAT, None, {"server_time": iso_utc(time.time())})

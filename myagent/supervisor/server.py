@@ -315,7 +315,12 @@ class Server:
     async def _store_work(self) -> None:
         """Renew this node's leases and drop stored sessions idle longer than --session-ttl."""
         try:
-            await self.store.renew(list(self.registry.sessions), self.node_id, self.config.lease_ttl)
+            leased = [sid for sid, session in self.registry.sessions.items() if session.leased]
+            for sid in await self.store.renew(leased, self.node_id, self.config.lease_ttl):
+                session = self.registry.get(sid)
+                if session is not None:  # another node took it over (our lease lapsed): let go
+                    log.warning("session %s is now owned by another node; dropping this node's copy", sid)
+                    self.router.forget(session)
             for sid in await self.store.expired(time.time() - self.config.session_ttl):
                 if self.registry.get(sid) is None:
                     self.store.delete(sid)

@@ -72,6 +72,7 @@ class Session:
     turns: int = 0
     restoring: bool = False
     store: Any = None  # a durable SessionStore, or None: every event and message is written behind
+    leased: bool = True  # shared stores: this node holds the session's lease
     agent: str = ""
 
     def record(self) -> Any:
@@ -128,7 +129,9 @@ class Session:
         while replay and replay[0][0] <= last_seq:
             replay.popleft()
         if self.store is not None:
-            self.store.trim_events(self.id, last_seq)
+            # Keep the newest event stored: it is what tells a revived session its seq
+            # (the record's seq is only written at turn boundaries).
+            self.store.trim_events(self.id, min(last_seq, self.seq - 1))
 
     def events_after(self, last_seq: int) -> tuple[list[bytes], int | None]:
         """Buffered events with seq > last_seq, and the first missing seq if the buffer lost some."""

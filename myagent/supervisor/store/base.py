@@ -57,6 +57,7 @@ class SessionStore(abc.ABC):
 
     name = "abstract"
     durable = True
+    shared = False  # True when several nodes use the store: sessions are leased
 
     def __init__(self, *, history_limit: int = 2000, events_limit: int = 1000,
                  max_pending: int = 100_000) -> None:
@@ -100,8 +101,9 @@ class SessionStore(abc.ABC):
     async def acquire(self, sid: str, node: str, ttl: float) -> bool:
         return True
 
-    async def renew(self, sids: list[str], node: str, ttl: float) -> None:
-        return None
+    async def renew(self, sids: list[str], node: str, ttl: float) -> list[str]:
+        """Extend leases; return the sessions another node has taken."""
+        return []
 
     async def release(self, sid: str, node: str) -> None:
         return None

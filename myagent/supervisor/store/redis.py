@@ -20,18 +20,22 @@ refused some commands with OOM) is sent again whole, and nothing is doubled.
 
 Write-behind: the hot path (``put_record``/``add_message``/``add_event``...) only
 appends to a bounded deque; one asyncio task sends batches as non-transactional
-pipelines every few milliseconds. A batch that fails because Redis is down or
-full stays queued and is retried with back-off; ``error`` says why (shown by
-/ready and /status) until a flush succeeds again. Past ``max_pending`` queued
-writes the store reports itself full (new sessions are refused); past ten times
-that it drops writes, counts them and says so.
+pipelines every few milliseconds, merging each session's writes of a batch into
+a few commands. A batch that fails because Redis is down or full (OOM) stays
+queued and is retried with back-off; ``error`` says why (shown by /ready and
+/status) until a flush succeeds again. Past ``max_pending`` queued writes the
+store reports itself full (new sessions are refused); past ten times that it
+drops writes, counts them and says so.
 
-Leases: ``acquire`` sets the lease if it is absent or already ours (Lua),
-``renew`` extends the leases that are still ours (re-taking one that lapsed
-while nobody else took it) and reports the ones another node holds now,
-``release`` deletes only our own. ``delete`` removes a session's keys only if
-no *other* node holds its lease, so a node sweeping expired sessions never
-deletes one that is alive elsewhere.
+Leases: ``acquire`` sets the lease if it is absent or already ours (Lua).
+``renew`` extends the leases this store holds (re-taking one that lapsed while
+nobody else took it, e.g. after a Redis restart) and returns the ones another
+node holds now; a background task renews every ttl/3 on its own, so a lease
+never lapses while the node lives, whatever the server's maintenance cadence.
+``release`` deletes only our own; ``stop`` releases all of them, so another
+node can take over at once after a graceful shutdown. ``delete`` removes a
+session's keys only if no *other* node holds its lease, so a node sweeping
+expired sessions never deletes one that is alive elsewhere.
 """
 
 from __future__ import annotations
@@ -139,6 +143,7 @@ def _is_oom(exc: BaseException) -> bool:
 
 class RedisStore(SessionStore):
     name = "redis"
+    shared = True
 
     def __init__(self, url: str, **limits: Any) -> None:
         if aioredis is None:

@@ -45,7 +45,10 @@ class SQLiteStore(SessionStore):
         super().__init__(**limits)
         self.path = os.path.abspath(path)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._size = 0  # approximate queue length (SimpleQueue.qsize is approximate too)
+        # Queue length as two counters, each written by one thread only (the event loop counts
+        # what it queues, the writer what it applied): a shared ``+=``/``-=`` loses updates.
+        self._queued = 0
+        self._done = 0
         self._thread: threading.Thread | None = None
         self._read: sqlite3.Connection | None = None
         self._read_lock = threading.Lock()
@@ -59,6 +62,7 @@ class SQLiteStore(SessionStore):
         try:
             os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
             write = self._connect()
+            os.chmod(self.path, 0o600)  # conversations: owner only (SQLite gives -wal/-shm the same mode)
             write.executescript(SCHEMA)
             self._read = self._connect()
         except (OSError, sqlite3.Error) as exc:
@@ -83,13 +87,13 @@ class SQLiteStore(SessionStore):
 
     # Write-behind ----------------------------------------------------------------
     def _put(self, op: tuple) -> None:
-        if self._size >= self.max_pending * HARD_FACTOR:
+        if self._queued - self._done >= self.max_pending * HARD_FACTOR:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10000 == 0:
                 log.error("sqlite store %s is not keeping up: %d writes dropped", self.path, self.dropped)
             self.error = f"store overloaded: {self.dropped} writes dropped"
             return
-        self._size += 1
+        self._queued += 1
         self._queue.put(op)
 
     def put_record(self, record: SessionRecord) -> None:
@@ -109,7 +113,7 @@ class SQLiteStore(SessionStore):
 
     @property
     def pending(self) -> int:
-        return max(0, self._size)
+        return max(0, self._queued - self._done)
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
@@ -134,13 +138,16 @@ class SQLiteStore(SessionStore):
             try:
                 self._apply(conn, ops)
                 self.error = None if not self.dropped else self.error
-            except sqlite3.Error as exc:
+            except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any bad batch
                 self.error = f"sqlite write failed: {exc}"
                 log.error("sqlite store %s: %s (%d writes lost)", self.path, exc, len(ops))
-            self._size -= len([op for op in ops if op[0] != "flush"])
+            self._done += len([op for op in ops if op[0] != "flush"])
             for op in ops:
                 if op[0] == "flush":
-                    op[1]()
+                    try:
+                        op[1]()
+                    except RuntimeError:  # the waiting event loop is gone
+                        pass
             if stop:
                 conn.close()
                 return

@@ -1,0 +1,182 @@
+"""The scale-out recipes in deploy/ agree with each other and with the server's settings.
+
+Parses the YAML (PyYAML; skipped without it) and checks: probes on /ready and /health at
+the container's port, a preStop drain and a grace period that covers it plus
+--graceful-timeout, the Service reaching the pods, the agent file mounted where the
+args say, and the compose nodes, nginx upstreams and store URL lining up.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from myagent.settings import SETTINGS_BY_NAME
+
+yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install pyyaml)")
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+# After SIGTERM and the drain of running turns: closing clients (up to 5 s), stopping
+# sandboxes (--kill-grace), flushing the store (up to 5 s).
+SHUTDOWN_MARGIN = 10
+
+
+def load_all(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+def k8s_objects() -> dict[tuple[str, str], dict]:
+    objects = {}
+    for path in sorted((DEPLOY / "k8s").glob("*.yaml")):
+        for doc in load_all(path):
+            if "kind" in doc and "metadata" in doc:
+                objects[(doc["kind"], doc["metadata"]["name"])] = doc
+    return objects
+
+
+def option(args: list[str], name: str) -> str | None:
+    """The value of --name in a list of CLI args (``--name=value`` or ``--name value``)."""
+    for i, arg in enumerate(args):
+        if arg == f"--{name}":
+            return args[i + 1]
+        if arg.startswith(f"--{name}="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def setting(args: list[str], name: str) -> float:
+    value = option(args, name)
+    return float(value) if value is not None else float(SETTINGS_BY_NAME[name].default)
+
+
+def server_container() -> tuple[dict, dict]:
+    deployment = k8s_objects()[("Deployment", "myagent-ws")]
+    pod = deployment["spec"]["template"]["spec"]
+    return deployment, pod
+
+
+def test_probes_use_ready_and_health_on_the_serving_port():
+    _, pod = server_container()
+    container = pod["containers"][0]
+    args = container["args"]
+    port = int(setting(args, "port"))
+    assert option(args, "host") == "0.0.0.0"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port in ports.values()
+
+    def probe_port(probe: dict) -> int:
+        ref = probe["httpGet"]["port"]
+        return ports[ref] if isinstance(ref, str) else ref
+
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+        if kind in container:
+            assert probe_port(container[kind]) == port, kind
+    # A store outage (readiness) must not make the liveness probe restart pods: different endpoints.
+    assert container["livenessProbe"]["httpGet"]["path"] != "/ready"
+    startup = container.get("startupProbe")
+    if startup is not None:  # covers loading the agent and starting sandboxes
+        budget = startup["periodSeconds"] * startup["failureThreshold"]
+        assert budget >= setting(args, "worker-start-timeout")
+
+
+def test_grace_period_covers_prestop_and_graceful_timeout():
+    _, pod = server_container()
+    container = pod["containers"][0]
+    graceful = setting(container["args"], "graceful-timeout")
+    assert graceful == SETTINGS_BY_NAME["graceful-timeout"].convert(SETTINGS_BY_NAME["graceful-timeout"].default), \
+        "the manifest's --graceful-timeout drifted from the settings default: update both comments and this test"
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep"
+    pre_stop = float(command[1])
+    assert 1 <= pre_stop <= 15
+    grace = pod["terminationGracePeriodSeconds"]
+    assert grace >= pre_stop + graceful + SHUTDOWN_MARGIN, (grace, pre_stop, graceful)
+    assert grace <= pre_stop + graceful + 60, "a grace period far above the drain only delays rollouts"
+
+
+def test_nodes_share_redis_and_name_themselves():
+    objects = k8s_objects()
+    _, pod = server_container()
+    container = pod["containers"][0]
+    store = option(container["args"], "store")
+    match = re.match(r"redis://([^:/]+):(\d+)/\d+$", store)
+    assert match, store
+    redis_service = objects[("Service", match.group(1))]
+    assert redis_service["spec"]["ports"][0]["port"] == int(match.group(2))
+    redis = objects[("Deployment", match.group(1))]["spec"]["template"]["spec"]["containers"][0]
+    assert "noeviction" in redis["args"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MYAGENT_WS_NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    secret = objects[("Secret", "myagent-ws")]
+    assert {"MYAGENT_WS_AUTH_TOKENS", "MYAGENT_WS_STATE_SECRET"} <= set(secret["stringData"])
+    assert {"secretRef": {"name": "myagent-ws"}} in container["envFrom"]
+    # The lease outlives a few renewals (every ttl/3) but fails over quickly.
+    assert 3 <= setting(container["args"], "lease-ttl") <= 60
+
+
+def test_service_reaches_the_pods():
+    objects = k8s_objects()
+    deployment, pod = server_container()
+    service = objects[("Service", "myagent-ws")]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    names = {p["name"] for p in pod["containers"][0]["ports"]}
+    assert service["spec"]["ports"][0]["targetPort"] in names
+    assert service["spec"]["sessionAffinity"] == "ClientIP"
+
+
+def test_agent_file_comes_from_the_configmap():
+    objects = k8s_objects()
+    _, pod = server_container()
+    container = pod["containers"][0]
+    agent_path = Path(container["args"][0])
+    mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == agent_path.parent)
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    configmap = objects[("ConfigMap", volume["configMap"]["name"])]
+    source = configmap["data"][agent_path.name]
+    compile(source, agent_path.name, "exec")  # valid Python
+    kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
+    for resource in kustomization["resources"]:
+        assert (DEPLOY / "k8s" / resource).exists(), resource
+
+
+def test_compose_nodes_match_nginx_upstreams():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    services = compose["services"]
+    nodes = sorted(name for name in services if re.fullmatch(r"node\d+", name))
+    assert len(nodes) >= 2
+    nginx_conf = (DEPLOY / "nginx.conf").read_text()
+    upstreams = re.findall(r"^\s*server (node\d+):(\d+)", nginx_conf, flags=re.M)
+    assert sorted(name for name, _ in upstreams) == nodes
+    for name in nodes:
+        node = services[name]
+        args = node["command"]
+        assert option(args, "host") == "0.0.0.0"
+        assert option(args, "store") == "redis://redis:6379/0"
+        assert {port for _, port in upstreams} == {option(args, "port")}
+        assert node["environment"]["MYAGENT_WS_NODE_ID"] == name
+        assert "MYAGENT_WS_STATE_SECRET" in node["environment"]
+        grace = int(str(node["stop_grace_period"]).rstrip("s"))
+        assert grace >= setting(args, "graceful-timeout") + SHUTDOWN_MARGIN
+        assert "redis" in node["depends_on"]
+    assert "./nginx.conf:/etc/nginx/nginx.conf:ro" in services["nginx"]["volumes"]
+    assert "noeviction" in services["redis"]["command"]
+    # One secret for all nodes: the same variable everywhere.
+    secrets = {services[name]["environment"]["MYAGENT_WS_STATE_SECRET"] for name in nodes}
+    assert len(secrets) == 1
+
+
+def test_nginx_proxies_websockets():
+    conf = (DEPLOY / "nginx.conf").read_text()
+    assert re.search(r"proxy_set_header Upgrade \$http_upgrade;", conf)
+    assert re.search(r"proxy_set_header Connection \$connection_upgrade;", conf)
+    assert "proxy_http_version 1.1;" in conf
+    timeout = int(re.search(r"proxy_read_timeout (\d+)s;", conf).group(1))
+    heartbeat = float(SETTINGS_BY_NAME["heartbeat-interval"].default)
+    ping = float(SETTINGS_BY_NAME["ping-interval"].default)
+    assert timeout > 2 * max(heartbeat, ping)
