@@ -32,7 +32,8 @@ from myagent.supervisor.environment import absolute_llm_paths, sandbox_environme
 from myagent.supervisor.metrics import Metrics
 from myagent.supervisor.pool import SandboxPool
 from myagent.supervisor.ratelimit import TokenBucket
-from myagent.supervisor.router import ClientError, Router
+from myagent.supervisor.replies import ClientError
+from myagent.supervisor.router import Router
 from myagent.supervisor.sessions import SessionRegistry
 from myagent.supervisor.state_export import load_secret
 from myagent.supervisor.store import MemoryStore, StoreError, default_state_dir, open_store
