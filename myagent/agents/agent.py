@@ -146,13 +146,14 @@ class Agent:
             raise RuntimeError(f"agent {self.name!r} is running a turn; cannot replace its history")
         self._history = repair_history(messages)
 
-    def trim_history(self, max_messages: int) -> int:
-        """Keep at most the last ``max_messages`` messages (repaired so no tool result is
-        orphaned); return how many were dropped. Long-lived sessions stay bounded."""
+    def trim_history(self, max_messages: int, keep: float = 0.75) -> int:
+        """Once the history exceeds ``max_messages``, keep its newest ``keep`` share (repaired
+        so no tool result is orphaned); return how many were dropped. Trimming below the
+        limit means the O(history) repair runs once per quarter of the limit, not per turn."""
         if self._running or len(self._history) <= max_messages:
             return 0
         before = len(self._history)
-        self._history = repair_history(self._history[-max_messages:])
+        self._history = repair_history(self._history[-max(1, int(max_messages * keep)):])
         return before - len(self._history)
 
     # -- running -----------------------------------------------------------------------

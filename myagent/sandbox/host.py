@@ -15,6 +15,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from myagent.agents.events import TOOL_CALL
 from myagent.sandbox import ops
 from myagent.sandbox.pipe import FramePipe
@@ -81,8 +83,8 @@ class SessionHost:
         try:
             agent = self.factory.new()
             history = frame.get("history") or []
-            if history:
-                agent.load_history(history)
+            if history:  # JSON text per message, as the front process keeps them
+                agent.load_history([orjson.loads(m) if isinstance(m, str) else m for m in history])
         except Exception as exc:
             log.warning("session %s could not be opened: %s", sid, exc, exc_info=True)
             self.send({"op": ops.OPEN_FAILED, "sid": sid, "error": f"{type(exc).__name__}: {exc}"[:500]})
@@ -147,7 +149,11 @@ class SessionHost:
         assert pipe is not None
 
         def on_message(message: dict) -> None:
-            pipe.send({"op": ops.MESSAGE, "sid": sid, "m": message})
+            # The front process records the user's message itself when it starts the turn, so
+            # a sandbox that dies inside a tool (os._exit, a segfault) cannot lose it; only what
+            # the agent adds (assistant and tool messages) travels up from here.
+            if message.get("role") != "user":
+                pipe.send({"op": ops.MESSAGE, "sid": sid, "m": orjson.dumps(message).decode()})
 
         async def confirm(request: Any) -> bool:
             future = asyncio.get_running_loop().create_future()
@@ -164,10 +170,11 @@ class SessionHost:
                 pipe.send({"op": ops.EVENT, "sid": sid, "turn": turn, "k": event.kind, "c": event.content,
                            "st": event.step_id, "m": event.metadata})
                 if event.kind == TOOL_CALL:
-                    # Agent code runs next and may kill this process before the loop turns
-                    # (os._exit, a segfault): write the turn so far (the user message, the
-                    # assistant's call, this event) now, so the front can restore it.
-                    pipe.flush()
+                    # Tool code runs next and may block the loop or kill the process: yield once
+                    # so the pending write (queued with call_soon, ahead of us) reaches the front
+                    # first and the client sees the call in real time. Yielding rather than
+                    # flushing lets every session that got here in this loop turn share one write.
+                    await asyncio.sleep(0)
                 if pipe.paused:
                     await pipe.writable()
         except asyncio.CancelledError:
@@ -219,6 +226,9 @@ async def serve(sock_fd: int, factory: Any, config: dict) -> int:
 
     from myagent.sandbox.pipe import open_pipe
 
+    import gc
+
+    gc.set_threshold(50_000, 50, 100)  # as in the front process: see server.tune_gc
     host = SessionHost(factory, confirm_timeout=config.get("confirm_timeout"),
                        heartbeat=config.get("heartbeat", 0.5), max_history=config.get("max_history", 0))
     sock = socket.socket(fileno=sock_fd)

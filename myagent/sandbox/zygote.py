@@ -121,6 +121,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import myagent.sandbox.host  # noqa: F401
     _send(ctrl, {"op": ops.LOADED, "agent": factory.describe(), "pid": os.getpid()})
+    # What is loaded now is shared with every sandbox: keep the collector off it (no
+    # copy-on-write of its pages by GC bookkeeping, nothing to traverse).
+    import gc
+
+    gc.freeze()
 
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)

@@ -12,6 +12,8 @@ import logging
 import time
 from typing import Any
 
+import orjson
+
 from myagent import __version__
 from myagent.protocol import events as ev
 from myagent.protocol.envelope import iso_utc
@@ -22,7 +24,8 @@ from myagent.supervisor.metrics import Metrics
 from myagent.supervisor.pool import DRAINING, READY, Sandbox, SandboxPool
 from myagent.supervisor.recovery import RecoveryMixin
 from myagent.supervisor.replies import ClientError, error_metadata, system_event
-from myagent.supervisor.sessions import Session, SessionRegistry, Turn, new_turn_id
+from myagent.supervisor.sessions import (Session, SessionRegistry, Turn, decode_history, encode_history,
+                                         new_turn_id)
 from myagent.supervisor.store.base import StoreError
 
 
@@ -146,7 +149,7 @@ class Router(RecoveryMixin):
         if sandbox is None:
             raise ClientError(ErrorCode.SERVER_BUSY, "Every sandbox is full; try again later.")
         session, token = self.registry.create(conn.principal)
-        session.history = list(history)
+        session.history = encode_history(history)
         try:
             await self._open(session, sandbox, session.history)
         except ClientError:
@@ -234,6 +237,8 @@ class Router(RecoveryMixin):
         if sandbox.turn_limit and sandbox.turns >= sandbox.turn_limit:
             self.pool.retire(sandbox)  # takes no new sessions; this one moves after its turn
         self.metrics.turns_started += 1
+        # The user's message is history from now on, whatever happens to the sandbox.
+        session.add_history(orjson.dumps({"role": "user", "content": text}).decode())
         sandbox.send({"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": text})
 
     def _cancel_turn(self, session: Session, turn_id: str, reason: str) -> None:
@@ -319,7 +324,7 @@ class Router(RecoveryMixin):
         now = time.time()
         try:
             token = export_state(self.state_secret, {"agent": self.registry.agent, "session_id": session.id,
-                                                     "history": session.history},
+                                                     "history": decode_history(session.history)},
                                  now=now, ttl=self.config.state_ttl, max_size=self.config.max_state_size)
         except StateError as exc:
             raise ClientError(ErrorCode(exc.code), exc.message) from None

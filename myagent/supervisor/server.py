@@ -46,6 +46,17 @@ log = logging.getLogger("myagent.supervisor")
 CLOSE_GOING_AWAY = 1001
 
 
+def tune_gc() -> None:
+    """Start-up objects are permanent (gc.freeze) and young collections run every 50,000
+    allocations instead of 700: at 1000 busy sessions the default thresholds cost ~20% of
+    the front process's CPU (measured with scripts/bench/run.py). Memory is freed by
+    reference counting either way; only reference cycles wait a little longer."""
+    import gc
+
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
+
+
 def not_dumpable() -> None:
     """PR_SET_DUMPABLE=0: /proc/<front pid>/environ, mem and ptrace become root-only."""
     from myagent.sandbox.isolation import PR_SET_DUMPABLE, _prctl
@@ -268,6 +279,7 @@ class Server:
         )
         self.port = self._ws_server.sockets[0].getsockname()[1]
         scheme = "wss" if ssl_context else "ws"
+        tune_gc()
         self.announce(f"🚀 myagent-ws listening on {scheme}://{c.host}:{self.port}  "
                       f"(health: {'https' if ssl_context else 'http'}://{c.host}:{self.port}/health)")
         if c.status_port:

@@ -38,6 +38,15 @@ def new_turn_id() -> str:
     return f"t{next(_turn_ids)}"
 
 
+def encode_history(messages: list) -> list[str]:
+    """History messages as the front holds them: JSON text."""
+    return [m if isinstance(m, str) else orjson.dumps(m).decode() for m in messages]
+
+
+def decode_history(messages: list) -> list[dict]:
+    return [orjson.loads(m) if isinstance(m, str) else m for m in messages]
+
+
 def hash_token(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -139,7 +148,9 @@ class Session:
         gap = last_seq + 1 if first > last_seq + 1 and last_seq < self.seq else None
         return [data for seq, data in self.replay if seq > last_seq], gap
 
-    def add_history(self, message: dict) -> None:
+    def add_history(self, message: str) -> None:
+        """``message`` is JSON text: the front never looks inside history messages, and strings
+        are invisible to the garbage collector (millions of dicts made every full GC crawl)."""
         self.history.append(message)
         if self.store is not None:
             self.store.add_message(self.id, message)
@@ -169,7 +180,7 @@ class SessionRegistry:
         record = stored.record
         session = Session(record.id, bytes.fromhex(record.token_hash), record.owner, record.created,
                           self.history_limit, self.replay_limit, store=self.store, agent=record.agent)
-        session.history = list(stored.history[-self.history_limit:])
+        session.history = encode_history(stored.history[-self.history_limit:])
         session.replay.extend(stored.events[-self.replay_limit:])
         session.seq = max([record.seq] + [seq for seq, _ in stored.events])
         self.sessions[session.id] = session

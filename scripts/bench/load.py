@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import random
 import sys
 import time
 
@@ -105,6 +106,8 @@ async def run_turns(args) -> dict:
     deadline = 0.0
 
     async def loop_session(conn: TurnConnection, sid: str) -> None:
+        if interval:  # spread the sessions over one interval: an open-loop rate, not synchronized bursts
+            await asyncio.sleep(random.uniform(0, interval))
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             ttfe, latency = await conn.turn(sid, text)
@@ -113,7 +116,7 @@ async def run_turns(args) -> dict:
                 stats.latency.append(latency)
                 stats.ttfe.append(ttfe)
             if interval:
-                await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
+                await asyncio.sleep(max(0.0, random.expovariate(1.0 / interval) - (time.perf_counter() - started)))
 
     # Warm up for a second, then measure for --duration.
     deadline = time.perf_counter() + args.duration + 1.0

@@ -351,7 +351,7 @@ def main() -> None:
     print("latency at half the max turn rate", flush=True)
     results["half_rate"] = half_rate_latency(best, sizes[-1], duration, args.workers)
     print("idle capacity", flush=True)
-    capacity = 200 if quick else min(10000, (hard - 500) // 2)
+    capacity = 200 if quick else min(10000, hard - 500)  # client and server each have their own fd limit
     results["idle"] = idle_capacity(capacity, args.workers)
     print("session churn, streaming, sandbox start", flush=True)
     results["churn"] = churn(1.0 if quick else 3.0, args.workers)

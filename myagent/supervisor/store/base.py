@@ -78,7 +78,8 @@ class SessionStore(abc.ABC):
     def put_record(self, record: SessionRecord) -> None: ...
 
     @abc.abstractmethod
-    def add_message(self, sid: str, message: dict) -> None: ...
+    def add_message(self, sid: str, message: str) -> None:
+        """``message``: one history message as JSON text (how the front process holds them)."""
 
     @abc.abstractmethod
     def add_event(self, sid: str, seq: int, data: bytes) -> None: ...
@@ -138,7 +139,7 @@ class MemoryStore(SessionStore):
     def put_record(self, record: SessionRecord) -> None:
         pass
 
-    def add_message(self, sid: str, message: dict) -> None:
+    def add_message(self, sid: str, message: str) -> None:
         pass
 
     def add_event(self, sid: str, seq: int, data: bytes) -> None:

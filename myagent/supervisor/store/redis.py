@@ -269,11 +269,11 @@ class RedisStore(SessionStore):
     def put_record(self, record: SessionRecord) -> None:
         self._put(("rec", record.id, orjson.dumps(record.to_dict()), record.last_active))
 
-    def add_message(self, sid: str, message: dict) -> None:
+    def add_message(self, sid: str, message: str) -> None:
         # Numbered when queued, so a batch sent again writes the same member: no duplicates.
         n = self._msg_n.get(sid, 0) + 1
         self._msg_n[sid] = n
-        self._put(("msg", sid, b"%012d|" % n + orjson.dumps(message), n))
+        self._put(("msg", sid, b"%012d|" % n + message.encode(), n))
 
     def add_event(self, sid: str, seq: int, data: bytes) -> None:
         self._put(("ev", sid, seq, data))

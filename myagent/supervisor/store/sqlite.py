@@ -99,8 +99,8 @@ class SQLiteStore(SessionStore):
     def put_record(self, record: SessionRecord) -> None:
         self._put(("rec", record.id, orjson.dumps(record.to_dict()), record.last_active))
 
-    def add_message(self, sid: str, message: dict) -> None:
-        self._put(("msg", sid, orjson.dumps(message)))
+    def add_message(self, sid: str, message: str) -> None:
+        self._put(("msg", sid, message.encode()))
 
     def add_event(self, sid: str, seq: int, data: bytes) -> None:
         self._put(("ev", sid, seq, data))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Iterator
 
+import orjson
+
 import pytest
 
 from tests.supervisor.store.redisproc import MISSING, RedisServer, available
@@ -25,3 +27,8 @@ def own_redis() -> Iterator[RedisServer]:
         pytest.skip(MISSING)
     with RedisServer() as server:
         yield server
+
+
+def as_json(message: dict) -> str:
+    """History messages reach the store as JSON text (how the front process holds them)."""
+    return orjson.dumps(message).decode()

@@ -14,6 +14,8 @@ from typing import AsyncIterator
 import orjson
 import pytest
 
+from tests.supervisor.store.conftest import as_json
+
 from myagent.supervisor.store import SessionRecord, SessionStore, open_store
 
 pytestmark = pytest.mark.timeout(20)
@@ -64,7 +66,7 @@ async def test_write_behind_then_flush_then_load(make_store):
     messages = [{"role": "user", "content": "héllo 北京"}, {"role": "assistant", "content": "hi", "tool_calls": []},
                 {"role": "tool", "content": "x" * 5000, "tool_call_id": "c1"}]
     for message in messages:
-        store.add_message("s_a", message)
+        store.add_message("s_a", as_json(message))
     events = [(seq, event("s_a", seq, f"part {seq}")) for seq in range(1, 4)]
     for seq, data in events:
         store.add_event("s_a", seq, data)
@@ -85,7 +87,7 @@ async def test_sessions_do_not_mix(make_store):
     store = await make_store()
     for sid in ("s_1", "s_2"):
         store.put_record(record(sid))
-        store.add_message(sid, {"role": "user", "content": sid})
+        store.add_message(sid, as_json({"role": "user", "content": sid}))
         store.add_event(sid, 1, event(sid, 1))
     await store.flush()
     for sid in ("s_1", "s_2"):
@@ -108,7 +110,7 @@ async def test_identical_messages_are_all_kept(make_store):
     store = await make_store()
     store.put_record(record("s_d"))
     for _ in range(3):
-        store.add_message("s_d", {"role": "user", "content": "again"})
+        store.add_message("s_d", as_json({"role": "user", "content": "again"}))
     await store.flush()
     assert (await store.load("s_d")).history == [{"role": "user", "content": "again"}] * 3
 
@@ -117,7 +119,7 @@ async def test_bounds_keep_the_newest(make_store):
     store = await make_store(history_limit=5, events_limit=7)
     store.put_record(record("s_b"))
     for i in range(12):  # over several batches too: flush halfway
-        store.add_message("s_b", {"role": "user", "content": f"m{i}"})
+        store.add_message("s_b", as_json({"role": "user", "content": f"m{i}"}))
         store.add_event("s_b", i + 1, event("s_b", i + 1))
         if i == 5:
             await store.flush()
@@ -145,7 +147,7 @@ async def test_delete(make_store):
     store = await make_store()
     for sid in ("s_keep", "s_gone"):
         store.put_record(record(sid, last_active=100.0))
-        store.add_message(sid, {"role": "user", "content": "x"})
+        store.add_message(sid, as_json({"role": "user", "content": "x"}))
         store.add_event(sid, 1, event(sid, 1))
     store.delete("s_gone")
     await store.flush()
@@ -154,7 +156,7 @@ async def test_delete(make_store):
     assert await store.expired(time.time()) == ["s_keep"]
     # A deleted session's id can be written again from scratch.
     store.put_record(record("s_gone"))
-    store.add_message("s_gone", {"role": "user", "content": "new"})
+    store.add_message("s_gone", as_json({"role": "user", "content": "new"}))
     await store.flush()
     stored = await store.load("s_gone")
     assert stored.history == [{"role": "user", "content": "new"}] and stored.events == []
@@ -185,7 +187,7 @@ async def test_concurrent_writers_and_flushes(make_store):
         store.put_record(record(sid, seq=50))
         for seq in range(1, 51):
             store.add_event(sid, seq, event(sid, seq))
-            store.add_message(sid, {"role": "user", "content": f"{n}:{seq}"})
+            store.add_message(sid, as_json({"role": "user", "content": f"{n}:{seq}"}))
             if seq % 10 == 0:
                 await store.flush()  # many flushes in flight at once, interleaved with writes
             if seq % 7 == 0:
@@ -218,7 +220,7 @@ async def test_hot_path_only_queues(make_store):
 async def test_stop_flushes_pending_writes(make_store, store_url):
     store = await make_store()
     store.put_record(record("s_stop", seq=2))
-    store.add_message("s_stop", {"role": "user", "content": "last words"})
+    store.add_message("s_stop", as_json({"role": "user", "content": "last words"}))
     store.add_event("s_stop", 2, event("s_stop", 2))
     await store.stop()  # no flush() first
     again = await make_store()

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tests.supervisor.store.conftest import as_json
+
 from myagent.supervisor.store import SessionRecord, StoreError, open_store
 from tests.supervisor.store.redisproc import free_port
 
@@ -64,7 +66,7 @@ async def test_key_layout(stores, redis_server):
     store = await stores()
     p = stores.prefix
     store.put_record(record("s_k", last_active=1234.5))
-    store.add_message("s_k", {"role": "user", "content": "hi"})
+    store.add_message("s_k", as_json({"role": "user", "content": "hi"}))
     store.add_event("s_k", 1, b'{"seq":1}')
     assert await store.acquire("s_k", "node-a", 5)
     await store.flush()
@@ -191,7 +193,7 @@ async def test_redis_stopped_mid_run(own_redis):
     await store.start()
     try:
         store.put_record(record("s_m", seq=1))
-        store.add_message("s_m", {"role": "user", "content": "before"})
+        store.add_message("s_m", as_json({"role": "user", "content": "before"}))
         await store.flush()
         assert await store.acquire("s_m", "A", 2)
         assert store.health() == (True, "ok")
@@ -199,7 +201,7 @@ async def test_redis_stopped_mid_run(own_redis):
         own_redis.stop()
         started = time.perf_counter()
         store.put_record(record("s_m", seq=2))
-        store.add_message("s_m", {"role": "user", "content": "during"})
+        store.add_message("s_m", as_json({"role": "user", "content": "during"}))
         store.add_event("s_m", 2, b'{"seq":2}')
         assert time.perf_counter() - started < 0.05  # the hot path never waits for Redis
         await wait_until(lambda: not store.health()[0], 5, "health to report the outage")
@@ -237,7 +239,7 @@ async def test_redis_full_is_reported_and_nothing_is_lost(own_redis):
         await store.flush()
         assert own_redis.command("CONFIG", "SET", "maxmemory", "1") == b"+OK\r\n"  # noeviction: writes refused
         for i in range(5):
-            store.add_message("s_full", {"role": "user", "content": f"m{i}"})
+            store.add_message("s_full", as_json({"role": "user", "content": f"m{i}"}))
         await wait_until(lambda: not store.health()[0], 5, "health to report the full store")
         assert "redis is full" in store.health()[1] and "OOM" in store.health()[1]
         assert store.pending == 5

@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from tests.supervisor.store.conftest import as_json
+
 from myagent.supervisor.store import MemoryStore, SessionRecord, StoreError, open_store
 from myagent.supervisor.store.sqlite import SQLiteStore
 
@@ -26,7 +28,7 @@ async def test_reopen_after_stop_keeps_everything(tmp_path):
     store = SQLiteStore(str(path), history_limit=10, events_limit=10)
     await store.start()
     store.put_record(record("s_x", seq=3, turn_id="t2"))
-    store.add_message("s_x", {"role": "user", "content": "persist me"})
+    store.add_message("s_x", as_json({"role": "user", "content": "persist me"}))
     for seq in (1, 2, 3):
         store.add_event("s_x", seq, b'{"seq": %d}' % seq)
     await store.stop()
