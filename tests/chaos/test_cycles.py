@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -59,3 +60,21 @@ async def test_crash_restart_cycles_leak_nothing(chaos, timings) -> None:
     timings["cycles.os_exit"] = {"cycles": CYCLES, "mean_cycle_s": round(sum(cycle_times) / CYCLES, 4),
                                  "max_cycle_s": round(max(cycle_times), 4),
                                  "front_fds": [front_fds, num_fds(front)], "zygote_fds": [zygote_fds, num_fds(zygote)]}
+
+
+async def test_a_tool_that_opens_files_in_a_loop_hits_its_own_limit(chaos) -> None:
+    """RLIMIT_NOFILE is the sandbox's: the tool gets EMFILE, the sandbox survives, and the
+    front process (its own descriptors) keeps accepting connections."""
+    srv = await chaos.astart("--sandbox-max-files", "256")
+    client = await chaos.client(srv)
+    session = await client.create_session()
+    final, events = await session.ask("do-open-files now")
+    result = next(e for e in events if e["event"] == "agent.tool_result")["content"]
+    opened = int(result.split()[1])
+    assert "Too many open files" in result and opened < 256, result
+    assert final["event"] == "agent.final_answer"
+    others = [await chaos.client(srv) for _ in range(20)]  # the front is not starved of descriptors
+    for other in others:
+        await other.create_session()
+    assert echo((await session.ask("after"))[0])["previous"] == "do-open-files now"
+    assert (await asyncio.to_thread(srv.status))["restarts"]["total"] == 0
