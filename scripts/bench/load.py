@@ -41,6 +41,21 @@ class Stats:
         self.ttfe: list[float] = []
 
 
+async def measured_window(stats: Stats, tasks: list[asyncio.Task], duration: float) -> float:
+    """Warm up for a second, measure for ``duration`` (telling the orchestrator when, so it
+    samples server CPU at both ends), then let the load tasks finish; return the window."""
+    await asyncio.sleep(1.0)
+    print("phase:measure", flush=True)
+    stats.measuring = True
+    begin = time.perf_counter()
+    await asyncio.sleep(duration)
+    stats.measuring = False
+    elapsed = time.perf_counter() - begin
+    print("phase:done", flush=True)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return elapsed
+
+
 class TurnConnection:
     """One WebSocket with several sessions; a reader routes events by session_id."""
 
@@ -118,18 +133,9 @@ async def run_turns(args) -> dict:
             if interval:
                 await asyncio.sleep(max(0.0, random.expovariate(1.0 / interval) - (time.perf_counter() - started)))
 
-    # Warm up for a second, then measure for --duration.
     deadline = time.perf_counter() + args.duration + 1.0
     tasks = [asyncio.create_task(loop_session(c, s)) for c, s in sessions]
-    await asyncio.sleep(1.0)
-    print("phase:measure", flush=True)
-    stats.measuring = True
-    begin = time.perf_counter()
-    await asyncio.sleep(args.duration)
-    stats.measuring = False
-    elapsed = time.perf_counter() - begin
-    print("phase:done", flush=True)
-    await asyncio.gather(*tasks, return_exceptions=True)
+    elapsed = await measured_window(stats, tasks, args.duration)
     for conn in conns:
         await conn.ws.close()
     return {"mode": "turns", "sessions": args.sessions, "connections": args.connections, "seconds": elapsed,
@@ -172,15 +178,7 @@ async def run_echo(args) -> dict:
                 stats.latency.append(time.perf_counter() - start)
 
     tasks = [asyncio.create_task(loop_one(conns[i % len(conns)])) for i in range(args.sessions)]
-    await asyncio.sleep(1.0)
-    print("phase:measure", flush=True)
-    stats.measuring = True
-    begin = time.perf_counter()
-    await asyncio.sleep(args.duration)
-    stats.measuring = False
-    elapsed = time.perf_counter() - begin
-    print("phase:done", flush=True)
-    await asyncio.gather(*tasks, return_exceptions=True)
+    elapsed = await measured_window(stats, tasks, args.duration)
     for ws in conns:
         await ws.close()
     return {"mode": "echo", "sessions": args.sessions, "connections": args.connections, "seconds": elapsed,
