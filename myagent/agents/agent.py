@@ -215,8 +215,18 @@ class Agent:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.arun(text))
+            return asyncio.run(self._run_once(text))
         raise RuntimeError("Agent.run() cannot be called from a running event loop; use `await agent.arun(text)`")
+
+    async def _run_once(self, text: str) -> str:
+        """One turn on a loop that ends right after: close the LLM's connection pool on it
+        (a pool left to the garbage collector outlives its loop and warns)."""
+        try:
+            return await self.arun(text)
+        finally:
+            close = getattr(self._llm, "aclose", None)
+            if close is not None:
+                await close()
 
     def __repr__(self) -> str:
         return f"<Agent {self.name!r} tools={[t.name for t in self._tools]}>"

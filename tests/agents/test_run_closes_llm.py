@@ -1,0 +1,21 @@
+"""agent.run() twice against the local OpenAI-compatible server: each short-lived loop
+closes the SDK's connection pool it opened (no pool outlives its loop)."""
+
+import gc
+import warnings
+
+from myagent import create_react_agent
+from myagent.agents.llm.fake_server import FakeLLMServer
+from myagent.agents.llm.openai_llm import OpenAILLM
+
+
+def test_run_closes_the_pool_of_its_loop():
+    with FakeLLMServer({"default": [{"content": "hi there"}]}) as server:
+        llm = OpenAILLM(model="fake", base_url=server.url, api_key="x", max_retries=0)
+        agent = create_react_agent(name="a", tools=[], system_prompt="", llm=llm)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)
+            assert agent.run("one") == "hi there"
+            assert agent.run("two") == "hi there"
+            gc.collect()
+        assert llm._client is None  # closed on the loop that made it
