@@ -146,6 +146,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("compression", "choice", "off", "permessage-deflate: off saves ~30 KiB per connection (see docs/operations.md).",
       choices=("off", "deflate")),
     S("max-connections-per-address", "int", 256, "Open connections from one client address; past it HTTP 503."),
+    S("trusted-proxy", "str", "", "Address of a reverse proxy (repeatable): its X-Forwarded-For names the client "
+      "for per-address limits and logs.", multiple=True),
     S("rate-limit", "float", 20.0, "Inbound messages per second per connection (token bucket); over it: RATE_LIMITED."),
     S("rate-burst", "int", 40, "Token bucket size: messages a connection may send at once."),
     S("rate-strikes", "int", 20, "RATE_LIMITED refusals in a row after which the connection is closed (1008)."),

@@ -21,6 +21,18 @@ log = logging.getLogger("myagent.supervisor.guard")
 LOOPBACK = ("127.", "::1", "localhost")
 
 
+def client_address(peer: Any, headers: Any, trusted_proxies: frozenset[str]) -> str:
+    """The client's address: the TCP peer, or, when the peer is a trusted proxy, the last
+    address that proxy appended to X-Forwarded-For (earlier entries are client-supplied)."""
+    address = peer[0] if peer else ""
+    if address in trusted_proxies:
+        forwarded = headers.get("X-Forwarded-For", "") if headers is not None else ""
+        hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
+        if hops:
+            return hops[-1][:64]
+    return address
+
+
 def needs_auth_warning(host: str, auth_enabled: bool) -> bool:
     """Binding beyond loopback without auth is allowed (a trusted network, a proxy doing auth)
     but deserves a loud warning at start."""

@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 
 from myagent.supervisor import prom
 from myagent.supervisor import status as status_mod
+from myagent.supervisor.guard import client_address
 
 if TYPE_CHECKING:
     from myagent.supervisor.server import Server
@@ -80,7 +81,7 @@ class HttpEndpoints:
         path = request.path.split("?", 1)[0]
         upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
         if upgrade:
-            address = connection.remote_address[0] if connection.remote_address else ""
+            address = client_address(connection.remote_address, request.headers, self.server.trusted_proxies)
             principal, refusal = self.server.guard.admit(request.path, request.headers, address)
             if refusal is not None:
                 self.server.metrics.connections_refused[str(refusal.status)] += 1

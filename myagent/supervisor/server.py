@@ -25,7 +25,7 @@ from myagent.protocol.exceptions import ProtocolError
 from myagent.protocol.schema import validate_client_frame
 from myagent.protocol.wirejson import parse_client_frame
 from myagent.settings import resolve_workers
-from myagent.supervisor.guard import Guard, load_tokens, needs_auth_warning
+from myagent.supervisor.guard import Guard, client_address, load_tokens, needs_auth_warning
 from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.connection import Connection
 from myagent.supervisor.environment import absolute_llm_paths, sandbox_environment
@@ -105,6 +105,7 @@ class Server:
         self.watchdog = Watchdog(self.pool, config)
         self.reload_error: str | None = None
         self.http = HttpEndpoints(self)
+        self.trusted_proxies = frozenset(config.trusted_proxy or ())
         self.guard = Guard(load_tokens(config.auth_token or (), config.auth_tokens_file), config.allow_origin or (),
                            config.max_connections_per_address)
         self.reloads = 0
@@ -128,7 +129,8 @@ class Server:
 
     # WebSocket -------------------------------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:
-        remote = ws.remote_address[0] if ws.remote_address else ""
+        remote = client_address(ws.remote_address, ws.request.headers if ws.request else None,
+                                self.trusted_proxies)
         conn = Connection(ws, principal=getattr(ws, "principal", "anonymous"),
                           max_outbound=self.config.max_outbound_buffer, remote=remote)
         self.guard.opened(remote)

@@ -283,3 +283,12 @@ async def test_rate_limited_requests_are_attributed(start):
             await session.ask("hello", timeout=3)
         assert refused.value.code == "RATE_LIMITED"
         assert refused.value.event["metadata"]["session_id"] == session.id
+
+
+async def test_per_address_cap_behind_a_trusted_proxy(start):
+    server = start("--max-connections-per-address", "2", "--trusted-proxy", "127.0.0.1")
+    alice = [await connect(server.url, additional_headers={"X-Forwarded-For": "203.0.113.7"}) for _ in range(2)]
+    assert await status_code_of(server.url, additional_headers={"X-Forwarded-For": "203.0.113.7"}) == 503
+    bob = await connect(server.url, additional_headers={"X-Forwarded-For": "198.51.100.9"})  # another client
+    for ws in [*alice, bob]:
+        await ws.close()

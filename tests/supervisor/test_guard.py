@@ -65,3 +65,14 @@ def test_tokens_file(tmp_path):
 def test_redact_hides_query():
     assert redact("/?token=abc") == "/?…"
     assert redact("/status") == "/status"
+
+
+def test_client_address_trusts_only_listed_proxies():
+    from myagent.supervisor.guard import client_address
+
+    trusted = frozenset({"10.0.0.2"})
+    hdrs = {"X-Forwarded-For": "6.6.6.6, 203.0.113.7"}
+    assert client_address(("10.0.0.2", 1234), hdrs, trusted) == "203.0.113.7"  # the proxy's own entry
+    assert client_address(("198.51.100.1", 1), hdrs, trusted) == "198.51.100.1"  # not a proxy: header ignored
+    assert client_address(("10.0.0.2", 1), {}, trusted) == "10.0.0.2"
+    assert client_address(None, hdrs, trusted) == ""
