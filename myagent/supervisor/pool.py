@@ -356,10 +356,7 @@ class SandboxPool:
             await asyncio.sleep(0.02)
         for sandbox in sandboxes:
             if sandbox.state != DEAD:
-                sandbox.kill_step = "SIGKILL"
-                self._signal(sandbox, signal.SIGKILL)
-                if sandbox.pipe is not None:
-                    sandbox.pipe.abort()
+                self._escalate(sandbox)
         for zygote in [self.zygote, *self.old_zygotes]:
             if zygote is not None:
                 await zygote.stop(1.0)

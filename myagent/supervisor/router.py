@@ -231,7 +231,7 @@ class Router(RecoveryMixin):
         session.turns += 1
         if self.config.turn_timeout > 0:
             turn.timer = asyncio.get_running_loop().call_later(
-                self.config.turn_timeout, self._cancel_turn, session, turn.id, "TURN_TIMEOUT")
+                self.config.turn_timeout, self.cancel_turn, session, turn.id, "TURN_TIMEOUT")
         session.persist()
         sandbox.turns += 1
         if sandbox.turn_limit and sandbox.turns >= sandbox.turn_limit:
@@ -241,7 +241,7 @@ class Router(RecoveryMixin):
         session.add_history(orjson.dumps({"role": "user", "content": text}).decode())
         sandbox.send({"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": text})
 
-    def _cancel_turn(self, session: Session, turn_id: str, reason: str) -> None:
+    def cancel_turn(self, session: Session, turn_id: str, reason: str) -> None:
         if session.turn is not None and session.turn.id == turn_id and session.sandbox is not None:
             session.sandbox.send({"op": ops.CANCEL, "sid": session.id, "turn": turn_id, "reason": reason})
 
@@ -249,7 +249,7 @@ class Router(RecoveryMixin):
         session = self._owned(conn, frame.get("session_id"))
         if session.turn is None:
             raise ClientError(ErrorCode.NO_ACTIVE_TURN, "No turn is running in this session.")
-        self._cancel_turn(session, session.turn.id, "CANCELLED")
+        self.cancel_turn(session, session.turn.id, "CANCELLED")
 
     async def response(self, conn: Connection, frame: dict) -> None:
         session = self._owned(conn, frame.get("session_id"))

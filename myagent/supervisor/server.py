@@ -363,9 +363,8 @@ class Server:
         while any(s.turn is not None for s in self.registry.sessions.values()) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for session in self.registry.sessions.values():
-            if session.turn is not None and session.sandbox is not None:
-                session.sandbox.send({"op": "cancel", "sid": session.id, "turn": session.turn.id,
-                                      "reason": "SHUTTING_DOWN"})
+            if session.turn is not None:
+                self.router.cancel_turn(session, session.turn.id, "SHUTTING_DOWN")
         await asyncio.sleep(0.1 if any(s.turn for s in self.registry.sessions.values()) else 0)
         for conn in list(self.router.connections.values()):
             await conn.drain(0.5)
