@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields, make_dataclass
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 ENV_PREFIX = "MYAGENT_WS_"
@@ -197,10 +197,6 @@ def config_from(values: dict[str, Any], agent_file: str = "") -> Any:
         if raw is not None:
             resolved[setting.attr] = setting.convert(raw)
     return ServerConfig(agent_file=agent_file, **resolved)
-
-
-def as_dict(config: Any) -> dict[str, Any]:
-    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 def markdown_table() -> str:

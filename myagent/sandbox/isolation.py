@@ -15,6 +15,8 @@ import pwd
 import resource
 import signal
 
+from myagent.sandbox.ops import EXIT_PARENT_GONE
+
 log = logging.getLogger("myagent.sandbox")
 
 PR_SET_PDEATHSIG = 1
@@ -41,7 +43,7 @@ def die_with_parent(expected_parent: int) -> None:
         log.warning("prctl(PR_SET_PDEATHSIG) unavailable: sandboxes rely on pipe EOF alone")
     # The parent may have died between fork and prctl: then we were re-parented.
     if os.getppid() != expected_parent:
-        os._exit(4)
+        os._exit(EXIT_PARENT_GONE)
 
 
 def become_subreaper() -> None:
