@@ -61,10 +61,8 @@ def server(agent_file: str, **values: Any) -> None:
     if not os.path.isfile(agent_file):
         click.echo(f"❌ Agent file not found: {agent_file}", err=True)
         sys.exit(2)
-    from myagent.agents.llm import describe_llm_choice
     from myagent.supervisor.server import Server
 
-    click.echo(f"🧠 LLM: {describe_llm_choice()}")
     try:
         code = _run(Server(config, announce=click.echo).run())
     except SupervisorError as exc:

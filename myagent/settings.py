@@ -104,13 +104,18 @@ SETTINGS: tuple[Setting, ...] = (
     S("worker-heartbeat", "float", 0.5, "Seconds between a sandbox's heartbeats to the front process."),
     S("worker-timeout", "float", 10.0, "A sandbox silent this long (event loop blocked) is replaced: WORKER_TIMEOUT."),
     S("worker-start-timeout", "float", 30.0, "Seconds a sandbox (or the zygote loading the agent file) may take to get ready."),
+    S("sandbox-open-timeout", "float", 10.0, "Seconds a sandbox has to confirm it hosts a session (new, restored or moved)."),
+    S("sandbox-max-offences", "int", 10, "Frames a sandbox may send for sessions or turns it does not own before it is "
+      "replaced (SANDBOX_MISBEHAVED); each is dropped and counted."),
     # Supervision (watchdog, restarts, recycling)
     S("max-memory", "size", "1GiB", "RSS cap of one sandbox; over it for --limit-strikes samples: MEMORY_LIMIT. 0 = off."),
     S("max-cpu", "float", 0.0, "CPU cap of one sandbox in percent of one core, sustained over --cpu-window: CPU_LIMIT. 0 = off."),
     S("cpu-window", "float", 10.0, "Seconds the CPU cap must be exceeded before the sandbox is replaced."),
     S("watch-interval", "float", 0.25, "Seconds between watchdog samples (psutil) of every sandbox."),
     S("limit-strikes", "int", 2, "Consecutive samples over --max-memory before acting (one noisy sample kills nothing)."),
-    S("kill-grace", "float", 1.0, "Seconds between SIGTERM and SIGKILL when a sandbox is replaced."),
+    S("kill-grace", "float", 1.0, "Seconds between the rungs of the termination ladder (stop op, SIGTERM, SIGKILL)."),
+    S("restore-timeout", "float", 30.0, "Seconds a session whose sandbox was lost waits for a healthy one; then "
+      "AGENT_UNAVAILABLE."),
     S("max-restarts", "int", 20, "Sandbox restarts allowed within --restart-window; past it the agent is unavailable."),
     S("restart-window", "float", 60.0, "Window in seconds of the restart budget."),
     S("max-turns-per-worker", "int", 0, "Recycle a sandbox gracefully after this many turns (cures slow leaks). 0 = never."),
@@ -124,6 +129,11 @@ SETTINGS: tuple[Setting, ...] = (
     # Sessions and turns
     S("session-ttl", "float", 600.0, "Seconds a detached session (its connection dropped) is kept for user.reconnect."),
     S("replay-buffer", "int", 1000, "Events kept per session for replay on reconnect (oldest dropped first; user.ack trims)."),
+    S("multitask", "choice", "enqueue", "What a user.message does while a turn runs, unless its metadata.multitask "
+      "says: reject (SESSION_BUSY), enqueue, interrupt (cancel, keep its work) or rollback (cancel, drop its work).",
+      choices=("reject", "enqueue", "interrupt", "rollback")),
+    S("max-queued-messages", "int", 10, "Messages a session holds while a turn runs or it is being restored; past it: "
+      "SESSION_BUSY."),
     S("turn-timeout", "float", 300.0, "Wall-clock limit of one turn; the turn is cancelled with TURN_TIMEOUT. 0 = none."),
     S("confirm-timeout", "float", 120.0, "Seconds a tool waits for user.response to agent.user_confirm; then it is denied."),
     S("max-history-messages", "int", 2000, "Messages of history the front process holds per session (oldest dropped)."),
@@ -165,6 +175,7 @@ SETTINGS: tuple[Setting, ...] = (
     S("open-timeout", "float", 10.0, "Seconds to complete the opening handshake; half-open handshakes are dropped."),
     S("ping-interval", "float", 20.0, "Seconds between keepalive pings; 0 disables keepalive."),
     S("ping-timeout", "float", 20.0, "Seconds to wait for a pong before the connection is considered dead."),
+    S("close-timeout", "float", 5.0, "Seconds to wait for the client's closing handshake before dropping the TCP connection."),
     S("heartbeat-interval", "float", 30.0, "Seconds between system.heartbeat events to each client; 0 disables."),
     # Lifecycle and logging
     S("graceful-timeout", "float", 30.0, "On SIGTERM, seconds running turns get to finish before clients are closed (1001)."),

@@ -15,6 +15,15 @@ serialize as ``null`` (orjson's behaviour, and valid JSON unlike Python's
 ``NaN``); ints beyond the 64-bit range and non-str dict keys raise
 ``orjson.JSONEncodeError`` (a ``TypeError``), as do unsupported types.
 Enums (e.g. :class:`~myagent.protocol.errors.ErrorCode`) serialize as their value.
+
+Session events are built in two halves, so that the front process never
+re-encodes what a sandbox produced: :func:`event_body` encodes the part the
+agent's side decides (``step_id``, ``content``, ``metadata``, metadata last),
+:func:`session_envelope` puts the part only the front may decide (event name,
+timestamp, session id, seq, event id, connection id) around those bytes.
+:func:`check_event_body` is what makes that safe for bytes from an untrusted
+sandbox: they must parse, hold only those three keys with metadata last, and
+name the turn they belong to.
 """
 
 from __future__ import annotations
@@ -24,7 +33,12 @@ from typing import Any
 
 import orjson
 
-__all__ = ["iso_utc", "now_iso", "make_event", "event_id", "parse_event_id", "encode_event", "encode_event_bytes"]
+__all__ = ["iso_utc", "now_iso", "make_event", "event_id", "parse_event_id", "encode_event", "encode_event_bytes",
+           "event_body", "check_event_body", "session_envelope", "BODY_KEYS"]
+
+BODY_KEYS = frozenset({"step_id", "content", "metadata"})
+# Metadata keys only the front process writes; a body that carries one is refused.
+_FRONT_METADATA = "connection_id"
 
 # (whole second, "YYYY-MM-DDTHH:MM:SS.") of the last call. One tuple, so a
 # concurrent reader never sees a second from one call and a prefix from another.
@@ -113,3 +127,53 @@ def encode_event_bytes(d: dict) -> bytes:
     as a text frame (websockets >= 13: ``send(data, text=True)``).
     """
     return orjson.dumps(d)
+
+
+def event_body(content: Any, metadata: dict, step_id: str | None = None) -> bytes:
+    """The agent-side half of a session event: ``{"step_id"?, "content", "metadata"}``.
+
+    Values orjson cannot encode natively (a tool's odd return type) become strings.
+    """
+    if step_id is None:
+        doc = {"content": content, "metadata": metadata}
+    else:
+        doc = {"step_id": step_id, "content": content, "metadata": metadata}
+    return orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
+
+
+def check_event_body(body: bytes, turn_id: str) -> dict | None:
+    """The parsed body if untrusted ``body`` can be spliced into an envelope for ``turn_id``, else None.
+
+    Splicing stays valid JSON with no key the front owns overridden because the
+    body is compact JSON (ends in ``}}``), has only :data:`BODY_KEYS`, metadata
+    last and non-empty (it holds ``turn_id``), and no ``connection_id``.
+    """
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict or not body.endswith(b"}}") or next(reversed(doc), None) != "metadata":
+        return None
+    meta = doc["metadata"]
+    if type(meta) is not dict or meta.get("turn_id") != turn_id or _FRONT_METADATA in meta:
+        return None
+    if len(doc) > 1 and not BODY_KEYS.issuperset(doc):
+        return None
+    step = doc.get("step_id")
+    if step is not None and type(step) is not str:
+        return None
+    return doc
+
+
+def session_envelope(event: str, timestamp: str, session_id: str, seq: int, body: bytes,
+                     connection_id: str | None) -> bytes:
+    """One session event as wire bytes: the front's fields, then ``body`` (from :func:`event_body`),
+    with ``connection_id`` appended to its metadata."""
+    head = b'{"event":"%s","timestamp":"%s","session_id":"%s","seq":%d,"event_id":"%s:%d",' % (
+        event.encode(), timestamp.encode(), session_id.encode(), seq, session_id.encode(), seq)
+    if connection_id is None:
+        return head + body[1:]
+    tail = b'"connection_id":"%s"}}' % connection_id.encode()
+    if body.endswith(b"{}}"):  # empty metadata
+        return head + body[1:-2] + tail
+    return head + body[1:-2] + b"," + tail

@@ -20,8 +20,9 @@ Codes are part of the published protocol: never rename or remove one, only add.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Any
 
-__all__ = ["ErrorCode", "RECOVERABLE", "ERROR_DESCRIPTIONS", "is_recoverable"]
+__all__ = ["ErrorCode", "RECOVERABLE", "ERROR_DESCRIPTIONS", "is_recoverable", "error_metadata"]
 
 
 class ErrorCode(str, Enum):
@@ -57,6 +58,7 @@ class ErrorCode(str, Enum):
     SHUTTING_DOWN = "SHUTTING_DOWN"
     SERVER_RESTARTED = "SERVER_RESTARTED"
     SESSION_CLOSED = "SESSION_CLOSED"
+    SANDBOX_MISBEHAVED = "SANDBOX_MISBEHAVED"
     # -- reconnect, replay and state export -------------------------------------
     INVALID_RESUME_TOKEN = "INVALID_RESUME_TOKEN"
     REPLAY_UNAVAILABLE = "REPLAY_UNAVAILABLE"
@@ -111,7 +113,8 @@ RECOVERABLE: dict[ErrorCode, bool] = {
     # after its restart or to another node) with the resume token.
     _E.SHUTTING_DOWN: True,
     _E.SERVER_RESTARTED: True,
-    _E.SESSION_CLOSED: False,  # the session is gone; create a new one  # the turn was lost with the old process; the session goes on
+    _E.SESSION_CLOSED: False,  # the session is gone; create a new one
+    _E.SANDBOX_MISBEHAVED: True,  # replaced like a crash; the session was restored
     _E.INVALID_RESUME_TOKEN: False,  # the same token will be refused again
     _E.REPLAY_UNAVAILABLE: False,  # trimmed events are gone for good
     _E.STATE_INVALID: False,  # bad signature or corrupt export
@@ -147,6 +150,7 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     _E.CANCELLED: "The turn was cancelled at the client's request.",
     _E.SHUTTING_DOWN: "The server is shutting down; reconnect with the session's resume token.",
     _E.SESSION_CLOSED: "The session was closed while a turn was running.",
+    _E.SANDBOX_MISBEHAVED: "The sandbox sent frames for sessions or turns it does not own and was replaced.",
     _E.SERVER_RESTARTED: "The server (or node) running the turn went down; the session was restored from the store.",
     _E.INVALID_RESUME_TOKEN: "The resume token does not match the session.",
     _E.REPLAY_UNAVAILABLE: "The requested events are no longer buffered and cannot be replayed.",
@@ -167,3 +171,9 @@ def is_recoverable(code: ErrorCode | str) -> bool:
     """
     value = code.value if isinstance(code, ErrorCode) else code
     return _BY_VALUE.get(value, False)
+
+
+def error_metadata(code: ErrorCode | str, **extra: Any) -> dict:
+    """The metadata every error event carries: ``error_code``, ``recoverable`` and ``extra``."""
+    code = ErrorCode(code)
+    return {"error_code": code.value, "recoverable": _BY_VALUE.get(code.value, False), **extra}

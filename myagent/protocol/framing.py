@@ -3,20 +3,21 @@
 Wire format of one frame::
 
     +------------------------+---------------------------+
-    | length: uint32, big-   | body: ``length`` bytes of |
-    | endian (body only)     | orjson-encoded JSON       |
+    | length: uint32, big-   | body: ``length`` bytes    |
+    | endian (body only)     |                           |
     +------------------------+---------------------------+
+
+The codec only cuts the stream into bodies; what a body means (a JSON
+control op, or an event whose JSON payload the front relays without
+re-encoding it) is the wire's business (:mod:`myagent.wire.ops`).
+:func:`encode_frame` frames a JSON document, :func:`frame` raw bytes.
 
 Limits are enforced before anything is buffered: :class:`FrameDecoder`
 rejects a frame from its 4-byte header alone when the announced length is
-over ``max_size`` (:class:`FrameTooLarge`), and rejects a body nested deeper
-than ``max_depth`` before orjson sees it (deep nesting can crash orjson 3.8;
-see :mod:`myagent.protocol.wirejson`). The default depth, 256, admits
-everything ``orjson.dumps`` can produce (it refuses to nest past ~254 levels).
-
-Any decoding error leaves the decoder failed: the byte stream cannot be
-trusted any more, and every later :meth:`FrameDecoder.feed` raises
-:class:`FrameError` again. The owner drops the pipe (and its sandbox).
+over ``max_size`` (:class:`FrameTooLarge`). A length error leaves the decoder
+failed: the byte stream cannot be trusted any more, and every later
+:meth:`FrameDecoder.feed` raises :class:`FrameError` again. The owner drops
+the pipe (and its sandbox).
 """
 
 from __future__ import annotations
@@ -27,12 +28,10 @@ from typing import Any
 import orjson
 
 from .exceptions import FrameError, FrameTooLarge
-from .wirejson import nesting_error
 
-__all__ = ["DEFAULT_MAX_FRAME", "DEFAULT_MAX_DEPTH", "HEADER_SIZE", "encode_frame", "FrameDecoder"]
+__all__ = ["DEFAULT_MAX_FRAME", "HEADER_SIZE", "encode_frame", "frame", "FrameDecoder"]
 
 DEFAULT_MAX_FRAME = 16 * 1024 * 1024
-DEFAULT_MAX_DEPTH = 256
 HEADER_SIZE = 4
 _MAX_LENGTH = 0xFFFF_FFFF  # what a uint32 header can express
 _HEADER = Struct(">I")
@@ -54,24 +53,28 @@ def encode_frame(obj: Any, *, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
         body = orjson.dumps(obj)
     except orjson.JSONEncodeError as exc:
         raise FrameError(f"cannot encode pipe frame: {str(exc)[:100]}") from exc
+    return frame(body, max_size=max_size)
+
+
+def frame(body: bytes, *, max_size: int = DEFAULT_MAX_FRAME) -> bytes:
+    """Frame raw ``body`` bytes; :class:`FrameTooLarge` if they are over ``max_size``."""
     if len(body) > max_size:
         raise FrameTooLarge(f"pipe frame of {len(body)} bytes exceeds the maximum of {max_size} bytes")
     return _HEADER.pack(len(body)) + body
 
 
 class FrameDecoder:
-    """Incremental decoder: feed it chunks as they arrive, get whole objects back.
+    """Incremental decoder: feed it chunks as they arrive, get whole frame bodies back.
 
     Accepts any chunking (one byte at a time, many frames per chunk). Buffers
     at most one incomplete frame, never more than ``max_size`` + 4 bytes.
     """
 
-    __slots__ = ("max_size", "max_depth", "_buf", "_pos", "_need", "_failed")
+    __slots__ = ("max_size", "_buf", "_pos", "_need", "_failed")
 
-    def __init__(self, max_size: int = DEFAULT_MAX_FRAME, *, max_depth: int = DEFAULT_MAX_DEPTH) -> None:
+    def __init__(self, max_size: int = DEFAULT_MAX_FRAME) -> None:
         _check_max_size(max_size)
         self.max_size = max_size
-        self.max_depth = max_depth
         self._buf = bytearray()
         self._pos = 0  # start of the unconsumed bytes in _buf
         self._need: int | None = None  # body length once its header is read
@@ -82,8 +85,8 @@ class FrameDecoder:
         """Bytes received but not yet decoded (an incomplete frame)."""
         return len(self._buf) - self._pos + (HEADER_SIZE if self._need is not None else 0)
 
-    def feed(self, data: bytes) -> list:
-        """Add ``data``; return the objects of every frame it completes, in order."""
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add ``data``; return the body of every frame it completes, in order."""
         if self._failed:
             raise FrameError("pipe stream is corrupt: an earlier frame failed to decode")
         buf = self._buf
@@ -105,7 +108,7 @@ class FrameDecoder:
                     pos += HEADER_SIZE
                 if end - pos < need:
                     break
-                out.append(self._decode(buf[pos : pos + need]))  # one copy; orjson reads bytearray
+                out.append(bytes(buf[pos : pos + need]))
                 pos += need
                 need = None
         except FrameError:
@@ -125,11 +128,3 @@ class FrameDecoder:
         self._pos = pos
         self._need = need
         return out
-
-    def _decode(self, body: bytearray) -> Any:
-        if nesting_error(body, self.max_depth) is not None:
-            raise FrameError(f"pipe frame is nested deeper than {self.max_depth} levels or malformed")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise FrameError(f"undecodable pipe frame body: {exc.msg[:100]}") from None

@@ -106,6 +106,13 @@ _CLIENT_EVENT_SCHEMAS: dict[str, dict] = {
             "type": "object",
             "properties": {
                 "message_id": _id("Idempotency key: a repeated message_id is not run twice."),
+                "multitask": {
+                    "enum": list(ev.MULTITASK_MODES),
+                    "description": "When a turn is already running: reject (SESSION_BUSY), enqueue (run "
+                    "after it), interrupt (cancel it keeping its work, then run this) or rollback (cancel "
+                    "it and drop its messages from the history, then run this). Default: the server's "
+                    "--multitask.",
+                },
             },
         },
     ),
@@ -316,6 +323,13 @@ _SERVER_EVENT_SCHEMAS: dict[str, dict] = {
     ev.AGENT_SESSION_RESUMED: _server_event("Answer to user.reconnect, after the replayed events.", _SESSION_SCOPED),
     ev.AGENT_STATE_EXPORTED: _server_event("Answer to user.request_state: the signed export.", ["session_id"]),
     ev.AGENT_STATE_RESTORED: _server_event("Answer to user.reconnect_with_state.", ["session_id"]),
+    ev.AGENT_MESSAGE_QUEUED: _server_event(
+        "A user.message waits for the running turn (or a restore) to end; it runs as metadata.turn_id.",
+        _SESSION_SCOPED,
+        metadata_required=["turn_id", "position"],
+        turn_id=_TURN_ID,
+        position={"type": "integer", "minimum": 1},
+    ),
 }
 
 SERVER_SCHEMA: dict = {

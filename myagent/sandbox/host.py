@@ -1,9 +1,10 @@
 """Session hosting inside a sandbox process.
 
 One agent instance per session, each turn its own asyncio task. Everything the
-agent does goes upstream as pipe frames: its events (``ev``) and every message
-appended to its history (``msg``), so the front process can restore the session
-elsewhere if this process dies.
+agent does goes upstream as pipe frames (:mod:`myagent.wire.ops`): its events,
+translated into protocol events here (:mod:`myagent.protocol.translate`), and
+every message appended to its history, so the front process can restore the
+session elsewhere if this process dies.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ from typing import Any
 import orjson
 
 from myagent.agents.events import TOOL_CALL
-from myagent.sandbox import ops
-from myagent.sandbox.pipe import FramePipe
+from myagent.protocol.errors import ErrorCode
+from myagent.protocol.translate import Translator
+from myagent.wire import ops
+from myagent.wire.pipe import FramePipe
 
 log = logging.getLogger("myagent.sandbox")
-
-INTERRUPTED = "interrupted"
-ERROR = "error"
 
 
 @dataclass(slots=True)
@@ -33,7 +33,7 @@ class HostedSession:
     agent: Any
     task: asyncio.Task | None = None
     turn: str | None = None
-    cancel_reason: str = "CANCELLED"
+    cancel_reason: str = ErrorCode.CANCELLED.value
     confirms: dict[str, asyncio.Future] = field(default_factory=dict)
 
 
@@ -41,16 +41,16 @@ class SessionHost:
     """Executes the front process's ops against this sandbox's sessions."""
 
     def __init__(self, factory: Any, *, confirm_timeout: float | None, heartbeat: float,
-                 max_history: int = 0) -> None:
+                 max_history: int = 0, max_tool_result_chars: int = 0) -> None:
         self.factory = factory
         self.max_history = max_history
         self.confirm_timeout = confirm_timeout or None
         self.heartbeat = heartbeat
+        self.translate = Translator(max_tool_result_chars)
         self.sessions: dict[str, HostedSession] = {}
         self.pipe: FramePipe | None = None
         self.stopped = asyncio.Event()
         self._handlers = {
-            ops.OPEN: self._open,
             ops.TURN: self._turn,
             ops.CANCEL: self._cancel,
             ops.CONFIRM: self._confirm,
@@ -59,15 +59,22 @@ class SessionHost:
         }
 
     # Frames in ----------------------------------------------------------
-    def on_frame(self, frame: dict) -> None:
-        handler = self._handlers.get(frame.get("op"))
-        if handler is None:
-            log.error("unknown op from front process: %.40r", frame.get("op"))
-            return
+    def on_frame(self, body: bytes) -> None:
         try:
+            if body[:1] == b"O":
+                parts = ops.split_ids(body, 1)
+                if parts is None:
+                    raise ValueError("malformed open frame")
+                self._open(parts[0].decode(), parts[1])
+                return
+            frame = orjson.loads(body)
+            handler = self._handlers.get(frame.get("op"))
+            if handler is None:
+                log.error("unknown op from front process: %.40r", frame.get("op"))
+                return
             handler(frame)
         except Exception:  # one bad frame must not take down every session here
-            log.exception("failed to handle op %s", frame.get("op"))
+            log.exception("failed to handle a frame from the front process")
 
     def on_lost(self, exc: BaseException | None) -> None:
         # The front process is gone (or closed us): nothing to serve anymore.
@@ -77,14 +84,17 @@ class SessionHost:
         assert self.pipe is not None
         self.pipe.send(frame)
 
+    def _emit(self, sid: str, turn: str, event: tuple[str, bytes]) -> None:
+        assert self.pipe is not None
+        self.pipe.send_raw(ops.event_frame(sid, turn, event[0], event[1]))
+
     # Ops ----------------------------------------------------------------
-    def _open(self, frame: dict) -> None:
-        sid = frame["sid"]
+    def _open(self, sid: str, history: bytes) -> None:
         try:
             agent = self.factory.new()
-            history = frame.get("history") or []
-            if history:  # JSON text per message, as the front process keeps them
-                agent.load_history([orjson.loads(m) if isinstance(m, str) else m for m in history])
+            messages = orjson.loads(history)
+            if messages:
+                agent.load_history(messages)
         except Exception as exc:
             log.warning("session %s could not be opened: %s", sid, exc, exc_info=True)
             self.send({"op": ops.OPEN_FAILED, "sid": sid, "error": f"{type(exc).__name__}: {exc}"[:500]})
@@ -96,25 +106,24 @@ class SessionHost:
         self.send({"op": ops.OPENED, "sid": sid})
 
     def _turn(self, frame: dict) -> None:
-        session = self.sessions.get(frame["sid"])
-        turn = frame["turn"]
+        sid, turn = frame["sid"], frame["turn"]
+        session = self.sessions.get(sid)
         if session is None:
-            self._event(frame["sid"], turn, ERROR, "Session is not hosted here.",
-                        {"error_code": "SESSION_NOT_FOUND", "recoverable": False})
+            self._emit(sid, turn, self.translate.failed(turn, ErrorCode.SESSION_NOT_FOUND,
+                                                        "Session is not hosted here."))
             return
         if session.task is not None:
-            self._event(session.sid, turn, ERROR, "A turn is already running.",
-                        {"error_code": "SESSION_BUSY", "recoverable": True})
+            self._emit(sid, turn, self.translate.failed(turn, ErrorCode.SESSION_BUSY, "A turn is already running."))
             return
         session.turn = turn
-        session.cancel_reason = "CANCELLED"
+        session.cancel_reason = ErrorCode.CANCELLED.value
         session.task = asyncio.get_running_loop().create_task(self._run_turn(session, turn, frame["text"]))
 
     def _cancel(self, frame: dict) -> None:
         session = self.sessions.get(frame["sid"])
         if session is None or session.task is None or session.turn != frame.get("turn", session.turn):
             return
-        session.cancel_reason = frame.get("reason") or "CANCELLED"
+        session.cancel_reason = frame.get("reason") or ErrorCode.CANCELLED.value
         session.task.cancel()
 
     def _confirm(self, frame: dict) -> None:
@@ -126,34 +135,30 @@ class SessionHost:
     def _close(self, frame: dict) -> None:
         session = self.sessions.pop(frame["sid"], None)
         if session is not None and session.task is not None:
-            session.cancel_reason = "SESSION_CLOSED"
+            session.cancel_reason = ErrorCode.SESSION_CLOSED.value
             session.task.cancel()
         self.send({"op": ops.CLOSED, "sid": frame["sid"]})
 
     def _stop(self, frame: dict) -> None:
         for session in self.sessions.values():
             if session.task is not None:
-                session.cancel_reason = "SHUTTING_DOWN"
+                session.cancel_reason = ErrorCode.SHUTTING_DOWN.value
                 session.task.cancel()
         self.stopped.set()
 
     # Turns --------------------------------------------------------------
-    def _event(self, sid: str, turn: str, kind: str, content: Any, metadata: dict | None = None,
-               step_id: str | None = None) -> None:
-        self.send({"op": ops.EVENT, "sid": sid, "turn": turn, "k": kind, "c": content,
-                   "st": step_id, "m": metadata or {}})
-
     async def _run_turn(self, session: HostedSession, turn: str, text: str) -> None:
         sid = session.sid
         pipe = self.pipe
         assert pipe is not None
+        translate = self.translate
 
         def on_message(message: dict) -> None:
             # The front process records the user's message itself when it starts the turn, so
             # a sandbox that dies inside a tool (os._exit, a segfault) cannot lose it; only what
             # the agent adds (assistant and tool messages) travels up from here.
             if message.get("role") != "user":
-                pipe.send({"op": ops.MESSAGE, "sid": sid, "m": orjson.dumps(message).decode()})
+                pipe.send_raw(ops.message_frame(sid, turn, orjson.dumps(message, default=str)))
 
         async def confirm(request: Any) -> bool:
             future = asyncio.get_running_loop().create_future()
@@ -167,8 +172,7 @@ class SessionHost:
 
         try:
             async for event in session.agent.astream(text, confirm=confirm, on_message=on_message):
-                pipe.send({"op": ops.EVENT, "sid": sid, "turn": turn, "k": event.kind, "c": event.content,
-                           "st": event.step_id, "m": event.metadata})
+                self._emit(sid, turn, translate.agent_event(event, turn))
                 if event.kind == TOOL_CALL:
                     # Tool code runs next and may block the loop or kill the process: yield once
                     # so the pending write (queued with call_soon, ahead of us) reaches the front
@@ -178,8 +182,7 @@ class SessionHost:
                 if pipe.paused:
                     await pipe.writable()
         except asyncio.CancelledError:
-            reason = session.cancel_reason
-            self._event(sid, turn, INTERRUPTED, _interrupted_text(reason), {"reason": reason})
+            self._emit(sid, turn, translate.interrupted(turn, session.cancel_reason))
         except (SystemExit, KeyboardInterrupt) as exc:
             # Agent code asked the interpreter to exit (sys.exit() in a tool). Exit now, as
             # os._exit would: unwinding the event loop instead cancels this sandbox's other
@@ -192,8 +195,8 @@ class SessionHost:
             os._exit(ops.EXIT_AGENT_EXIT)
         except Exception as exc:  # the runtime reports agent errors itself; this is a bug net
             log.exception("turn %s of session %s failed", turn, sid)
-            self._event(sid, turn, ERROR, f"Internal error in the agent runtime ({type(exc).__name__}).",
-                        {"error_code": "INTERNAL_ERROR", "recoverable": False})
+            self._emit(sid, turn, translate.failed(
+                turn, ErrorCode.INTERNAL_ERROR, f"Internal error in the agent runtime ({type(exc).__name__})."))
         finally:
             session.task = None
             session.turn = None
@@ -208,29 +211,18 @@ class SessionHost:
             await asyncio.sleep(self.heartbeat)
 
 
-_INTERRUPTED_TEXT = {
-    "CANCELLED": "The turn was cancelled.",
-    "TURN_TIMEOUT": "The turn took longer than the server's turn timeout.",
-    "SHUTTING_DOWN": "The server is shutting down.",
-    "SESSION_CLOSED": "The session was closed.",
-}
-
-
-def _interrupted_text(reason: str) -> str:
-    return _INTERRUPTED_TEXT.get(reason, f"The turn was interrupted ({reason}).")
-
-
 async def serve(sock_fd: int, factory: Any, config: dict) -> int:
     """Run a sandbox on an inherited socket until the front process goes away."""
     import socket
 
-    from myagent.sandbox.pipe import open_pipe
+    from myagent.wire.pipe import open_pipe
 
     import gc
 
     gc.set_threshold(50_000, 50, 100)  # as in the front process: see server.tune_gc
     host = SessionHost(factory, confirm_timeout=config.get("confirm_timeout"),
-                       heartbeat=config.get("heartbeat", 0.5), max_history=config.get("max_history", 0))
+                       heartbeat=config.get("heartbeat", 0.5), max_history=config.get("max_history", 0),
+                       max_tool_result_chars=config.get("max_tool_result_chars", 0))
     sock = socket.socket(fileno=sock_fd)
     host.pipe = await open_pipe(sock, host.on_frame, host.on_lost, config.get("max_frame", 16 * 1024 * 1024))
     host.send({"op": ops.READY, "pid": os.getpid()})

@@ -15,7 +15,7 @@ import pwd
 import resource
 import signal
 
-from myagent.sandbox.ops import EXIT_PARENT_GONE
+from myagent.wire.ops import EXIT_PARENT_GONE
 
 log = logging.getLogger("myagent.sandbox")
 

@@ -18,7 +18,8 @@ import sys
 
 import orjson
 
-from myagent.sandbox import isolation, ops
+from myagent.sandbox import isolation
+from myagent.wire import ops
 
 
 def _send(ctrl: socket.socket, obj: dict) -> None:
@@ -120,7 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop  # noqa: F401
 
     import myagent.sandbox.host  # noqa: F401
-    _send(ctrl, {"op": ops.LOADED, "agent": factory.describe(), "pid": os.getpid()})
+    from myagent.agents.llm import describe_llm_choice
+
+    # The LLM is described here, in the sandboxes' own environment: the front never imports the runtime.
+    _send(ctrl, {"op": ops.LOADED, "agent": factory.describe(), "llm": describe_llm_choice(), "pid": os.getpid()})
     # What is loaded now is shared with every sandbox: keep the collector off it (no
     # copy-on-write of its pages by GC bookkeeping, nothing to traverse).
     import gc

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import struct
 import time
 from collections import deque
 from typing import Any
@@ -23,6 +24,21 @@ log = logging.getLogger("myagent.supervisor.connection")
 
 CLOSE_POLICY = 1008
 WRITE_BATCH = 256  # frames serialized per socket write; bounds one burst's latency
+
+# Headers of unfragmented, unmasked server text frames (RFC 6455 5.2), by payload length.
+_SHORT_HEADERS = [bytes((0x81, n)) for n in range(126)]
+_MEDIUM_HEADER = struct.Struct("!BBH")
+_LONG_HEADER = struct.Struct("!BBQ")
+
+
+def text_frame_header(length: int) -> bytes:
+    """The header websockets' ``send_text`` would write for a payload of ``length`` bytes when no
+    extension is negotiated; building it here skips a Frame object per event (~2 µs)."""
+    if length < 126:
+        return _SHORT_HEADERS[length]
+    if length < 65536:
+        return _MEDIUM_HEADER.pack(0x81, 126, length)
+    return _LONG_HEADER.pack(0x81, 127, length)
 
 
 def new_connection_id() -> str:
@@ -71,14 +87,17 @@ class Connection:
     async def _write_loop(self) -> None:
         """Write queued frames in batches: one socket write per batch, not per event.
 
-        Frames are serialized with the websockets protocol object (``send_text``)
-        and the resulting bytes written at once; ``drain`` keeps flow control.
-        A token burst from a sandbox thus costs one syscall instead of dozens.
+        Without extensions (the default: no compression) a text frame is its
+        header and the payload, framed here; with permessage-deflate the
+        websockets protocol object frames them (``send_text``). Either way the
+        batch is written at once and ``drain`` keeps flow control: a token burst
+        from a sandbox costs one syscall instead of dozens.
         """
         ws = self.ws
         queue = self._queue
         protocol = ws.protocol
         transport = ws.transport
+        framed_here = not protocol.extensions
         try:
             while not self.closed:
                 if not queue:
@@ -88,12 +107,17 @@ class Connection:
                 if protocol.state is not State.OPEN:
                     break
                 count = 0
+                parts: list[bytes] = []
                 while queue and count < WRITE_BATCH:
                     data = queue.popleft()
                     self._queued_bytes -= len(data)
-                    protocol.send_text(data)
+                    if framed_here:
+                        parts.append(text_frame_header(len(data)))
+                        parts.append(data)
+                    else:
+                        protocol.send_text(data)
                     count += 1
-                transport.write(b"".join(protocol.data_to_send()))
+                transport.write(b"".join(parts if framed_here else protocol.data_to_send()))
                 self.sent += count
                 await ws.drain()
         except (ConnectionClosed, InvalidState, OSError, RuntimeError):

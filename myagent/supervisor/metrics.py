@@ -65,6 +65,7 @@ class Metrics:
         self.interrupted: Counter[str] = Counter()  # by reason
         self.errors: Counter[str] = Counter()       # by error code
         self.frames_in = 0
+        self.frames_rejected: Counter[str] = Counter()  # sandbox frames dropped, by why (Placement.offence)
         # Frames written to connections that are gone; live ones count in Connection.sent.
         self.events_sent_closed = 0
         self.turn_latency: deque[float] = deque(maxlen=LATENCY_WINDOW)

@@ -1,9 +1,12 @@
-"""The sandbox pool: spawn, place sessions, replace the dead, stop.
+"""The sandbox pool: spawn, replace the dead, retire, terminate, stop.
 
-The pool owns processes; it knows nothing about WebSockets. The server gives
-it two callbacks: ``on_frame(sandbox, frame)`` for everything a sandbox says and
-``on_lost(sandbox, reason)`` when one is gone (the server restores its
-sessions). Replacement is bounded by a RestartPolicy.
+The pool owns processes and knows nothing about sessions or WebSockets:
+which sandbox hosts which session is :class:`~myagent.supervisor.placement.Placement`'s
+business. The server connects four callbacks: ``on_ready(sandbox)``,
+``on_lost(sandbox, reason)`` (the pool has already made sure the process is
+gone), ``on_control(sandbox, frame)`` for a sandbox's control ops and
+``on_data(sandbox, body)`` for its event and message frames. Replacement is
+bounded by a RestartPolicy; every kill climbs one ladder (:meth:`terminate`).
 """
 
 from __future__ import annotations
@@ -12,21 +15,29 @@ import asyncio
 import itertools
 import logging
 import os
+import random
 import signal
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from myagent.sandbox import ops
-from myagent.sandbox.pipe import FramePipe, open_pipe
+import orjson
+
 from myagent.supervisor.exceptions import SandboxNotReady, SandboxStartError
 from myagent.supervisor.restart import RestartPolicy
-from myagent.supervisor.zygote import Zygote
+from myagent.supervisor.zygote_client import ZygoteClient
+from myagent.wire import ops
+from myagent.wire.pipe import FramePipe, open_pipe
 
 log = logging.getLogger("myagent.supervisor.pool")
 
 STARTING, READY, DRAINING, DEAD = "starting", "ready", "draining", "dead"
-RETIRED = "RETIRED"  # kill_reason of a sandbox we stopped on purpose (recycling, reload)
+RETIRED = "RETIRED"    # kill_reason of a sandbox stopped on purpose (recycling, reload)
+SHUTDOWN = "SHUTTING_DOWN"  # kill_reason of every sandbox when the server stops (an ErrorCode value)
+# Rungs of the termination ladder, in order; a polite climb starts with the stop op.
+STOP_OP, SIGTERM, SIGKILL = "stop op", "SIGTERM", "SIGKILL"
+RECENT_LOSSES = 20
 
 
 @dataclass(eq=False)
@@ -37,64 +48,82 @@ class Sandbox:
     pid: int
     pipe: FramePipe | None = None
     state: str = STARTING
-    sessions: set[str] = field(default_factory=set)
+    # Written by Placement only: sessions hosted here, opens awaiting their answer, closes
+    # sent whose answer has not come yet (frames for those are late, not forged).
+    hosted: dict[str, Any] = field(default_factory=dict)
+    opening: dict[str, asyncio.Future] = field(default_factory=dict)
+    closing: set[str] = field(default_factory=set)
+    offences: int = 0
     started: float = field(default_factory=time.monotonic)
     last_beat: float = field(default_factory=time.monotonic)
     turns: int = 0
+    turn_limit: int = 0    # recycle after this many turns (0 = never)
     kill_reason: str | None = None  # set before we kill it, so the loss is reported right
-    kill_step: str | None = None    # "SIGTERM" or "SIGKILL": which rung of the ladder fired
+    kill_rung: str | None = None    # the rung of the ladder that fired last
     ready: asyncio.Future | None = None
     exit_code: int | None = None
     exit_signal: int | None = None
-    zygote: Zygote | None = None
+    exited: bool = False
+    lost_at: float | None = None
+    zygote: ZygoteClient | None = None
     rss: int = 0           # last watchdog sample, bytes (the sandbox and its children)
     cpu: float = 0.0       # last watchdog sample, percent of one core (the sandbox and its children)
     children_rss: int = 0
     children_cpu: float = 0.0
-    turn_limit: int = 0    # recycle after this many turns (0 = never)
 
     def send(self, frame: dict) -> None:
         if self.pipe is not None:
             self.pipe.send(frame)
 
+    def send_raw(self, body: bytes) -> None:
+        if self.pipe is not None:
+            self.pipe.send_raw(body)
+
     @property
     def load(self) -> int:
-        return len(self.sessions)
+        return len(self.hosted) + len(self.opening)
+
+    @property
+    def exit_text(self) -> str | None:
+        return ops.describe_exit(self.exit_code, self.exit_signal) if self.exited else None
 
 
 class SandboxPool:
     def __init__(self, config: Any, workers: int, env: dict[str, str],
-                 on_frame: Callable[[Sandbox, dict], None],
-                 on_lost: Callable[[Sandbox, str], None],
                  policy: RestartPolicy | None = None) -> None:
         self.config = config
         self.size = workers
         self.env = env
-        self.on_frame = on_frame
-        self.on_lost = on_lost
         self.policy = policy or RestartPolicy(config.max_restarts, config.restart_window)
+        self.on_ready: Callable[[Sandbox], None] = lambda sandbox: None
+        self.on_lost: Callable[[Sandbox, str], None] = lambda sandbox, reason: None
+        self.on_control: Callable[[Sandbox, dict], None] = lambda sandbox, frame: None
+        self.on_data: Callable[[Sandbox, bytes], None] = lambda sandbox, body: None
         self.sandboxes: dict[int, Sandbox] = {}
         self.by_pid: dict[int, Sandbox] = {}
-        self.zygote: Zygote | None = None
+        self.zygote: ZygoteClient | None = None
+        self.old_zygotes: list[ZygoteClient] = []
         self.agent: dict[str, Any] = {}
         self.stopping = False
         self.unavailable_reason: str | None = None
         self.restarts_by_reason: dict[str, int] = {}
+        self.losses: deque[Sandbox] = deque(maxlen=RECENT_LOSSES)
+        self.workdir_root = config.sandbox_dir or ""
         self._ids = itertools.count(1)
         self._respawns: set[asyncio.Task] = set()
-        self.workdir_root = config.sandbox_dir or ""
-        self.on_ready: Callable[[Sandbox], None] = lambda sandbox: None
-        self.old_zygotes: list[Zygote] = []
         self._zygote_lock = asyncio.Lock()
 
     @property
     def sandbox_config(self) -> dict:
         c = self.config
         return {"heartbeat": c.worker_heartbeat, "confirm_timeout": c.confirm_timeout,
-                "max_history": c.max_history_messages,
+                "max_history": c.max_history_messages, "max_tool_result_chars": c.max_tool_result_chars,
                 "max_memory": c.max_memory, "max_files": c.sandbox_max_files,
                 "max_file_size": c.sandbox_max_file_size, "user": c.sandbox_user,
                 "workdir_root": self.workdir_root}
+
+    def _new_zygote(self) -> ZygoteClient:
+        return ZygoteClient(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit)
 
     # Start ------------------------------------------------------------------
     async def start(self) -> dict[str, Any]:
@@ -110,7 +139,7 @@ class SandboxPool:
 
             entry = pwd.getpwnam(self.config.sandbox_user)
             os.chown(self.workdir_root, entry.pw_uid, entry.pw_gid)
-        self.zygote = Zygote(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit)
+        self.zygote = self._new_zygote()
         self.agent = await self.zygote.start(self.config.worker_start_timeout)
         results = await asyncio.gather(*(self.spawn() for _ in range(self.size)), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -131,16 +160,15 @@ class SandboxPool:
         sandbox.ready = asyncio.get_running_loop().create_future()
         self.sandboxes[sandbox.id] = sandbox
         self.by_pid[pid] = sandbox
-        sandbox.pipe = await open_pipe(sock, lambda frame: self._frame(sandbox, frame),
+        sandbox.pipe = await open_pipe(sock, lambda body: self._frame(sandbox, body),
                                        lambda exc: self._lost(sandbox))
         try:
             await asyncio.wait_for(sandbox.ready, timeout)
         except TimeoutError:
-            self.kill(sandbox, "WORKER_TIMEOUT")
+            self.terminate(sandbox, "WORKER_TIMEOUT")
             # Its loss is reported through _lost, which schedules the replacement.
             raise SandboxNotReady(f"sandbox {pid} did not become ready within {timeout:g}s") from None
-        log.info("sandbox %s ready (pid %s)", sandbox.id, pid,
-                 extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
+        log.info("sandbox %s ready (pid %s)", sandbox.id, pid, extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
         self.on_ready(sandbox)
         return sandbox
 
@@ -148,31 +176,34 @@ class SandboxPool:
         c = self.config
         if c.max_turns_per_worker <= 0:
             return 0
-        import random
-
         return c.max_turns_per_worker + random.randint(0, max(0, c.max_turns_jitter))
 
     async def _restart_zygote(self) -> None:
         log.warning("the zygote is gone; starting a new one")
-        old = self.zygote
-        if old is not None:
-            await old.stop(0.5)
-        self.zygote = Zygote(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit)
+        if self.zygote is not None:
+            await self.zygote.stop(0.5)
+        self.zygote = self._new_zygote()
         self.agent = await self.zygote.start(self.config.worker_start_timeout)
 
     # Frames and loss -----------------------------------------------------------
-    def _frame(self, sandbox: Sandbox, frame: dict) -> None:
-        op = frame.get("op")
+    def _frame(self, sandbox: Sandbox, body: bytes) -> None:
+        if body[0] != ops.KIND_CONTROL:
+            self.on_data(sandbox, body)
+            return
+        try:
+            frame = orjson.loads(body)
+            op = frame.get("op")
+        except (orjson.JSONDecodeError, AttributeError):
+            frame, op = {"op": None}, None
         if op == ops.HEARTBEAT:
             sandbox.last_beat = time.monotonic()
-            return
-        if op == ops.READY:
-            sandbox.state = READY
+        elif op == ops.READY:
+            sandbox.state = READY if sandbox.state == STARTING else sandbox.state
             sandbox.last_beat = time.monotonic()
             if sandbox.ready is not None and not sandbox.ready.done():
                 sandbox.ready.set_result(None)
-            return
-        self.on_frame(sandbox, frame)
+        else:
+            self.on_control(sandbox, frame)
 
     def _lost(self, sandbox: Sandbox) -> None:
         if sandbox.state == DEAD:
@@ -180,35 +211,34 @@ class SandboxPool:
         # A draining sandbox (recycled, or of an older version) already has its replacement.
         replaced = sandbox.state == DRAINING
         sandbox.state = DEAD
+        sandbox.lost_at = time.monotonic()
         self.sandboxes.pop(sandbox.id, None)
         if sandbox.ready is not None and not sandbox.ready.done():
             sandbox.ready.set_exception(SandboxNotReady(f"sandbox {sandbox.pid} exited during start"))
         reason = sandbox.kill_reason or "SANDBOX_CRASHED"
+        self._signal(sandbox, signal.SIGKILL)  # a closed pipe may still have a live process
         self._release_zygote(sandbox.zygote)
-        if reason == RETIRED:
-            log.info("sandbox %s (pid %s) retired", sandbox.id, sandbox.pid,
+        if reason in (RETIRED, SHUTDOWN):
+            log.info("sandbox %s (pid %s) stopped (%s)", sandbox.id, sandbox.pid, reason.lower(),
                      extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
-            self._signal(sandbox, signal.SIGKILL)
-            return
-        if not self.stopping:
+        else:
             log.warning("sandbox %s (pid %s) lost: %s%s", sandbox.id, sandbox.pid, reason,
-                        f" after {sandbox.kill_step}" if sandbox.kill_step else "",
+                        f" after {sandbox.kill_rung}" if sandbox.kill_rung else "",
                         extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
             self.restarts_by_reason[reason] = self.restarts_by_reason.get(reason, 0) + 1
-        # Make sure the process is gone (a closed pipe may still have a live process).
-        self._signal(sandbox, signal.SIGKILL)
+            self.losses.append(sandbox)
         self.on_lost(sandbox, reason)
-        if not self.stopping and not replaced:
+        if reason != RETIRED and not self.stopping and not replaced:
             self._schedule_respawn(reason)
 
     def _on_exit(self, pid: int, code: int | None, sig: int | None) -> None:
         sandbox = self.by_pid.pop(pid, None)
-        if sandbox is not None:
-            sandbox.exit_code, sandbox.exit_signal = code, sig
-            if not self.stopping and (sig or code):
-                log.info("sandbox %s (pid %s) exited: %s", sandbox.id, pid,
-                         f"signal {sig}" if sig else f"code {code}",
-                         extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
+        if sandbox is None:
+            return
+        sandbox.exit_code, sandbox.exit_signal, sandbox.exited = code, sig, True
+        if not self.stopping and (sig or code):
+            log.info("sandbox %s (pid %s) %s", sandbox.id, pid, sandbox.exit_text,
+                     extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
 
     def _schedule_respawn(self, reason: str) -> None:
         delay = self.policy.next_delay()
@@ -217,7 +247,10 @@ class SandboxPool:
                                        f"in {self.policy.window:g}s (last: {reason})")
             log.error("agent unavailable: %s", self.unavailable_reason)
             return
-        task = asyncio.get_running_loop().create_task(self._respawn_after(delay))
+        self._background(self._respawn_after(delay))
+
+    def _background(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._respawns.add(task)
         task.add_done_callback(self._respawns.discard)
 
@@ -235,28 +268,22 @@ class SandboxPool:
 
     # Recycling and reload -----------------------------------------------------
     def retire(self, sandbox: Sandbox) -> None:
-        """Take no new sessions on ``sandbox``; the caller moves its sessions away, then ``stop_retired``."""
+        """Take no new sessions on ``sandbox`` and start its replacement; once Placement has moved
+        its sessions away, :meth:`stop_if_drained` stops it."""
         if sandbox.state != READY:
             return
         sandbox.state = DRAINING
         log.info("sandbox %s (pid %s) draining after %d turns", sandbox.id, sandbox.pid, sandbox.turns,
                  extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
-        self._spawn_in_background()
+        self._background(self._respawn_after(0))
 
-    def stop_retired(self, sandbox: Sandbox) -> None:
-        if sandbox.state == DRAINING and not sandbox.sessions and sandbox.kill_reason is None:
-            sandbox.kill_reason = RETIRED
-            sandbox.send({"op": ops.STOP})
-            asyncio.get_running_loop().call_later(self.config.kill_grace + 1.0, self._escalate, sandbox)
-
-    def _spawn_in_background(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._respawn_after(0))
-        self._respawns.add(task)
-        task.add_done_callback(self._respawns.discard)
+    def stop_if_drained(self, sandbox: Sandbox) -> None:
+        if sandbox.state == DRAINING and not sandbox.load:
+            self.terminate(sandbox, RETIRED, polite=True)
 
     async def reload(self) -> dict[str, Any]:
         """Load the agent file afresh in a new zygote; raise AgentFileError and keep serving if it fails."""
-        zygote = Zygote(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit)
+        zygote = self._new_zygote()
         try:
             agent = await zygote.start(self.config.worker_start_timeout)
         except BaseException:
@@ -278,7 +305,7 @@ class SandboxPool:
             self.unavailable_reason = None
         return agent
 
-    def _release_zygote(self, zygote: Zygote | None) -> None:
+    def _release_zygote(self, zygote: ZygoteClient | None) -> None:
         """Stop an old zygote once none of its sandboxes is left (they die with it)."""
         if zygote is None or zygote is self.zygote or zygote not in self.old_zygotes:
             return
@@ -287,76 +314,56 @@ class SandboxPool:
         self.old_zygotes.remove(zygote)
         asyncio.get_running_loop().create_task(zygote.stop(1.0))
 
-    # Placement ---------------------------------------------------------------
-    def place(self) -> Sandbox | None:
-        """The least-loaded ready sandbox with room, or None."""
-        best = None
-        limit = self.config.sessions_per_worker
-        for sandbox in self.sandboxes.values():
-            if sandbox.state == READY and sandbox.load < limit and (best is None or sandbox.load < best.load):
-                best = sandbox
-        return best
-
     @property
     def ready_count(self) -> int:
         return sum(1 for s in self.sandboxes.values() if s.state == READY)
 
-    # Killing -----------------------------------------------------------------
-    def _signal(self, sandbox: Sandbox, sig: int) -> bool:
+    # The termination ladder ------------------------------------------------------
+    def terminate(self, sandbox: Sandbox, reason: str, *, polite: bool = False, grace: float | None = None) -> None:
+        """Stop ``sandbox`` for ``reason``: [the stop op,] SIGTERM, SIGKILL, one rung every ``grace``
+        seconds (default --kill-grace) until it has exited. ``kill_rung`` records the rung that fired."""
+        if sandbox.kill_reason is not None or sandbox.exited:
+            return
+        sandbox.kill_reason = reason
+        grace = self.config.kill_grace if grace is None else grace
+        self._climb(sandbox, [STOP_OP, SIGTERM, SIGKILL] if polite else [SIGTERM, SIGKILL], max(grace, 0.0))
+
+    def _climb(self, sandbox: Sandbox, rungs: list[str], grace: float) -> None:
+        if sandbox.exited:
+            return
+        rung = sandbox.kill_rung = rungs[0]
+        if rung == STOP_OP:
+            sandbox.send({"op": ops.STOP})
+        else:
+            self._signal(sandbox, signal.SIGTERM if rung == SIGTERM else signal.SIGKILL)
+            if rung == SIGKILL and sandbox.pipe is not None:
+                sandbox.pipe.abort()
+        if len(rungs) > 1:
+            asyncio.get_running_loop().call_later(grace, self._climb, sandbox, rungs[1:], grace)
+
+    @staticmethod
+    def _signal(sandbox: Sandbox, sig: int) -> None:
         try:
             os.killpg(sandbox.pid, sig)  # the sandbox leads its own group: tool children die too
-            return True
         except (ProcessLookupError, PermissionError):
             try:
                 os.kill(sandbox.pid, sig)
-                return True
             except (ProcessLookupError, PermissionError):
-                return False
-
-    def kill(self, sandbox: Sandbox, reason: str, grace: float | None = None) -> None:
-        """Escalation ladder with one budget: SIGTERM now, SIGKILL after ``grace``."""
-        if sandbox.state == DEAD or sandbox.kill_reason is not None:
-            return
-        sandbox.kill_reason = reason
-        sandbox.kill_step = "SIGTERM"
-        self._signal(sandbox, signal.SIGTERM)
-        grace = self.config.kill_grace if grace is None else grace
-        if grace <= 0:
-            self._escalate(sandbox)
-        else:
-            asyncio.get_running_loop().call_later(grace, self._escalate, sandbox)
-
-    def _escalate(self, sandbox: Sandbox) -> None:
-        if sandbox.state != DEAD or self._alive(sandbox.pid):
-            sandbox.kill_step = "SIGKILL"
-            self._signal(sandbox, signal.SIGKILL)
-            if sandbox.pipe is not None:
-                sandbox.pipe.abort()
-
-    @staticmethod
-    def _alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-            return True
-        except (ProcessLookupError, PermissionError):
-            return False
+                pass
 
     # Stop --------------------------------------------------------------------
     async def stop(self, timeout: float = 2.0) -> None:
-        """Ask every sandbox to stop, SIGKILL what is left after ``timeout``, stop the zygote."""
+        """Climb the ladder for every sandbox (a rung every ``timeout / 2``), then stop the zygotes."""
         self.stopping = True
         for task in list(self._respawns):
             task.cancel()
         sandboxes = list(self.sandboxes.values())
         for sandbox in sandboxes:
-            sandbox.send({"op": ops.STOP})
+            self.terminate(sandbox, SHUTDOWN, polite=True, grace=timeout / 2)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
+        deadline = loop.time() + timeout + 1.0
         while any(s.state != DEAD for s in sandboxes) and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        for sandbox in sandboxes:
-            if sandbox.state != DEAD:
-                self._escalate(sandbox)
         for zygote in [self.zygote, *self.old_zygotes]:
             if zygote is not None:
                 await zygote.stop(1.0)
@@ -364,3 +371,11 @@ class SandboxPool:
             import shutil
 
             shutil.rmtree(self.workdir_root, ignore_errors=True)
+
+    def kill_now(self) -> None:
+        """The top rung for everything at once (a second signal: exit now)."""
+        for sandbox in list(self.sandboxes.values()):
+            self._signal(sandbox, signal.SIGKILL)
+        for zygote in [self.zygote, *self.old_zygotes]:
+            if zygote is not None:
+                zygote.kill()

@@ -121,6 +121,11 @@ class ServerCollector(Collector):
         yield _labelled(CounterMetricFamily(PREFIX + "sandbox_restarts", "Sandboxes lost and replaced, by reason "
                                             "(SANDBOX_CRASHED, MEMORY_LIMIT, CPU_LIMIT, WORKER_TIMEOUT).",
                                             labels=["reason"]), pool.restarts_by_reason.items())
+        yield _labelled(CounterMetricFamily(PREFIX + "sandbox_frames_rejected", "Frames a sandbox sent for a session "
+                                            "or turn it does not own (or malformed), dropped; by why.",
+                                            labels=["reason"]), m.frames_rejected.items())
+        queued = sum(len(session.inbox) for session in sessions.values())
+        yield _gauge("messages_queued", "User messages waiting for their session to be free.", queued)
         yield _gauge("sandbox_restarts_recent", "Restarts inside the current --restart-window.", pool.policy.recent)
         states = GaugeMetricFamily(PREFIX + "sandboxes", "Sandbox processes by state.", labels=["state"])
         by_state: dict[str, int] = {"starting": 0, "ready": 0, "draining": 0}

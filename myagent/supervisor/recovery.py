@@ -1,9 +1,11 @@
 """Keeping sessions alive across sandbox loss, recycling, reloads and nodes.
 
-Mixed into the Router (it uses the router's registry, pool, store and its
-``_open``/``_new_session`` helpers): re-opening a dead sandbox's sessions
-elsewhere with their history, moving idle sessions off draining sandboxes,
-letting go of leases on a shared store, and reviving a session from the store.
+Composed of Placement (who hosts what) and Turns (what runs): when a sandbox
+is lost its running turns end with one ``agent.interrupted`` and its sessions
+are placed again with their history (:meth:`Recovery.restore`); idle sessions
+move off draining sandboxes (recycling, reload); on a shared store a detached,
+idle session lets go of its lease, and a session this node does not hold is
+revived from the store.
 """
 
 from __future__ import annotations
@@ -15,107 +17,118 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from myagent.protocol import events as ev
-from myagent.protocol.errors import ErrorCode
-from myagent.sandbox import ops
-from myagent.supervisor.pool import DRAINING, Sandbox
-from myagent.supervisor.replies import ClientError, error_metadata
-from myagent.supervisor.sessions import Session, hash_token
+from myagent.protocol.errors import ErrorCode, error_metadata
+from myagent.supervisor.placement import Placement, PlacementError
+from myagent.supervisor.pool import DRAINING, Sandbox, SandboxPool
+from myagent.supervisor.replies import ClientError
+from myagent.supervisor.sessions import Session, SessionRegistry, hash_token
 from myagent.supervisor.store.base import StoreError
+from myagent.supervisor.turns import Turns
 
 if TYPE_CHECKING:
     from myagent.supervisor.connection import Connection
+    from myagent.supervisor.metrics import Metrics
 
-log = logging.getLogger("myagent.supervisor")
+log = logging.getLogger("myagent.supervisor.recovery")
 
-RESTORE_TIMEOUT = 30.0
+RETRY_DELAY = 0.05  # seconds between placement attempts of a restore while no sandbox has room
 
 
-class RecoveryMixin:
-    """Session recovery for the Router (see the module docstring)."""
+class Recovery:
+    def __init__(self, config: Any, registry: SessionRegistry, placement: Placement, turns: Turns,
+                 pool: SandboxPool, metrics: "Metrics", store: Any = None, node_id: str = "") -> None:
+        self.config = config
+        self.registry = registry
+        self.placement = placement
+        self.turns = turns
+        self.pool = pool
+        self.metrics = metrics
+        self.store = store
+        self.node_id = node_id
+        self._tasks: set[asyncio.Task] = set()
 
-    # Sandbox loss and session restore ------------------------------------------------
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # Sandbox loss and restore ------------------------------------------------------------
     def on_sandbox_lost(self, sandbox: Sandbox, reason: str) -> None:
-        """Interrupt the sandbox's running turns and re-open its sessions elsewhere."""
-        for sid in list(sandbox.sessions):
-            session = self.registry.get(sid)
-            if session is None or session.sandbox is not sandbox:
-                continue
-            future = self._opens.get(sid)
-            if future is not None and not future.done():
-                future.set_result(f"sandbox lost ({reason})")
-                continue
-            session.sandbox = None
+        """Interrupt the sandbox's running turns and place its sessions again."""
+        for session in self.placement.lost(sandbox):
             if session.turn is not None:
-                session.emit(ev.AGENT_INTERRUPTED, f"The agent's sandbox was stopped ({reason}).",
-                             {"reason": reason, "turn_id": session.turn.id, **error_metadata(reason)})
-                self.metrics.turn_done(ev.AGENT_INTERRUPTED, reason, 0.0)
-            self._start_restore(session, reason)
-        sandbox.sessions.clear()
+                self.turns.abort(session, reason if reason in ErrorCode.__members__ else ErrorCode.SANDBOX_CRASHED)
+            self.restore(session, reason)
 
-    def _start_restore(self, session: Session, reason: str) -> None:
+    def restore(self, session: Session, reason: str = ErrorCode.SANDBOX_CRASHED.value) -> None:
+        """Place an unhosted session again (bounded by --restore-timeout); a no-op if under way."""
+        if session.restoring or session.placing or session.sandbox is not None:
+            return
         session.restoring = True
         self._spawn(self._restore(session, reason))
 
     async def _restore(self, session: Session, reason: str) -> None:
-        """Re-open ``session`` with its history on a healthy sandbox, waiting (bounded by
-        RESTORE_TIMEOUT) for one to be ready; give up with AGENT_UNAVAILABLE."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + RESTORE_TIMEOUT
-        while self.registry.get(session.id) is session:
-            sandbox = self.pool.place()
-            if sandbox is not None:
-                try:
-                    await self._open(session, sandbox, session.history)
-                except ClientError:
-                    pass  # that sandbox failed to open it (or died): try again below
-                else:
-                    session.restoring = False
-                    self.metrics.sessions_restored += 1
-                    session.emit(ev.SYSTEM_NOTICE, "The session was restored on a new sandbox with its history.",
-                                 {"restored": True, "reason": reason, "history_messages": len(session.history)})
+        deadline = loop.time() + self.config.restore_timeout
+        try:
+            while self.registry.get(session.id) is session and session.sandbox is None:
+                sandbox = self.placement.choose()
+                if sandbox is not None:
+                    try:
+                        await self.placement.host(session, sandbox)
+                    except PlacementError:
+                        pass  # that sandbox failed to open it (or died): try again below
+                    else:
+                        self.metrics.sessions_restored += 1
+                        session.emit(ev.SYSTEM_NOTICE, "The session was restored on a new sandbox with its history.",
+                                     {"restored": True, "reason": reason, "history_messages": len(session.history)})
+                        break
+                if self.pool.unavailable_reason or loop.time() > deadline:
+                    session.emit(ev.SYSTEM_ERROR, "The session could not be restored: the agent is unavailable.",
+                                 error_metadata(ErrorCode.AGENT_UNAVAILABLE))
+                    self.turns.drop_queue(session, ErrorCode.AGENT_UNAVAILABLE, "The agent is unavailable.")
                     return
-            if self.pool.unavailable_reason or loop.time() > deadline:
-                session.restoring = False
-                session.emit(ev.SYSTEM_ERROR, "The session could not be restored: the agent is unavailable.",
-                             error_metadata(ErrorCode.AGENT_UNAVAILABLE))
-                return
-            await asyncio.sleep(0.02 if sandbox is None else 0.05)
+                await asyncio.sleep(RETRY_DELAY)
+        finally:
+            session.restoring = False
+        self.turns.next(session)
 
-    # Recycling: moving idle sessions off draining sandboxes ---------------------------
-    def _move(self, session: Session) -> bool:
-        """Re-host an idle session on another sandbox. The pipe keeps order, so a turn sent
-        right after this reaches the new sandbox after its ``open``: no waiting needed."""
-        target = self.pool.place()
-        old = session.sandbox
-        if target is None or old is None:
-            return False
-        old.sessions.discard(session.id)
-        old.send({"op": ops.CLOSE, "sid": session.id})
-        target.sessions.add(session.id)
-        session.sandbox = target
-        target.send({"op": ops.OPEN, "sid": session.id, "history": session.history})
-        return True
+    # Recycling: moving idle sessions off draining sandboxes ------------------------------
+    def idle(self, session: Session) -> None:
+        """A session has nothing to run: move it off a draining sandbox, let go of its lease."""
+        sandbox = session.sandbox
+        if sandbox is not None and sandbox.state == DRAINING:
+            self._spawn(self._move_off(session))
+        elif session.connection is None:
+            self.let_go(session)
 
     def migrate_idle(self) -> None:
         """Move every idle session off draining sandboxes; stop the ones left empty."""
         for sandbox in list(self.pool.sandboxes.values()):
             if sandbox.state != DRAINING:
                 continue
-            for sid in list(sandbox.sessions):
-                session = self.registry.get(sid)
-                if session is not None and session.turn is None and not session.restoring:
-                    if not self._move(session):
-                        break
-            self.pool.stop_retired(sandbox)
+            for session in list(sandbox.hosted.values()):
+                if session.turn is None and not session.placing:
+                    self._spawn(self._move_off(session))
+            self.pool.stop_if_drained(sandbox)
 
+    async def _move_off(self, session: Session) -> None:
+        old = session.sandbox
+        await self.placement.move(session)
+        if old is not None:
+            self.pool.stop_if_drained(old)
+        if session.sandbox is None:
+            self.restore(session)  # the old sandbox died during the move
+        else:
+            self.turns.next(session)  # messages that arrived during the move
 
-    # Leases (shared stores: a session runs on one node at a time) -----------------------
-    def _let_go(self, session: Session) -> None:
+    # Leases (shared stores: a session runs on one node at a time) ---------------------------
+    def let_go(self, session: Session) -> None:
         """A detached, idle session's lease is released, so a reconnect through any node can
         take it over at once; this node keeps a copy it re-validates before using again."""
         if self.store is None or not self.store.shared or not session.leased:
             return
-        if session.connection is not None or session.turn is not None:
+        if session.connection is not None or session.turn is not None or session.inbox:
             return
         session.leased = False
         self._spawn(self.store.release(session.id, self.node_id))
@@ -124,17 +137,16 @@ class RecoveryMixin:
         """Drop this node's copy of a session another node now owns (the store keeps it)."""
         if self.registry.sessions.get(session.id) is not session:
             return
-        self.registry.sessions.pop(session.id, None)
+        self.registry.remove(session.id, keep_stored=True)
         if session.connection is not None:
             session.connection.sessions.discard(session.id)
             session.connection = None
-        if session.sandbox is not None:
-            session.sandbox.sessions.discard(session.id)
-            session.sandbox.send({"op": ops.CLOSE, "sid": session.id})
-            session.sandbox = None
-        session.end_turn() if session.turn is not None else None
+        self.placement.unhost(session)
+        session.inbox.clear()
+        if session.turn is not None:
+            self.turns.finish(session, ev.AGENT_INTERRUPTED, ErrorCode.SESSION_CLOSED.value)
 
-    async def _revive(self, conn: Connection, sid: Any, token: str) -> Session | None:
+    async def revive(self, conn: "Connection", sid: Any, token: str) -> Session | None:
         """A session this process does not hold: load it from the store and host it here."""
         if self.store is None or not self.store.durable or not isinstance(sid, str):
             return None
@@ -159,23 +171,16 @@ class RecoveryMixin:
                               "The session is active on another node; retry after it lets go.", "session_id")
         if self.registry.get(sid) is not None:  # revived by a concurrent request while we waited
             return self.registry.get(sid)
-        sandbox = self.pool.place()
-        if sandbox is None:
-            try:
-                await self.store.release(sid, self.node_id)
-            except StoreError:
-                pass  # the lease lapses after --lease-ttl
-            raise ClientError(ErrorCode.SERVER_BUSY, "Every sandbox is full; try again later.")
         session = self.registry.revive(stored)
         try:
-            await self._open(session, sandbox, session.history)
-        except ClientError:
-            self.registry.sessions.pop(sid, None)
+            await self.placement.host(session)
+        except PlacementError as exc:
+            self.registry.remove(sid, keep_stored=True)
             try:
                 await self.store.release(sid, self.node_id)
             except StoreError:
                 pass  # the lease lapses after --lease-ttl
-            raise
+            raise ClientError(exc.code, exc.message) from None
         session.detached_at = time.monotonic()
         if stored.record.turn_id:
             # The process that ran this turn died with it (server restart or node loss).
@@ -188,4 +193,3 @@ class RecoveryMixin:
         log.info("session %s revived from the %s store", sid, self.store.name,
                  extra={"session_id": sid, "connection_id": conn.id})
         return session
-

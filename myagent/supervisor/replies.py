@@ -5,10 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
-from myagent.protocol.envelope import iso_utc
-from myagent.protocol.errors import ErrorCode, is_recoverable
+from myagent.protocol.envelope import encode_event_bytes, iso_utc, make_event
+from myagent.protocol.errors import ErrorCode
 
 
 class ClientError(Exception):
@@ -23,10 +21,4 @@ class ClientError(Exception):
 
 def system_event(event: str, content: Any = None, metadata: dict | None = None) -> bytes:
     """A connection-scoped event (no session, no seq)."""
-    return orjson.dumps({"event": event, "timestamp": iso_utc(time.time()), "content": content,
-                         "metadata": metadata or {}})
-
-
-def error_metadata(code: ErrorCode | str, **extra: Any) -> dict:
-    code = ErrorCode(code)
-    return {"error_code": code.value, "recoverable": is_recoverable(code), **extra}
+    return encode_event_bytes(make_event(event, content=content, metadata=metadata, timestamp=iso_utc(time.time())))

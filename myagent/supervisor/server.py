@@ -30,10 +30,14 @@ from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.connection import Connection
 from myagent.supervisor.environment import absolute_llm_paths, sandbox_environment
 from myagent.supervisor.metrics import Metrics
+from myagent.supervisor.placement import Placement
 from myagent.supervisor.pool import SandboxPool
 from myagent.supervisor.ratelimit import TokenBucket
+from myagent.supervisor.recovery import Recovery
+from myagent.supervisor.relay import Relay
 from myagent.supervisor.replies import ClientError
 from myagent.supervisor.router import Router
+from myagent.supervisor.turns import Turns
 from myagent.supervisor.sessions import SessionRegistry
 from myagent.supervisor.state_export import load_secret
 from myagent.supervisor.store import MemoryStore, StoreError, default_state_dir, open_store
@@ -96,12 +100,23 @@ class Server:
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = SessionRegistry(config.max_history_messages, config.replay_buffer, self.store)
         self.pool = SandboxPool(config, resolve_workers(config), absolute_llm_paths(sandbox_environment(
-                                    config.sandbox_env or ())),
-                                on_frame=lambda sb, frame: self.router.on_sandbox_frame(sb, frame),
-                                on_lost=lambda sb, reason: self.router.on_sandbox_lost(sb, reason))
-        self.router = Router(config, self.pool, self.registry, self.metrics, self.store,
-                             load_secret(config.state_secret, self.state_dir), self.node_id)
-        self.pool.on_ready = lambda sandbox: self.router.migrate_idle()
+                                    config.sandbox_env or ())))
+        # The core, wired once: Placement owns the session <-> sandbox binding, Turns what runs,
+        # Recovery keeps sessions alive, Relay is the sandbox -> client hot path, Router the
+        # client -> server side.
+        self.placement = Placement(self.pool, config, self.metrics)
+        self.turns = Turns(config, self.metrics, self.placement, self.pool)
+        self.recovery = Recovery(config, self.registry, self.placement, self.turns, self.pool, self.metrics,
+                                 self.store, self.node_id)
+        self.relay = Relay(self.placement, self.turns)
+        self.router = Router(config, self.pool, self.registry, self.metrics, self.placement, self.turns,
+                             self.recovery, self.store, load_secret(config.state_secret, self.state_dir), self.node_id)
+        self.turns.on_idle = self.recovery.idle
+        self.turns.on_unplaced = self.recovery.restore
+        self.pool.on_ready = lambda sandbox: self.recovery.migrate_idle()
+        self.pool.on_lost = self.recovery.on_sandbox_lost
+        self.pool.on_control = self.placement.on_control
+        self.pool.on_data = self.relay.on_data
         self.watchdog = Watchdog(self.pool, config)
         self.reload_error: str | None = None
         self.http = HttpEndpoints(self)
@@ -120,7 +135,7 @@ class Server:
             return False, "draining"
         if self.pool.unavailable_reason:
             return False, self.pool.unavailable_reason
-        if not self.router.ready:
+        if not self.pool.ready_count:
             return False, "no sandbox is ready"
         healthy, why = self.store.health()
         if not healthy:
@@ -196,13 +211,7 @@ class Server:
         self._stop.set()
 
     def _hard_exit(self) -> None:
-        for sandbox in list(self.pool.sandboxes.values()):
-            try:
-                os.killpg(sandbox.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self.pool.zygote is not None:
-            self.pool.zygote.kill()
+        self.pool.kill_now()
         os._exit(1)
 
     def request_stop(self) -> None:
@@ -224,7 +233,7 @@ class Server:
             return False
         self.reload_error = None
         self.reloads += 1
-        self.router.migrate_idle()
+        self.recovery.migrate_idle()
         log.info("reloaded: agent %s", agent.get("name"))
         self.router.broadcast_notice("The agent was reloaded.", {"reloaded": True})
         return True
@@ -247,6 +256,8 @@ class Server:
         not_dumpable()
         self.announce(f"🔍 Loading agent file: {c.agent_file}")
         agent = await self.pool.start()
+        if self.pool.zygote is not None and self.pool.zygote.llm:
+            self.announce(f"🧠 LLM: {self.pool.zygote.llm}")
         self.registry.agent = agent.get("name", "")
         try:
             await self.store.start()
@@ -275,7 +286,7 @@ class Server:
             open_timeout=c.open_timeout or None,
             ping_interval=c.ping_interval or None,
             ping_timeout=c.ping_timeout or None,
-            close_timeout=5,
+            close_timeout=c.close_timeout or None,
             server_header=None,
             ssl=ssl_context,
         )
@@ -335,7 +346,7 @@ class Server:
                 session = self.registry.get(sid)
                 if session is not None:  # another node took it over (our lease lapsed): let go
                     log.warning("session %s is now owned by another node; dropping this node's copy", sid)
-                    self.router.forget(session)
+                    self.recovery.forget(session)
             for sid in await self.store.expired(time.time() - self.config.session_ttl):
                 if self.registry.get(sid) is None:
                     self.store.delete(sid)
@@ -363,8 +374,8 @@ class Server:
         while any(s.turn is not None for s in self.registry.sessions.values()) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for session in self.registry.sessions.values():
-            if session.turn is not None:
-                self.router.cancel_turn(session, session.turn.id, "SHUTTING_DOWN")
+            self.turns.drop_queue(session, ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
+            self.turns.cancel(session, ErrorCode.SHUTTING_DOWN)
         await asyncio.sleep(0.1 if any(s.turn for s in self.registry.sessions.values()) else 0)
         for conn in list(self.router.connections.values()):
             await conn.drain(0.5)

@@ -1,25 +1,27 @@
-"""Sessions as the front process holds them: seq, replay buffer, history.
+"""Sessions as the front process holds them: seq, replay buffer, history, inbox.
 
-A session's events are numbered here (``seq``, gapless, per session), encoded
-once, kept in a bounded replay buffer and handed to the attached connection's
-outbound queue. The front process also keeps each session's conversation
-history (every message the sandbox appended), which is what lets a session be
-re-opened on another sandbox when its own dies.
+A session's events are numbered here (``seq``, gapless, per session), framed
+once (:func:`myagent.protocol.envelope.session_envelope`), kept in a bounded
+replay buffer and handed to the attached connection's outbound queue. The
+front also keeps each session's conversation history as JSON text (every
+message the sandbox appended, and the user's messages, which it records
+itself), which is what lets a session be re-opened on another sandbox when
+its own dies. Delivering an event never changes the session's state: turns
+start and end in :mod:`myagent.supervisor.turns`, placement changes in
+:mod:`myagent.supervisor.placement`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import itertools
 import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from myagent.protocol.envelope import iso_utc
-from myagent.protocol.events import TERMINAL_EVENTS
+from myagent.protocol.envelope import event_body, iso_utc, session_envelope
 
 import orjson
 
@@ -27,15 +29,15 @@ if TYPE_CHECKING:
     from myagent.supervisor.connection import Connection
     from myagent.supervisor.pool import Sandbox
 
-_turn_ids = itertools.count(1)
-
 
 def new_session_id() -> str:
     return "s_" + secrets.token_urlsafe(12)
 
 
 def new_turn_id() -> str:
-    return f"t{next(_turn_ids)}"
+    """Unique across sessions and restarts, and not guessable: a sandbox that learns a session id
+    still cannot name that session's turn."""
+    return "t_" + secrets.token_urlsafe(9)
 
 
 def encode_history(messages: list) -> list[str]:
@@ -54,11 +56,16 @@ def hash_token(token: str) -> bytes:
 @dataclass(slots=True)
 class Turn:
     id: str
-    started: float
+    text: str
     message_id: str | None = None
+    multitask: str = "enqueue"
+    started: float = 0.0           # monotonic; 0 while queued
+    history_mark: int = 0          # session.history_added before this turn's user message
     first_event: float | None = None
     pending_steps: set[str] = field(default_factory=set)
-    timer: Any = None  # asyncio.TimerHandle of the turn timeout
+    timer: Any = None              # asyncio.TimerHandle of the turn timeout
+    cancelling: str | None = None  # the reason a cancel was sent with
+    rollback: bool = False         # drop this turn's messages once it has ended
 
 
 @dataclass(eq=False, slots=True)
@@ -70,16 +77,20 @@ class Session:
     history_limit: int
     replay_limit: int
     connection: "Connection | None" = None
-    sandbox: "Sandbox | None" = None
+    sandbox: "Sandbox | None" = None  # written by Placement only
+    placing: bool = False             # an open (restore, move, rollback) is in flight
+    restoring: bool = False           # its sandbox was lost; Recovery is placing it again
     seq: int = 0
     replay: deque = field(default_factory=deque)  # (seq, encoded bytes)
-    history: list = field(default_factory=list)
+    history: list = field(default_factory=list)   # JSON text per message
+    history_added: int = 0            # messages ever added (trimming does not lower it)
     turn: Turn | None = None
+    inbox: deque = field(default_factory=deque)   # queued Turns, waiting for the session to be free
+    ended_turns: deque = field(default_factory=lambda: deque(maxlen=4))  # late frames of these are quiet
     detached_at: float | None = None
     last_active: float = field(default_factory=time.monotonic)
     recent_message_ids: deque = field(default_factory=lambda: deque(maxlen=64))
     turns: int = 0
-    restoring: bool = False
     store: Any = None  # a durable SessionStore, or None: every event and message is written behind
     leased: bool = True  # shared stores: this node holds the session's lease
     agent: str = ""
@@ -97,41 +108,32 @@ class Session:
     def check_token(self, token: str) -> bool:
         return hmac.compare_digest(self.token_hash, hash_token(token))
 
+    @property
+    def free(self) -> bool:
+        """Hosted, not being placed, no turn running: a message may start a turn now."""
+        return self.turn is None and self.sandbox is not None and not self.placing
+
     def emit(self, event: str, content: Any = None, metadata: dict | None = None,
              step_id: str | None = None) -> bytes:
-        """Number, encode, buffer and deliver one event of this session."""
+        """Number, frame, buffer and deliver one event the front process itself says."""
+        return self.deliver(event, event_body(content, metadata if metadata is not None else {}, step_id))
+
+    def deliver(self, event: str, body: bytes) -> bytes:
+        """Number, frame, buffer and deliver one event whose body is already encoded (and checked)."""
         self.seq += 1
         seq = self.seq
-        meta = metadata if metadata is not None else {}
         connection = self.connection
-        if connection is not None:
-            meta["connection_id"] = connection.id
-        envelope = {"event": event, "timestamp": iso_utc(time.time()), "session_id": self.id, "seq": seq,
-                    "event_id": f"{self.id}:{seq}"}
-        if step_id is not None:
-            envelope["step_id"] = step_id
-        envelope["content"] = content
-        envelope["metadata"] = meta
-        data = orjson.dumps(envelope)
+        data = session_envelope(event, iso_utc(time.time()), self.id, seq, body,
+                                connection.id if connection is not None else None)
         replay = self.replay
         replay.append((seq, data))
-        if self.store is not None:
-            self.store.add_event(self.id, seq, data)
         if len(replay) > self.replay_limit:
             replay.popleft()
+        if self.store is not None:
+            self.store.add_event(self.id, seq, data)
         if connection is not None:
             connection.enqueue(data)
-        if event in TERMINAL_EVENTS and self.turn is not None:
-            self.end_turn()
-        self.last_active = time.monotonic()
         return data
-
-    def end_turn(self) -> Turn | None:
-        turn, self.turn = self.turn, None
-        if turn is not None and turn.timer is not None:
-            turn.timer.cancel()
-        self.persist()
-        return turn
 
     def ack(self, last_seq: int) -> None:
         replay = self.replay
@@ -152,10 +154,21 @@ class Session:
         """``message`` is JSON text: the front never looks inside history messages, and strings
         are invisible to the garbage collector (millions of dicts made every full GC crawl)."""
         self.history.append(message)
+        self.history_added += 1
         if self.store is not None:
             self.store.add_message(self.id, message)
         if len(self.history) > self.history_limit:
             del self.history[: len(self.history) - self.history_limit]
+
+    def drop_history_since(self, mark: int) -> int:
+        """Forget the messages added after ``history_added`` was ``mark`` (a rolled-back turn's)."""
+        count = min(self.history_added - mark, len(self.history))
+        if count > 0:
+            del self.history[-count:]
+            self.history_added -= count
+            if self.store is not None:
+                self.store.replace_history(self.id, list(self.history))
+        return max(count, 0)
 
 
 class SessionRegistry:
@@ -168,10 +181,12 @@ class SessionRegistry:
         self.store = store if store is not None and store.durable else None
         self.agent = agent
 
-    def create(self, owner: str) -> tuple[Session, str]:
+    def create(self, owner: str, history: list | None = None) -> tuple[Session, str]:
         token = secrets.token_urlsafe(24)
         session = Session(new_session_id(), hash_token(token), owner, time.time(), self.history_limit,
                           self.replay_limit, store=self.store, agent=self.agent)
+        session.history = encode_history(history or [])[-self.history_limit:]
+        session.history_added = len(session.history)
         self.sessions[session.id] = session
         return session, token
 
@@ -181,6 +196,7 @@ class SessionRegistry:
         session = Session(record.id, bytes.fromhex(record.token_hash), record.owner, record.created,
                           self.history_limit, self.replay_limit, store=self.store, agent=record.agent)
         session.history = encode_history(stored.history[-self.history_limit:])
+        session.history_added = len(session.history)
         session.replay.extend(stored.events[-self.replay_limit:])
         session.seq = max([record.seq] + [seq for seq, _ in stored.events])
         self.sessions[session.id] = session
@@ -189,9 +205,10 @@ class SessionRegistry:
     def get(self, sid: Any) -> Session | None:
         return self.sessions.get(sid) if isinstance(sid, str) else None
 
-    def remove(self, sid: str) -> Session | None:
+    def remove(self, sid: str, *, keep_stored: bool = False) -> Session | None:
+        """Forget a session; ``keep_stored`` leaves the store's copy (another node owns it now)."""
         session = self.sessions.pop(sid, None)
-        if session is not None and self.store is not None:
+        if session is not None and self.store is not None and not keep_stored:
             self.store.delete(sid)
         return session
 

@@ -14,12 +14,13 @@ if TYPE_CHECKING:
 def build(server: "Server") -> dict[str, Any]:
     router, pool, metrics, c = server.router, server.pool, server.metrics, server.config
     ready, reason = server.readiness()
-    detached = running = 0
+    detached = running = queued = 0
     for session in router.registry.sessions.values():  # one pass: /status must stay cheap at 10k sessions
         if session.connection is None:
             detached += 1
         if session.turn is not None:
             running += 1
+        queued += len(session.inbox)
     connections = router.connections.values()
     now = time.monotonic()
     return {
@@ -34,15 +35,21 @@ def build(server: "Server") -> dict[str, Any]:
         "outbound_queued_bytes": sum(conn.queued_bytes for conn in connections),
         "sessions": {"total": len(router.registry), "active": len(router.registry) - detached,
                      "detached": detached,
-                     "turns_running": running},
+                     "turns_running": running, "messages_queued": queued},
         "sandboxes": [
             {"id": s.id, "pid": s.pid, "state": s.state, "sessions": s.load, "turns_served": s.turns,
              "uptime_seconds": round(now - s.started, 3),
              "heartbeat_age_seconds": round(now - s.last_beat, 3),
              # last watchdog sample (every --watch-interval), so /status costs no syscalls
              "rss_bytes": s.rss, "cpu_percent": round(s.cpu, 1),
-             "kill_reason": s.kill_reason}
+             "kill_reason": s.kill_reason, "kill_rung": s.kill_rung, "frames_rejected": s.offences}
             for s in pool.sandboxes.values()
+        ],
+        # The last sandboxes lost (not retired), newest last, with how they ended.
+        "recent_losses": [
+            {"id": s.id, "pid": s.pid, "reason": s.kill_reason or "SANDBOX_CRASHED", "rung": s.kill_rung,
+             "exit": s.exit_text, "seconds_ago": round(now - s.lost_at, 3) if s.lost_at else None}
+            for s in pool.losses
         ],
         "zygote_pid": pool.zygote.pid if pool.zygote else None,
         "reload": {"reloads": server.reloads, "last_error": server.reload_error},
@@ -58,6 +65,7 @@ def build(server: "Server") -> dict[str, Any]:
                    "sessions_restored": metrics.sessions_restored, "turns_started": metrics.turns_started,
                    "turns_ended": dict(metrics.turns_ended), "interrupted_by_reason": dict(metrics.interrupted),
                    "errors_by_code": dict(metrics.errors), "frames_in": metrics.frames_in,
+                   "sandbox_frames_rejected": dict(metrics.frames_rejected),
                    "events_sent": metrics.events_sent_closed + sum(conn.sent for conn in connections)},
         "latency": metrics.latency_summary(),
         "limits": {"workers": len(pool.sandboxes), "sessions_per_worker": c.sessions_per_worker,

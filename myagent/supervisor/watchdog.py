@@ -107,7 +107,7 @@ class Watchdog:
             if now - sandbox.last_beat > c.worker_timeout:
                 log.warning("sandbox %s (pid %s) heartbeat is %.1fs old: WORKER_TIMEOUT", sandbox.id,
                             sandbox.pid, now - sandbox.last_beat)
-                self.pool.kill(sandbox, "WORKER_TIMEOUT", c.kill_grace)
+                self.pool.terminate(sandbox, "WORKER_TIMEOUT")
                 continue
             proc = self._process(sandbox)
             if proc is None:
@@ -127,11 +127,11 @@ class Watchdog:
             if mem.observe(c.max_memory > 0 and sandbox.rss > c.max_memory):
                 log.warning("sandbox %s (pid %s) RSS %d MiB over --max-memory %d MiB: MEMORY_LIMIT",
                             sandbox.id, sandbox.pid, sandbox.rss >> 20, c.max_memory >> 20)
-                self.pool.kill(sandbox, "MEMORY_LIMIT", c.kill_grace)
+                self.pool.terminate(sandbox, "MEMORY_LIMIT")
             elif cpu.observe(c.max_cpu > 0 and sandbox.cpu > c.max_cpu):
                 log.warning("sandbox %s (pid %s) CPU %.0f%% over --max-cpu %.0f%% for %.1fs: CPU_LIMIT",
                             sandbox.id, sandbox.pid, sandbox.cpu, c.max_cpu, c.cpu_window)
-                self.pool.kill(sandbox, "CPU_LIMIT", c.kill_grace)
+                self.pool.terminate(sandbox, "CPU_LIMIT")
         for pid in list(self._procs):
             if pid not in live:
                 self._procs.pop(pid, None)

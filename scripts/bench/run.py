@@ -280,7 +280,7 @@ def sandbox_start(reps: int) -> dict:
 
     async def forks() -> dict:
         config = config_from({"workers": 1, "store": "memory:"}, agent_file=str(HERE / "bench_agent.py"))
-        pool = SandboxPool(config, 1, sandbox_environment(), lambda *a: None, lambda *a: None)
+        pool = SandboxPool(config, 1, sandbox_environment())
         await pool.start()
         times, uss = [], []
         for _ in range(reps):

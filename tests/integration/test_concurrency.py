@@ -60,12 +60,13 @@ async def test_interleaved_sessions_on_many_connections(connect, server):
     assert all(sb["sessions"] > 0 for sb in status["sandboxes"]), status["sandboxes"]
 
 
-async def test_second_message_while_a_turn_runs_is_session_busy(connect):
+async def test_second_message_while_a_turn_runs_is_session_busy_with_reject(connect):
     client = await connect()
     session = await client.create_session()
     await client.send_frame({"event": "user.message", "session_id": session.id, "content": "slow"})
     await wait_for_event(session, "agent.tool_call", 5)
-    await client.send_frame({"event": "user.message", "session_id": session.id, "content": "hello"})
+    await client.send_frame({"event": "user.message", "session_id": session.id, "content": "hello",
+                             "metadata": {"multitask": "reject"}})
     err = await expect_error(session, "SESSION_BUSY")
     assert err["metadata"]["recoverable"] is True
     assert err["metadata"]["session_id"] == session.id

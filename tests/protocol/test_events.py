@@ -24,7 +24,7 @@ def test_server_event_names():
         "agent.session_created", "agent.thinking", "agent.tool_call", "agent.tool_result",
         "agent.partial_answer", "agent.final_answer", "agent.user_confirm", "agent.error",
         "agent.interrupted", "agent.session_end", "agent.session_resumed",
-        "agent.state_exported", "agent.state_restored",
+        "agent.state_exported", "agent.state_restored", "agent.message_queued",
     }
 
 
@@ -51,3 +51,9 @@ def test_terminal_events():
 def test_every_event_has_a_schema():
     assert set(CLIENT_SCHEMA["definitions"]) == ev.CLIENT_EVENTS
     assert set(SERVER_SCHEMA["definitions"]) == ev.SERVER_EVENTS
+
+
+def test_turn_events_are_server_events_ending_in_the_terminal_ones():
+    assert ev.TURN_EVENTS <= ev.SERVER_EVENTS
+    assert ev.TERMINAL_EVENTS <= ev.TURN_EVENTS
+    assert ev.AGENT_SESSION_CREATED not in ev.TURN_EVENTS

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from myagent.protocol.errors import ErrorCode
 from myagent.protocol.exceptions import FrameError, FrameTooLarge
-from myagent.protocol.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, FrameDecoder, encode_frame
+from myagent.protocol.framing import DEFAULT_MAX_FRAME, HEADER_SIZE, FrameDecoder, encode_frame, frame
 
 from .strategies import json_values
 
@@ -18,6 +18,10 @@ def header(length: int) -> bytes:
     return struct.pack(">I", length)
 
 
+def loads(bodies: list[bytes]) -> list:
+    return [orjson.loads(body) for body in bodies]
+
+
 def test_wire_format():
     assert encode_frame({"a": 1}) == b'\x00\x00\x00\x07{"a":1}'
     assert DEFAULT_MAX_FRAME == 16 * 1024 * 1024
@@ -25,18 +29,18 @@ def test_wire_format():
 
 def test_round_trip_one_frame():
     obj = {"op": "event", "data": [1, "two", None, 3.5, {"x": True}]}
-    assert FrameDecoder().feed(encode_frame(obj)) == [obj]
+    assert loads(FrameDecoder().feed(encode_frame(obj))) == [obj]
 
 
 def test_many_frames_in_one_chunk_and_one_byte_at_a_time():
     objs = [{"i": i, "s": "x" * i} for i in range(50)]
     stream = b"".join(encode_frame(o) for o in objs)
-    assert FrameDecoder().feed(stream) == objs
+    assert loads(FrameDecoder().feed(stream)) == objs
     decoder = FrameDecoder()
     out = []
     for i in range(len(stream)):
         out += decoder.feed(stream[i : i + 1])
-    assert out == objs
+    assert loads(out) == objs
     assert decoder.buffered == 0
 
 
@@ -46,7 +50,7 @@ def test_incomplete_frame_is_held_until_complete():
     assert decoder.feed(frame[:2]) == []
     assert decoder.feed(frame[2:50]) == []
     assert decoder.buffered == 50
-    assert decoder.feed(frame[50:] + frame[:3]) == [{"k": "v" * 100}]
+    assert loads(decoder.feed(frame[50:] + frame[:3])) == [{"k": "v" * 100}]
     assert decoder.buffered == 3
 
 
@@ -60,7 +64,7 @@ def test_any_objects_round_trip_in_any_chunking(objs, sizes, data):
         size = sizes[i % len(sizes)]
         out += decoder.feed(stream[pos : pos + size])
         pos, i = pos + size, i + 1
-    assert out == objs
+    assert loads(out) == objs
     assert decoder.buffered == 0
     # and split at arbitrary points drawn by hypothesis
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=8)))
@@ -68,13 +72,13 @@ def test_any_objects_round_trip_in_any_chunking(objs, sizes, data):
     for cut in [*cuts, len(stream)]:
         out += decoder.feed(stream[prev:cut])
         prev = cut
-    assert out == objs
+    assert loads(out) == objs
 
 
 def test_empty_chunks_are_harmless():
     decoder = FrameDecoder()
     assert decoder.feed(b"") == []
-    assert decoder.feed(encode_frame(1)) == [1]
+    assert decoder.feed(encode_frame(1)) == [b"1"]
     assert decoder.feed(b"") == []
 
 
@@ -106,7 +110,7 @@ def test_max_size_boundary():
     body_len = 100
     obj = "x" * (body_len - 2)  # a JSON string: two quotes
     assert len(orjson.dumps(obj)) == body_len
-    assert FrameDecoder(max_size=body_len).feed(encode_frame(obj, max_size=body_len)) == [obj]
+    assert loads(FrameDecoder(max_size=body_len).feed(encode_frame(obj, max_size=body_len))) == [obj]
     with pytest.raises(FrameTooLarge):
         encode_frame(obj + "x", max_size=body_len)
     with pytest.raises(FrameTooLarge):
@@ -119,41 +123,20 @@ def test_max_size_must_fit_the_header(max_size):
         FrameDecoder(max_size=max_size)
 
 
-# -- bad bodies ---------------------------------------------------------------------------
+# -- bodies are bytes: what they mean is the receiver's business --------------------------
 
 
-@pytest.mark.parametrize(
-    "body",
-    [b"", b"{", b"not json", b'{"a":NaN}', b"\xff\xfe", b'"\\ud800"', b"[" * 300 + b"]" * 300, b"[" * 500_000],
-    ids=["empty", "truncated", "text", "nan", "utf8", "surrogate", "deep", "very-deep"],
-)
-def test_undecodable_body(body):
-    decoder = FrameDecoder()
-    with pytest.raises(FrameError) as info:
-        decoder.feed(header(len(body)) + body)
-    assert type(info.value) is FrameError
-    assert len(info.value.message) < 200
+@pytest.mark.parametrize("body", [b"", b"{", b"not json", b"\xff\xfe", b"E s_1\0t_1\0agent.x\0{}", b"[" * 5000])
+def test_any_body_passes_through_untouched(body):
+    assert FrameDecoder().feed(frame(body)) == [body]
 
 
-def test_decoder_stays_failed_after_an_error():
-    decoder = FrameDecoder()
+def test_decoder_stays_failed_after_a_length_error():
+    decoder = FrameDecoder(max_size=10)
     with pytest.raises(FrameError):
-        decoder.feed(header(3) + b"abc")
+        decoder.feed(header(11))
     with pytest.raises(FrameError):
         decoder.feed(encode_frame({"fine": True}))
-
-
-def test_depth_limit_admits_everything_orjson_can_encode():
-    deepest: list = []
-    while True:  # the deepest list orjson.dumps accepts (about 254 levels)
-        try:
-            encode_frame([deepest])
-        except FrameError:
-            break
-        deepest = [deepest]
-    assert FrameDecoder().feed(encode_frame(deepest)) == [deepest]
-    with pytest.raises(FrameError):
-        FrameDecoder(max_depth=10).feed(encode_frame(deepest))
 
 
 @pytest.mark.parametrize("obj", [object(), {1: "non-str key"}, 2**64, {"s": "\ud800"}])
@@ -184,6 +167,6 @@ def test_large_frame_in_small_chunks():
     out = []
     for i in range(0, len(frame), 4096):
         out += decoder.feed(frame[i : i + 4096])
-    assert out == [obj]
+    assert loads(out) == [obj]
     assert decoder.buffered == 0
     assert HEADER_SIZE == 4

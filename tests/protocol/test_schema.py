@@ -254,6 +254,8 @@ def server_examples() -> list[dict]:
         make_event(ev.AGENT_SESSION_RESUMED, seq=11, metadata={"replayed": 3}, **s),
         make_event(ev.AGENT_STATE_EXPORTED, content={"state": "tok"}, **s),
         make_event(ev.AGENT_STATE_RESTORED, seq=1, **s),
+        make_event(ev.AGENT_MESSAGE_QUEUED, seq=12, content="queued",
+                   metadata={"turn_id": "t_2", "position": 1, "multitask": "enqueue"}, **s),
     ]
 
 

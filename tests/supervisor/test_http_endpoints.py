@@ -36,7 +36,7 @@ def make_server(**options) -> Server:
     server.pool.agent = {"name": "fake-agent", "description": "d", "tools": [{"name": "get_weather"}]}
     server.pool.sandboxes[1] = Sandbox(id=1, pid=4242, state=READY, rss=50 << 20, cpu=12.5)
     server.pool.sandboxes[2] = Sandbox(id=2, pid=4243, state=DRAINING, rss=70 << 20, cpu=99.0)
-    server.pool.sandboxes[1].sessions.update({"s_a", "s_b"})
+    server.pool.sandboxes[1].hosted.update({"s_a": None, "s_b": None})
     return server
 
 
@@ -137,7 +137,8 @@ def flatten(doc: dict, prefix: str = "") -> set[str]:
 
 
 # Objects keyed by reason / code / event: their keys are data, not fields.
-DYNAMIC_OBJECTS = {"by_reason", "connections_refused", "turns_ended", "interrupted_by_reason", "errors_by_code"}
+DYNAMIC_OBJECTS = {"by_reason", "connections_refused", "turns_ended", "interrupted_by_reason", "errors_by_code",
+                   "sandbox_frames_rejected"}
 
 
 def test_status_shape_and_every_field_is_documented():
@@ -145,6 +146,8 @@ def test_status_shape_and_every_field_is_documented():
     server.router.connections = {"c1": FakeConn("c1", 100, 7), "c2": FakeConn("c2", 23, 3)}
     server.metrics.connections_refused["401"] += 1
     server.metrics.turn_done("agent.interrupted", "CANCELLED", 0.5)
+    server.pool.losses.append(Sandbox(id=7, pid=99, state="dead", kill_reason=None, exit_code=6, exited=True,
+                                      lost_at=0.0))
     response = get(server, "/status")
     assert response.status_code == 200
     status = as_json(response)
@@ -161,6 +164,8 @@ def test_status_shape_and_every_field_is_documented():
     assert by_id[1]["pid"] == 4242 and by_id[1]["sessions"] == 2 and by_id[1]["state"] == "ready"
     assert by_id[1]["rss_bytes"] == 50 << 20 and by_id[1]["cpu_percent"] == 12.5
     assert by_id[2]["state"] == "draining"
+    [loss] = status["recent_losses"]
+    assert loss["reason"] == "SANDBOX_CRASHED" and loss["exit"] == "exit 6 (agent code raised SystemExit)"
     assert status["limits"]["max_memory"] == 1 << 30 and status["limits"]["max_cpu"] == 0.0
 
     documented = set(re.findall(r"^\| `([a-z_\[\].0-9]+)` \|", STATUS_DOC, re.MULTILINE))
@@ -182,7 +187,7 @@ def test_status_counts_sessions_in_one_pass():
         if i == 0:
             session.turn = SimpleNamespace(id="t1")
     sessions = as_json(get(server, "/status"))["sessions"]
-    assert sessions == {"total": 5, "active": 3, "detached": 2, "turns_running": 1}
+    assert sessions == {"total": 5, "active": 3, "detached": 2, "turns_running": 1, "messages_queued": 0}
 
 
 # /metrics -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class FakePool:
         self.sandboxes = {sandbox.id: sandbox}
         self.killed: list[tuple[int, str]] = []
 
-    def kill(self, sandbox, reason, grace=None):
+    def terminate(self, sandbox, reason, *, polite=False, grace=None):
         self.killed.append((sandbox.id, reason))
         sandbox.kill_reason = reason
 

@@ -84,6 +84,10 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     def add_event(self, sid: str, seq: int, data: bytes) -> None: ...
 
+    def replace_history(self, sid: str, messages: list[str]) -> None:
+        """Replace a session's stored history (a rolled-back turn's messages are dropped)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def trim_events(self, sid: str, upto_seq: int) -> None: ...
 
@@ -143,6 +147,9 @@ class MemoryStore(SessionStore):
         pass
 
     def add_event(self, sid: str, seq: int, data: bytes) -> None:
+        pass
+
+    def replace_history(self, sid: str, messages: list[str]) -> None:
         pass
 
     def trim_events(self, sid: str, upto_seq: int) -> None:

@@ -1,4 +1,6 @@
-"""Front-process side of the zygote: start it, ask it to fork sandboxes.
+"""The front process's client of the zygote: start it, ask it to fork sandboxes.
+
+(The zygote process itself is :mod:`myagent.sandbox.zygote`.)
 
 The control channel is a SOCK_SEQPACKET socketpair, so every message keeps its
 boundaries and a fork request carries the new sandbox's socket as SCM_RIGHTS.
@@ -17,13 +19,13 @@ from typing import Any, Callable
 
 import orjson
 
-from myagent.sandbox import ops
 from myagent.supervisor.exceptions import AgentFileError, SandboxStartError
+from myagent.wire import ops
 
 log = logging.getLogger("myagent.supervisor.zygote")
 
 
-class Zygote:
+class ZygoteClient:
     """A preloaded process that forks sandboxes; one per agent file version."""
 
     def __init__(self, agent_file: str, sandbox_config: dict, env: dict[str, str], cwd: str | None,
@@ -34,6 +36,7 @@ class Zygote:
         self.cwd = cwd
         self.on_exit = on_exit
         self.agent: dict[str, Any] = {}
+        self.llm = ""  # how the sandboxes' environment picks the LLM, described by the zygote
         self.process: subprocess.Popen | None = None
         self._ctrl: socket.socket | None = None
         self._loaded: asyncio.Future | None = None
@@ -83,6 +86,7 @@ class Zygote:
         op = msg.get("op")
         if op == ops.LOADED:
             self.agent = msg["agent"]
+            self.llm = msg.get("llm", "")
             if self._loaded and not self._loaded.done():
                 self._loaded.set_result(msg["agent"])
         elif op == ops.LOAD_ERROR:

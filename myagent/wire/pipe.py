@@ -1,7 +1,8 @@
 """Frame transport between the front process and a sandbox (both sides).
 
-A socketpair carries length-prefixed orjson frames (codec in
-``myagent.protocol.framing``). Writes made during one loop iteration are
+A socketpair carries length-prefixed frames (codec in
+``myagent.protocol.framing``); the receiver gets each frame's body as bytes
+and decides what it means (:mod:`myagent.wire.ops`). Writes made during one loop iteration are
 coalesced into a single ``transport.write`` so a burst of token deltas costs
 one syscall, not one per frame. Writing respects the transport's flow control:
 producers ``await pipe.writable()`` and pause while the peer is not reading.
@@ -15,7 +16,7 @@ import socket
 from typing import Any, Callable
 
 from myagent.protocol.exceptions import FrameError
-from myagent.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame
+from myagent.protocol.framing import DEFAULT_MAX_FRAME, FrameDecoder, encode_frame, frame
 
 log = logging.getLogger("myagent.pipe")
 
@@ -29,7 +30,7 @@ class FramePipe(asyncio.Protocol):
 
     def __init__(
         self,
-        on_frame: Callable[[Any], None],
+        on_frame: Callable[[bytes], None],
         on_lost: Callable[[BaseException | None], None],
         max_frame: int = DEFAULT_MAX_FRAME,
     ) -> None:
@@ -77,10 +78,17 @@ class FramePipe(asyncio.Protocol):
 
     # API ----------------------------------------------------------------
     def send(self, obj: Any) -> None:
-        """Queue one frame; it is written at the end of this loop iteration."""
-        if self.closed:
-            return
-        self._pending.append(encode_frame(obj, max_size=self._max_frame))
+        """Queue one control op (a JSON document); it is written at the end of this loop iteration."""
+        if not self.closed:
+            self._queue(encode_frame(obj, max_size=self._max_frame))
+
+    def send_raw(self, body: bytes) -> None:
+        """Queue one frame whose body is already encoded (see :mod:`myagent.wire.ops`)."""
+        if not self.closed:
+            self._queue(frame(body, max_size=self._max_frame))
+
+    def _queue(self, data: bytes) -> None:
+        self._pending.append(data)
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
 
@@ -114,7 +122,7 @@ class FramePipe(asyncio.Protocol):
 
 async def open_pipe(
     sock: socket.socket,
-    on_frame: Callable[[Any], None],
+    on_frame: Callable[[bytes], None],
     on_lost: Callable[[BaseException | None], None],
     max_frame: int = DEFAULT_MAX_FRAME,
 ) -> FramePipe:

@@ -1,0 +1,76 @@
+"""The hot path: a sandbox's event and message frames in, session events out.
+
+An event frame's body was built by the sandbox's translator; the front checks
+it (:func:`~myagent.protocol.envelope.check_event_body`), never re-encodes it,
+and frames it with the fields only the front decides (session, seq, event id,
+connection id). What a sandbox may say at all is Placement's call.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import orjson
+
+from myagent.protocol.envelope import check_event_body
+from myagent.protocol.events import TURN_EVENTS
+from myagent.wire import ops
+
+if TYPE_CHECKING:
+    from myagent.supervisor.placement import Placement
+    from myagent.supervisor.pool import Sandbox
+    from myagent.supervisor.turns import Turns
+
+log = logging.getLogger("myagent.supervisor.relay")
+
+_TURN_EVENTS = {name.encode(): name for name in TURN_EVENTS}
+
+
+class Relay:
+    def __init__(self, placement: "Placement", turns: "Turns") -> None:
+        self.placement = placement
+        self.turns = turns
+
+    def on_data(self, sandbox: "Sandbox", body: bytes) -> None:
+        kind = body[0]
+        if kind == ops.KIND_EVENT:
+            self._event(sandbox, body)
+        elif kind == ops.KIND_MESSAGE:
+            self._message(sandbox, body)
+        else:
+            self.placement.offence(sandbox, "unknown frame kind")
+
+    def _event(self, sandbox: "Sandbox", body: bytes) -> None:
+        parts = ops.split_ids(body, 3)
+        if parts is None:
+            self.placement.offence(sandbox, "malformed event frame")
+            return
+        session = self.placement.admit(sandbox, parts[0], parts[1])
+        if session is None:
+            return
+        event = _TURN_EVENTS.get(parts[2])
+        payload = parts[3]
+        doc = check_event_body(payload, session.turn.id) if event is not None else None  # type: ignore[union-attr]
+        if doc is None:
+            self.placement.offence(sandbox, "malformed event")
+            return
+        session.deliver(event, payload)  # type: ignore[arg-type]
+        self.turns.on_event(session, event, doc)  # type: ignore[arg-type]
+
+    def _message(self, sandbox: "Sandbox", body: bytes) -> None:
+        parts = ops.split_ids(body, 2)
+        if parts is None:
+            self.placement.offence(sandbox, "malformed message frame")
+            return
+        session = self.placement.admit(sandbox, parts[0], parts[1])
+        if session is None:
+            return
+        try:
+            valid = type(orjson.loads(parts[2])) is dict
+        except orjson.JSONDecodeError:
+            valid = False
+        if not valid:  # it would poison every later restore of this session
+            self.placement.offence(sandbox, "malformed history message")
+            return
+        session.add_history(parts[2].decode())

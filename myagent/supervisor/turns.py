@@ -1,0 +1,190 @@
+"""Turns: start, queue, cancel and end them, one at a time per session.
+
+A user message runs at once when its session is free (hosted, not being
+placed, no turn running). Otherwise it waits in the session's inbox (at most
+``--max-queued-messages``) and the client is told with
+``agent.message_queued``, naming the turn id it will run as. A message sent
+while a turn runs follows its ``metadata.multitask`` (default ``--multitask``):
+``reject`` refuses it (SESSION_BUSY), ``enqueue`` runs it after, ``interrupt``
+cancels the running turn (its work is kept) and runs it next, ``rollback``
+cancels the running turn, drops that turn's messages from the history, then
+runs it. A message that arrives while the session is being restored or moved
+always waits: the client never has to retry.
+
+Invariants: the front records the user's message in the history itself when
+the turn starts; a turn ends only in :meth:`Turns.finish` (after its terminal
+event was delivered), which then runs the next queued message or reports the
+session idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+import orjson
+
+from myagent.protocol import events as ev
+from myagent.protocol.errors import ErrorCode, error_metadata
+from myagent.protocol.translate import Translator
+from myagent.supervisor.replies import ClientError
+from myagent.supervisor.sessions import Session, Turn, new_turn_id
+from myagent.wire import ops
+
+if TYPE_CHECKING:
+    from myagent.supervisor.metrics import Metrics
+    from myagent.supervisor.placement import Placement
+    from myagent.supervisor.pool import SandboxPool
+
+log = logging.getLogger("myagent.supervisor.turns")
+
+
+class Turns:
+    def __init__(self, config: Any, metrics: "Metrics", placement: "Placement", pool: "SandboxPool") -> None:
+        self.config = config
+        self.metrics = metrics
+        self.placement = placement
+        self.pool = pool
+        self.translate = Translator()
+        # Set by the server: a free session with nothing queued, and an unhosted one with a message.
+        self.on_idle: Callable[[Session], None] = lambda session: None
+        self.on_unplaced: Callable[[Session], None] = lambda session: None
+        self._tasks: set[asyncio.Task] = set()
+
+    # A new message ------------------------------------------------------------------
+    def submit(self, session: Session, text: str, message_id: str | None, mode: str) -> None:
+        """Run ``text`` now or queue it; ClientError if it is refused."""
+        running = session.turn
+        if running is None and not session.inbox and session.free:
+            self._start(session, Turn(new_turn_id(), text, message_id, mode))
+            return
+        if running is not None and mode == "reject":
+            raise ClientError(ErrorCode.SESSION_BUSY, "A turn is already running in this session.")
+        if len(session.inbox) >= self.config.max_queued_messages:
+            raise ClientError(ErrorCode.SESSION_BUSY,
+                              f"{len(session.inbox)} messages already wait in this session (limit).")
+        turn = Turn(new_turn_id(), text, message_id, mode)
+        if running is not None and mode in ("interrupt", "rollback"):
+            session.inbox.appendleft(turn)
+            running.rollback = running.rollback or mode == "rollback"
+            self.cancel(session, ErrorCode.CANCELLED)
+        else:
+            session.inbox.append(turn)
+        meta: dict[str, Any] = {"turn_id": turn.id, "position": session.inbox.index(turn) + 1, "multitask": mode}
+        if message_id:
+            meta["message_id"] = message_id
+        session.emit(ev.AGENT_MESSAGE_QUEUED, "The message will run when the session is free.", meta)
+        if session.sandbox is None and not session.placing:
+            self.on_unplaced(session)
+
+    def _start(self, session: Session, turn: Turn) -> None:
+        sandbox = session.sandbox
+        assert sandbox is not None
+        turn.started = time.monotonic()
+        turn.history_mark = session.history_added
+        session.turn = turn
+        session.turns += 1
+        if self.config.turn_timeout > 0:
+            turn.timer = asyncio.get_running_loop().call_later(
+                self.config.turn_timeout, self.timeout, session, turn.id)
+        session.persist()
+        sandbox.turns += 1
+        if sandbox.turn_limit and sandbox.turns >= sandbox.turn_limit:
+            self.pool.retire(sandbox)  # takes no new sessions; this one moves after its turn
+        self.metrics.turns_started += 1
+        # The user's message is history from now on, whatever happens to the sandbox.
+        session.add_history(orjson.dumps({"role": "user", "content": turn.text}).decode())
+        sandbox.send({"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": turn.text})
+
+    # Cancelling -------------------------------------------------------------------------
+    def cancel(self, session: Session, reason: ErrorCode) -> bool:
+        """Ask the sandbox to cancel the running turn; its terminal event ends it. False if none runs."""
+        turn = session.turn
+        if turn is None:
+            return False
+        if turn.cancelling is None and session.sandbox is not None:
+            turn.cancelling = reason.value
+            session.sandbox.send({"op": ops.CANCEL, "sid": session.id, "turn": turn.id, "reason": reason.value})
+        return True
+
+    def timeout(self, session: Session, turn_id: str) -> None:
+        if session.turn is not None and session.turn.id == turn_id:
+            self.cancel(session, ErrorCode.TURN_TIMEOUT)
+
+    # Events of the running turn ------------------------------------------------------------
+    def on_event(self, session: Session, event: str, doc: dict) -> None:
+        """Bookkeeping after a turn event from the sandbox was delivered."""
+        turn = session.turn
+        assert turn is not None
+        if turn.first_event is None:
+            turn.first_event = time.monotonic()
+            self.metrics.first_event(turn.first_event - turn.started)
+        if event == ev.AGENT_USER_CONFIRM and doc.get("step_id"):
+            turn.pending_steps.add(doc["step_id"])
+        elif event in ev.TERMINAL_EVENTS:
+            meta = doc["metadata"]
+            self.finish(session, event, meta.get("error_code") or meta.get("reason"))
+
+    def abort(self, session: Session, code: ErrorCode | str, **extra: Any) -> None:
+        """End the running turn from the front (its sandbox is gone, the session is closing)."""
+        turn = session.turn
+        if turn is None:
+            return
+        name, body = self.translate.interrupted(turn.id, code, **extra)
+        session.deliver(name, body)
+        self.finish(session, name, ErrorCode(code).value)
+
+    def finish(self, session: Session, event: str, code: str | None) -> None:
+        """The one place a turn ends: its terminal event has just been delivered."""
+        turn, session.turn = session.turn, None
+        if turn is None:
+            return
+        if turn.timer is not None:
+            turn.timer.cancel()
+        session.ended_turns.append(turn.id)
+        session.last_active = time.monotonic()
+        self.metrics.turn_done(event, code, time.monotonic() - turn.started)
+        session.persist()
+        if turn.rollback:
+            self._spawn(self._rollback(session, turn))
+        else:
+            self.next(session)
+
+    async def _rollback(self, session: Session, turn: Turn) -> None:
+        dropped = session.drop_history_since(turn.history_mark)
+        if session.sandbox is not None:
+            # Re-open on the same sandbox: its agent forgets the dropped messages too.
+            if not await self.placement.move(session, session.sandbox) and session.sandbox is not None:
+                self.placement.unhost(session)  # cannot be trusted to hold the right history now
+        session.emit(ev.SYSTEM_NOTICE, "The interrupted turn was rolled back: its messages left the history.",
+                     {"rolled_back_turn_id": turn.id, "messages_dropped": dropped})
+        if session.sandbox is None:
+            self.on_unplaced(session)
+        else:
+            self.next(session)
+
+    # What comes next ----------------------------------------------------------------------
+    def next(self, session: Session) -> None:
+        """The session may be free now: run its next queued message, or report it idle."""
+        if not session.free:
+            return
+        if session.inbox:
+            self._start(session, session.inbox.popleft())
+        else:
+            self.on_idle(session)
+
+    def drop_queue(self, session: Session, code: ErrorCode, text: str) -> None:
+        """Refuse every queued message of ``session`` (the agent is unavailable, the server stops)."""
+        while session.inbox:
+            turn = session.inbox.popleft()
+            meta = error_metadata(code, turn_id=turn.id)
+            if turn.message_id:
+                meta["message_id"] = turn.message_id
+            session.emit(ev.AGENT_ERROR, text, meta)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
