@@ -15,8 +15,9 @@ Rules shared by all client frames:
 * ids are non-empty strings of at most 128 characters; sequence numbers are
   integers in ``[0, 2**53-1]`` (exact in JavaScript). JSON Schema counts
   ``5.0`` as an integer; such values are normalized to ``int`` in place;
-* ``user.message`` content has no length limit here: the server enforces its
-  configurable limit (``MESSAGE_TOO_LARGE``).
+* ``user.message`` content must hold a character that is not whitespace (a
+  blank message would start a whole turn for nothing); it has no length limit
+  here: the server enforces its configurable limit (``MESSAGE_TOO_LARGE``).
 
 Compatibility decisions (clients written for the original server):
 
@@ -57,6 +58,8 @@ __all__ = [
 _DRAFT = "http://json-schema.org/draft-07/schema#"
 MAX_ID_LENGTH = 128
 MAX_SEQ = 2**53 - 1
+# At least one character that is not whitespace (a pattern is not anchored: it must match somewhere).
+NOT_BLANK = r"\S"
 TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 
 # -- building blocks -------------------------------------------------------------
@@ -101,7 +104,8 @@ _CLIENT_EVENT_SCHEMAS: dict[str, dict] = {
         "agent.error, agent.interrupted.",
         ["session_id", "content"],
         session_id=_SESSION_ID,
-        content={"type": "string", "minLength": 1, "description": "The user's message (non-empty)."},
+        content={"type": "string", "minLength": 1, "pattern": NOT_BLANK,
+                 "description": "The user's message (not empty, not only whitespace)."},
         metadata={
             "type": "object",
             "properties": {
@@ -372,6 +376,8 @@ def _violation(exc: fastjsonschema.JsonSchemaValueException) -> SchemaViolation:
         message = f"{where} must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in types)
     elif rule == "minLength" and rule_def == 1:
         message = f"{where} must not be empty"
+    elif rule == "pattern" and rule_def == NOT_BLANK:
+        message = f"{where} must not be blank (only whitespace)"
     elif rule == "minLength":
         message = f"{where} must be at least {rule_def} characters long"
     elif rule == "maxLength":
