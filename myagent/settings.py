@@ -138,8 +138,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("store", "str", "sqlite://", "Session store: memory:, sqlite:///path.db (default file in the state dir) or "
       "redis://host:port/db."),
     S("state-dir", "str", "", "State directory (default $XDG_STATE_HOME/myagent-ws or ~/.local/state/myagent-ws)."),
-    S("state-secret", "str", "", "HMAC key of state exports (environment only: refused on the command line); "
-      "default: generated once and kept in the state dir.", secret_file="state-secret-file"),
+    S("state-secret", "str", "", "HMAC key of state exports, from the environment or --state-secret-file (refused "
+      "on the command line). Default: generated once and kept in the state dir.", secret_file="state-secret-file"),
     S("state-secret-file", "str", "", "File holding the HMAC key of state exports (or set MYAGENT_WS_STATE_SECRET); "
       "the same on every node."),
     S("state-ttl", "float", 86400.0, "Seconds a state export (user.request_state) stays valid."),
@@ -160,12 +160,13 @@ SETTINGS: tuple[Setting, ...] = (
       "for per-address limits and logs.", multiple=True),
     S("rate-limit", "float", 20.0, "Inbound messages per second per connection (token bucket); over it: RATE_LIMITED."),
     S("rate-burst", "int", 40, "Token bucket size: messages a connection may send at once."),
-    S("rate-strikes", "int", 20, "RATE_LIMITED refusals in a row after which the connection is closed (1008)."),
+    S("rate-strikes", "int", 20, "RATE_LIMITED refusals in a row after which the connection is closed (1008, after the queued refusals)."),
     S("max-tool-result-chars", "int", 20_000, "Longest tool result forwarded to the client; longer is truncated with a marker."),
     S("idle-timeout", "float", 3600.0, "Close a connection that sent nothing and owns no running turn for this long. 0 = never."),
     # Authentication and transport security
-    S("auth-token", "str", "", "Accepted bearer tokens, comma separated (environment only: refused on the command "
-      "line). Unset = no auth.", multiple=True, env_name=ENV_PREFIX + "AUTH_TOKENS", secret_file="auth-tokens-file"),
+    S("auth-token", "str", "", "Accepted bearer tokens, comma separated, from the environment or --auth-tokens-file "
+      "(refused on the command line). Unset = no auth.", multiple=True, env_name=ENV_PREFIX + "AUTH_TOKENS",
+      secret_file="auth-tokens-file"),
     S("auth-tokens-file", "str", "", "File with one accepted token per line (# comments allowed); or set "
       "MYAGENT_WS_AUTH_TOKENS."),
     S("allow-origin", "str", "", "Allowed browser Origin (repeatable, exact; '*' = any). Unset = same origin only.",

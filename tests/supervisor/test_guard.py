@@ -123,7 +123,8 @@ def test_foreign_host_is_refused_before_the_token_is_even_looked_at():
         assert guard.admit("/", hdrs, "a")[1].status == 403
         assert guard.admit("/", hdrs, "a")[1].reason == "host not allowed"
     assert guard.admit("/", {"Host": "127.0.0.1:8080"}, "a")[1].status == 401  # then the token
-    principal, refusal = guard.admit("/?token=s3cret", {"Host": "localhost:8080", "Origin": "http://localhost:8080"}, "a")
+    console = {"Host": "localhost:8080", "Origin": "http://localhost:8080"}
+    principal, refusal = guard.admit("/?token=s3cret", console, "a")
     assert refusal is None and principal.startswith("token:")
 
 
