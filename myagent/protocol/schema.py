@@ -16,8 +16,11 @@ Rules shared by all client frames:
   integers in ``[0, 2**53-1]`` (exact in JavaScript). JSON Schema counts
   ``5.0`` as an integer; such values are normalized to ``int`` in place;
 * ``user.message`` content must hold a character that is not whitespace (a
-  blank message would start a whole turn for nothing); it has no length limit
-  here: the server enforces its configurable limit (``MESSAGE_TOO_LARGE``).
+  blank message would start a whole turn for nothing): ``pattern: \\S`` in the
+  published schema, ``str.isspace`` here (the same set of characters; a
+  JavaScript validator's ``\\s`` differs on U+FEFF, U+001C-U+001F and U+0085).
+  It has no length limit here: the server enforces its configurable limit
+  (``MESSAGE_TOO_LARGE``).
 
 Compatibility decisions (clients written for the original server):
 
@@ -402,8 +405,29 @@ def _normalize_last_seq(validate: Callable[[dict], Any]) -> Callable[[dict], Any
     return run
 
 
+def _not_blank_content(validate: Callable[[dict], Any]) -> Callable[[dict], Any]:
+    """The published ``pattern: \\S`` of user.message content, checked with ``str.isspace``.
+
+    Same answer (Python's ``\\s`` is exactly ``str.isspace``, checked over every code
+    point by the tests), a fraction of the cost: the regex scans leading whitespace at
+    ~3.6 ns a character (3.8 ms for a crafted 1 MiB frame), ``isspace`` at ~0.5 ns.
+    """
+
+    def run(obj: dict) -> None:
+        validate(obj)
+        if obj["content"].isspace():  # a non-empty string here: the schema checked type and minLength
+            raise SchemaViolation("'content' must not be blank (only whitespace)", "content")
+
+    return run
+
+
 def _compile(schema: dict) -> Callable[[dict], Any]:
     return fastjsonschema.compile({"$schema": _DRAFT, **schema}, use_default=True)
+
+
+def _without_not_blank(schema: dict) -> dict:
+    content = {k: v for k, v in schema["properties"]["content"].items() if k != "pattern"}
+    return {**schema, "properties": {**schema["properties"], "content": content}}
 
 
 _VALIDATORS: dict[str, Callable[[dict], Any]] = {
@@ -412,6 +436,7 @@ _VALIDATORS: dict[str, Callable[[dict], Any]] = {
 for _name in (ev.USER_ACK, ev.USER_RECONNECT):
     _VALIDATORS[_name] = _normalize_last_seq(_VALIDATORS[_name])
 del _name
+_VALIDATORS[ev.USER_MESSAGE] = _not_blank_content(_compile(_without_not_blank(_CLIENT_EVENT_SCHEMAS[ev.USER_MESSAGE])))
 
 
 def validate_client_frame(obj: dict) -> dict:

@@ -34,6 +34,7 @@ WILDCARDS = ("", "0.0.0.0", "::", "[::]")
 LOCAL_NAMES = ("localhost",)
 LOCAL_SUFFIXES = (".localhost",)
 MAX_LOGGED_HOSTS = 256
+MAX_REMEMBERED_HOSTS = 1024
 
 
 def client_address(peer: Any, headers: Any, trusted_proxies: frozenset[str]) -> str:
@@ -146,10 +147,19 @@ class HostCheck:
         self.suffixes = tuple(sorted(suffixes))
         self.configured = tuple(e for e in entries if e != "*")
         self._logged: set[str] = set()
+        self._decided: dict[str, bool] = {}  # a server sees a handful of distinct Host values
 
     def allowed(self, value: str | None) -> bool:
         if self.any or value is None:
             return True
+        known = self._decided.get(value)
+        if known is None:
+            known = self._decide(value)
+            if len(self._decided) < MAX_REMEMBERED_HOSTS:  # bounded: Host values are client input
+                self._decided[value] = known
+        return known
+
+    def _decide(self, value: str) -> bool:
         name = host_name(value)
         if name is None:
             return False
@@ -159,8 +169,9 @@ class HostCheck:
         """One line for the start-up banner: what Host names are served."""
         if self.any:
             return "any Host (--allow-host '*'): DNS-rebinding protection is off"
-        names = sorted(self.names - {"localhost"})
-        shown = ", ".join(["IP addresses", "localhost", *names, *(f"*{s}" for s in self.suffixes)])
+        names = sorted(self.names - set(LOCAL_NAMES))
+        suffixes = [f"*{s}" for s in self.suffixes if s not in LOCAL_SUFFIXES]
+        shown = ", ".join(["IP addresses", "localhost", "*.localhost", *names, *suffixes])
         return f"Host names served: {shown}; other names are refused (--allow-host NAME adds one)"
 
     def note_refused(self, value: str | None, address: str) -> None:

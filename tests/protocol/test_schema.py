@@ -148,6 +148,24 @@ def test_invalid_examples_name_the_field(frame, field):
     assert not CLIENT_CHECK.is_valid(frame)  # the published schema agrees
 
 
+def test_blank_check_is_the_published_pattern_on_every_code_point():
+    """The server checks ``str.isspace`` (fast); the published schema says ``pattern: \\S``."""
+    import re
+
+    pattern = re.compile(CLIENT_SCHEMA["definitions"]["user.message"]["properties"]["content"]["pattern"])
+    disagree = [hex(cp) for cp in range(0x110000)
+                if not 0xD800 <= cp <= 0xDFFF and (pattern.search(chr(cp)) is None) != chr(cp).isspace()]
+    assert disagree == []
+    for content in (" \u3000\n", "\u2028", " x", "\ufeff"):
+        frame = {"event": "user.message", "session_id": SID, "content": content}
+        try:
+            validate_client_frame(dict(frame))
+            server_ok = True
+        except SchemaViolation:
+            server_ok = False
+        assert server_ok is CLIENT_CHECK.is_valid(frame), content
+
+
 def test_blank_message_error_says_what_is_wrong():
     with pytest.raises(SchemaViolation) as info:
         validate_client_frame({"event": "user.message", "session_id": SID, "content": "  \n "})

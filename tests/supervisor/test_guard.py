@@ -153,3 +153,10 @@ def test_client_address_trusts_only_listed_proxies():
     assert client_address(("198.51.100.1", 1), hdrs, trusted) == "198.51.100.1"  # not a proxy: header ignored
     assert client_address(("10.0.0.2", 1), {}, trusted) == "10.0.0.2"
     assert client_address(None, hdrs, trusted) == ""
+
+
+def test_remembered_host_decisions_are_bounded():
+    check = HostCheck((), "127.0.0.1", hostname="h")
+    assert not any(check.allowed(f"n{i}.evil.example") for i in range(3000))
+    assert len(check._decided) <= 1024
+    assert check.allowed("localhost:1") and not check.allowed("n2999.evil.example")
