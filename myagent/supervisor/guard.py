@@ -200,12 +200,13 @@ def read_secret_file(path: str, option: str) -> list[str]:
     return lines
 
 
-def exposed_to_others(path: str) -> bool:
-    """True when a secret file can be read or written by group or others (chmod 600 it)."""
+def exposed_to_others(path: str) -> str:
+    """The mode (``"0644"``) of a secret file that group or others may read or write, else ""."""
     try:
-        return bool(os.stat(path).st_mode & 0o077)
+        mode = os.stat(path).st_mode & 0o777
     except OSError:
-        return False
+        return ""
+    return f"{mode:04o}" if mode & 0o077 else ""
 
 
 def load_tokens(tokens: Iterable[str], tokens_file: str = "") -> list[str]:

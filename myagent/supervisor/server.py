@@ -298,8 +298,9 @@ class Server:
             self.announce(f"⚠️  WARNING: listening on {c.host} without authentication: anyone who can reach "
                           "this port can use the agent. Set MYAGENT_WS_AUTH_TOKENS or --auth-tokens-file.")
         for option, path in (("--auth-tokens-file", c.auth_tokens_file), ("--state-secret-file", c.state_secret_file)):
-            if path and exposed_to_others(path):
-                self.announce(f"⚠️  WARNING: {option} {path} is readable by other users: chmod 600 it.")
+            mode = exposed_to_others(path) if path else ""
+            if mode:
+                self.announce(f"⚠️  WARNING: {option} {path} is open to other users (mode {mode}): chmod 600 it.")
         self.announce(f"🛡️  {self.guard.hosts.describe()}")
         self._ws_server = await serve(
             self.handle, c.host, c.port,

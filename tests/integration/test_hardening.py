@@ -450,7 +450,8 @@ async def test_no_secret_in_any_command_line_and_both_secret_sources_agree(start
             assert not any(s.encode() in environ for s in secrets), proc.pid
     listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, timeout=10).stdout
     assert not any(s in listing for s in secrets)
-    assert "--auth-tokens-file " + str(tokens) + " is readable by other users" in from_files.text
+    assert f"--auth-tokens-file {tokens} is open to other users (mode 0644): chmod 600 it." in from_files.text
+    assert f"--state-secret-file {key} is open" not in from_files.text  # 0600: nothing to say
     # The secret read from the environment and the one read from the file sign alike: an export
     # made on one server restores on the other.
     async with await AgentClient.connect(from_env.url, token=TOKEN) as client:
