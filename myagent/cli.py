@@ -8,6 +8,7 @@ import sys
 from typing import Any, Callable
 
 import click
+from click.core import ParameterSource
 
 from myagent import __version__
 from myagent.settings import SETTINGS, config_from, markdown_table
@@ -33,10 +34,22 @@ def settings_options(func: Callable) -> Callable:
             opt = click.option(f"--{s.name}", s.attr, type=click.Choice(s.choices), default=None,
                                envvar=s.env, show_envvar=True, help=help_text)
         else:
+            # A secret's option is parsed (so that it can be refused with an explanation) but not
+            # shown: it is set through its environment variable only.
             opt = click.option(f"--{s.name}", s.attr, default=None, envvar=s.env, show_envvar=True,
-                               multiple=s.multiple, help=help_text)
+                               multiple=s.multiple, help=help_text, hidden=s.secret)
         func = opt(func)
     return func
+
+
+def refuse_secrets_on_command_line(ctx: click.Context) -> None:
+    """Exit 2 with one line when a secret setting came from the command line: every local user
+    (the sandbox user included) reads /proc/PID/cmdline, and ``ps`` shows it."""
+    for s in SETTINGS:
+        if s.secret and ctx.get_parameter_source(s.attr) is ParameterSource.COMMANDLINE:
+            click.echo(f"❌ --{s.name} is refused on the command line, where every local user can read it "
+                       f"(ps, /proc/PID/cmdline); use {s.env} or --{s.secret_file} FILE", err=True)
+            sys.exit(2)
 
 
 @click.group()
@@ -48,10 +61,18 @@ def main() -> None:
 @main.command()
 @click.argument("agent_file", type=click.Path(dir_okay=False))
 @settings_options
-def server(agent_file: str, **values: Any) -> None:
-    """Serve AGENT_FILE over WebSockets with a pool of sandbox processes."""
+@click.pass_context
+def server(ctx: click.Context, agent_file: str, **values: Any) -> None:
+    """Serve AGENT_FILE over WebSockets with a pool of sandbox processes.
+
+    Secrets come from the environment or files, never the command line:
+    MYAGENT_WS_AUTH_TOKENS or --auth-tokens-file, MYAGENT_WS_STATE_SECRET or
+    --state-secret-file.
+    """
     from myagent.logs import setup_logging
     from myagent.supervisor.exceptions import SupervisorError
+
+    refuse_secrets_on_command_line(ctx)
 
     try:
         config = config_from(values, agent_file=os.path.abspath(agent_file))
@@ -205,7 +226,8 @@ def settings_cmd(markdown: bool) -> None:
         click.echo(markdown_table())
         return
     for s in SETTINGS:
-        click.echo(f"--{s.name:<28} {s.env:<40} default {s.default!s:<10} {s.help}")
+        option = "(environment only)" if s.secret else f"--{s.name}"
+        click.echo(f"{option:<30} {s.env:<40} default {s.default!s:<10} {s.help}")
 
 
 if __name__ == "__main__":

@@ -43,10 +43,17 @@ class Setting:
     choices: tuple[str, ...] = ()
     multiple: bool = False
     env_name: str = ""
+    # A secret: set by its environment variable or read from the file option named here, never
+    # on the command line, where every local user reads it (/proc/PID/cmdline): the CLI refuses it.
+    secret_file: str = ""
 
     @property
     def env(self) -> str:
         return self.env_name or ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def secret(self) -> bool:
+        return bool(self.secret_file)
 
     @property
     def attr(self) -> str:
@@ -141,7 +148,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("store", "str", "sqlite://", "Session store: memory:, sqlite:///path.db (default file in the state dir) or "
       "redis://host:port/db."),
     S("state-dir", "str", "", "State directory (default $XDG_STATE_HOME/myagent-ws or ~/.local/state/myagent-ws)."),
-    S("state-secret", "str", "", "HMAC key of state exports; default: generated once and kept in the state dir."),
+    S("state-secret", "str", "", "HMAC key of state exports, from the environment or --state-secret-file (refused "
+      "on the command line). Default: generated once and kept in the state dir.", secret_file="state-secret-file"),
+    S("state-secret-file", "str", "", "File holding the HMAC key of state exports (or set MYAGENT_WS_STATE_SECRET); "
+      "the same on every node."),
     S("state-ttl", "float", 86400.0, "Seconds a state export (user.request_state) stays valid."),
     S("max-state-size", "size", "4MiB", "Largest state export accepted or produced."),
     S("lease-ttl", "float", 10.0, "Seconds a node's lease on a session lasts without renewal (redis store)."),
@@ -160,15 +170,20 @@ SETTINGS: tuple[Setting, ...] = (
       "for per-address limits and logs.", multiple=True),
     S("rate-limit", "float", 20.0, "Inbound messages per second per connection (token bucket); over it: RATE_LIMITED."),
     S("rate-burst", "int", 40, "Token bucket size: messages a connection may send at once."),
-    S("rate-strikes", "int", 20, "RATE_LIMITED refusals in a row after which the connection is closed (1008)."),
+    S("rate-strikes", "int", 20, "RATE_LIMITED refusals in a row after which the connection is closed (1008, after the queued refusals)."),
     S("max-tool-result-chars", "int", 20_000, "Longest tool result forwarded to the client; longer is truncated with a marker."),
     S("idle-timeout", "float", 3600.0, "Close a connection that sent nothing and owns no running turn for this long. 0 = never."),
     # Authentication and transport security
-    S("auth-token", "str", "", "Accepted bearer token (repeatable; env: comma separated). Unset = no auth.",
-      multiple=True, env_name=ENV_PREFIX + "AUTH_TOKENS"),
-    S("auth-tokens-file", "str", "", "File with one accepted token per line (# comments allowed)."),
+    S("auth-token", "str", "", "Accepted bearer tokens, comma separated, from the environment or --auth-tokens-file "
+      "(refused on the command line). Unset = no auth.", multiple=True, env_name=ENV_PREFIX + "AUTH_TOKENS",
+      secret_file="auth-tokens-file"),
+    S("auth-tokens-file", "str", "", "File with one accepted token per line (# comments allowed); or set "
+      "MYAGENT_WS_AUTH_TOKENS."),
     S("allow-origin", "str", "", "Allowed browser Origin (repeatable, exact; '*' = any). Unset = same origin only.",
       multiple=True),
+    S("allow-host", "str", "", "Host name clients use to reach this server (repeatable; '.example.com' = the domain "
+      "and its subdomains; '*' = any). IP addresses, localhost and this machine's name are always served; other "
+      "names get 403/421 (DNS-rebinding defence).", multiple=True),
     S("tls-cert", "str", "", "PEM certificate chain: serve wss:// and https:// directly."),
     S("tls-key", "str", "", "PEM private key for --tls-cert."),
     # Timeouts of the WebSocket layer
@@ -217,5 +232,6 @@ def markdown_table() -> str:
         default = s.default if s.default not in ("", None) else "—"
         if s.name == "workers":
             default = "0 (CPUs)"
-        rows.append(f"| `--{s.name}` | `{s.env}` | `{default}` | {s.help} |")
+        option = "— (environment only)" if s.secret else f"`--{s.name}`"
+        rows.append(f"| {option} | `{s.env}` | `{default}` | {s.help} |")
     return "\n".join(rows)

@@ -32,10 +32,12 @@ class ServerProcess:
                  llm: str | None = None) -> None:
         self.agent_file = str(agent_file)
         self.args = list(args)
-        # With auth on, /status and /metrics need a token: get() presents the first one.
-        self.token = self.args[self.args.index("--auth-token") + 1] if "--auth-token" in self.args else None
         # Tests get a throwaway store unless they pass --store (CLI options beat the environment).
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", "MYAGENT_WS_STORE": "memory:", **(env or {})}
+        # With auth on, /status and /metrics need a token: get() presents the first one. Tokens come
+        # from the environment (the server refuses them on the command line, where `ps` shows them).
+        tokens = [t.strip() for t in self.env.get("MYAGENT_WS_AUTH_TOKENS", "").split(",") if t.strip()]
+        self.token = tokens[0] if tokens else None
         if llm is not None:
             self.env["MYAGENT_LLM"] = llm
         self.proc: subprocess.Popen | None = None

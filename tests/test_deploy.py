@@ -180,3 +180,22 @@ def test_nginx_proxies_websockets():
     heartbeat = float(SETTINGS_BY_NAME["heartbeat-interval"].default)
     ping = float(SETTINGS_BY_NAME["ping-interval"].default)
     assert timeout > 2 * max(heartbeat, ping)
+
+
+def test_nodes_serve_the_names_clients_use_and_take_secrets_from_the_environment():
+    """DNS-rebinding defence: a node bound to 0.0.0.0 serves addresses and localhost; the
+    recipes name the rest. Secrets come from a Secret / the environment, never the args."""
+    _, pod = server_container()
+    args = pod["containers"][0]["args"]
+    allowed = [a.split("=", 1)[1] for a in args if a.startswith("--allow-host=")]
+    service = k8s_objects()[("Service", "myagent-ws")]["metadata"]["name"]
+    assert service in allowed and ".svc.cluster.local" in allowed
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    for name, node in compose["services"].items():
+        if not re.fullmatch(r"node\d+", name):
+            continue
+        assert "MYAGENT_WS_ALLOW_HOST" in node["environment"]
+        assert {"MYAGENT_WS_AUTH_TOKENS", "MYAGENT_WS_STATE_SECRET"} <= set(node["environment"])
+        secret_args = [a for a in node["command"] if a.startswith(("--auth-token", "--state-secret"))]
+        assert secret_args == []
+    assert not [a for a in args if a.startswith(("--auth-token", "--state-secret"))]

@@ -48,8 +48,8 @@ SAFE = {"check", "run", "new", "schema", "settings"}
 COVERED_SUBCOMMANDS = {
     # `server FILE [options]`: served and driven through real clients.
     "server": ["tests/integration/test_examples.py",        # examples/*.py served and used
-               "tests/integration/test_doc_clients.py",     # --auth-token, OPENAI_BASE_URL
-               "tests/integration/test_hardening.py",       # --auth-token, --allow-origin, --tls-cert/--tls-key
+               "tests/integration/test_doc_clients.py",     # tokens from the environment, OPENAI_BASE_URL
+               "tests/integration/test_hardening.py",       # --auth-tokens-file, --allow-host, --allow-origin, TLS
                "tests/integration/test_lifecycle.py",       # SIGTERM drain, exit codes
                "tests/chaos/test_reload.py"],               # --reload, SIGHUP
     # `chat URL [-m MESSAGE]`.

@@ -5,8 +5,9 @@
 //
 // Connects, creates a session, sends one message, prints the streamed answer and the tool
 // steps, approves every confirmation, and exits after the turn's terminal event (exit code 0
-// for agent.final_answer, 1 otherwise). A third argument is a token (sent as ?token=...,
-// since the WebSocket API cannot set headers). Protocol: docs/protocol.md.
+// for agent.final_answer, 1 otherwise). In Node, a token comes from the environment variable
+// MYAGENT_WS_TOKEN (not the command line, where every local user can read it); it is sent as
+// ?token=..., since the WebSocket API cannot set headers. Protocol: docs/protocol.md.
 //
 // In a browser: open the server's own page (http://127.0.0.1:8080/: the server admits
 // same-origin pages only, unless started with --allow-origin), open the developer console
@@ -15,7 +16,7 @@
 const args = typeof process !== "undefined" ? process.argv.slice(2) : [];
 const url = args[0] || "ws://127.0.0.1:8080";
 const message = args[1] || "Hello!";
-const token = args[2];
+const token = typeof process !== "undefined" ? process.env.MYAGENT_WS_TOKEN : undefined;
 
 const write = typeof process !== "undefined" ? (t) => process.stdout.write(t) : (t) => console.log(t);
 const done = (code) => {

@@ -1,13 +1,16 @@
 """A minimal myagent-ws client with the `websockets` library (no myagent code).
 
-    python docs/clients/client.py ws://127.0.0.1:8080 "/get_weather city=Beijing" [TOKEN]
+    python docs/clients/client.py ws://127.0.0.1:8080 "/get_weather city=Beijing"
 
 Creates a session, sends one message, prints the streamed answer and the tool steps,
 approves every confirmation, exits after the turn's terminal event (0: final answer).
+A token, for a server that requires one, comes from the environment variable
+MYAGENT_WS_TOKEN (not the command line, where every local user can read it).
 """
 
 import asyncio
 import json
+import os
 import sys
 
 from websockets.asyncio.client import connect
@@ -49,6 +52,6 @@ async def main(url: str = "ws://127.0.0.1:8080", message: str = "Hello!", token:
 
 if __name__ == "__main__":
     try:
-        sys.exit(asyncio.run(main(*sys.argv[1:4])))
+        sys.exit(asyncio.run(main(*sys.argv[1:3], token=os.environ.get("MYAGENT_WS_TOKEN"))))
     except OSError as exc:
         sys.exit(f"cannot connect: {exc}")

@@ -15,8 +15,12 @@ Rules shared by all client frames:
 * ids are non-empty strings of at most 128 characters; sequence numbers are
   integers in ``[0, 2**53-1]`` (exact in JavaScript). JSON Schema counts
   ``5.0`` as an integer; such values are normalized to ``int`` in place;
-* ``user.message`` content has no length limit here: the server enforces its
-  configurable limit (``MESSAGE_TOO_LARGE``).
+* ``user.message`` content must hold a character that is not whitespace (a
+  blank message would start a whole turn for nothing): ``pattern: \\S`` in the
+  published schema, ``str.isspace`` here (the same set of characters; a
+  JavaScript validator's ``\\s`` differs on U+FEFF, U+001C-U+001F and U+0085).
+  It has no length limit here: the server enforces its configurable limit
+  (``MESSAGE_TOO_LARGE``).
 
 Compatibility decisions (clients written for the original server):
 
@@ -57,6 +61,8 @@ __all__ = [
 _DRAFT = "http://json-schema.org/draft-07/schema#"
 MAX_ID_LENGTH = 128
 MAX_SEQ = 2**53 - 1
+# At least one character that is not whitespace (a pattern is not anchored: it must match somewhere).
+NOT_BLANK = r"\S"
 TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z$"
 
 # -- building blocks -------------------------------------------------------------
@@ -101,7 +107,8 @@ _CLIENT_EVENT_SCHEMAS: dict[str, dict] = {
         "agent.error, agent.interrupted.",
         ["session_id", "content"],
         session_id=_SESSION_ID,
-        content={"type": "string", "minLength": 1, "description": "The user's message (non-empty)."},
+        content={"type": "string", "minLength": 1, "pattern": NOT_BLANK,
+                 "description": "The user's message (not empty, not only whitespace)."},
         metadata={
             "type": "object",
             "properties": {
@@ -386,6 +393,8 @@ def _violation(exc: fastjsonschema.JsonSchemaValueException) -> SchemaViolation:
         message = f"{where} must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in types)
     elif rule == "minLength" and rule_def == 1:
         message = f"{where} must not be empty"
+    elif rule == "pattern" and rule_def == NOT_BLANK:
+        message = f"{where} must not be blank (only whitespace)"
     elif rule == "minLength":
         message = f"{where} must be at least {rule_def} characters long"
     elif rule == "maxLength":
@@ -410,8 +419,29 @@ def _normalize_last_seq(validate: Callable[[dict], Any]) -> Callable[[dict], Any
     return run
 
 
+def _not_blank_content(validate: Callable[[dict], Any]) -> Callable[[dict], Any]:
+    """The published ``pattern: \\S`` of user.message content, checked with ``str.isspace``.
+
+    Same answer (Python's ``\\s`` is exactly ``str.isspace``, checked over every code
+    point by the tests), a fraction of the cost: the regex scans leading whitespace at
+    ~3.6 ns a character (3.8 ms for a crafted 1 MiB frame), ``isspace`` at ~0.5 ns.
+    """
+
+    def run(obj: dict) -> None:
+        validate(obj)
+        if obj["content"].isspace():  # a non-empty string here: the schema checked type and minLength
+            raise SchemaViolation("'content' must not be blank (only whitespace)", "content")
+
+    return run
+
+
 def _compile(schema: dict) -> Callable[[dict], Any]:
     return fastjsonschema.compile({"$schema": _DRAFT, **schema}, use_default=True)
+
+
+def _without_not_blank(schema: dict) -> dict:
+    content = {k: v for k, v in schema["properties"]["content"].items() if k != "pattern"}
+    return {**schema, "properties": {**schema["properties"], "content": content}}
 
 
 _VALIDATORS: dict[str, Callable[[dict], Any]] = {
@@ -420,6 +450,7 @@ _VALIDATORS: dict[str, Callable[[dict], Any]] = {
 for _name in (ev.USER_ACK, ev.USER_RECONNECT):
     _VALIDATORS[_name] = _normalize_last_seq(_VALIDATORS[_name])
 del _name
+_VALIDATORS[ev.USER_MESSAGE] = _not_blank_content(_compile(_without_not_blank(_CLIENT_EVENT_SCHEMAS[ev.USER_MESSAGE])))
 
 
 def validate_client_frame(obj: dict) -> dict:

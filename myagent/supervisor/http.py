@@ -23,7 +23,7 @@ from websockets.http11 import Request, Response
 
 from myagent.supervisor import prom
 from myagent.supervisor import status as status_mod
-from myagent.supervisor.guard import client_address
+from myagent.supervisor.guard import client_address, single_header
 
 if TYPE_CHECKING:
     from myagent.supervisor.server import Server
@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("myagent.supervisor.http")
 
 REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-           405: "Method Not Allowed", 426: "Upgrade Required", 503: "Service Unavailable"}
+           405: "Method Not Allowed", 421: "Misdirected Request", 426: "Upgrade Required",
+           503: "Service Unavailable"}
 STATIC_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
                 ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 # The pages load only their own files and talk only to this origin (ws: for the console,
@@ -41,6 +42,8 @@ PAGE_HEADERS = [("Content-Security-Policy", "default-src 'self'; connect-src 'se
                 ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff")]
 PAGES = {"/": "console.html", "/dashboard": "dashboard.html"}
 PROTECTED = frozenset({"/status", "/metrics"})
+# The Host is not echoed: the body says what to do, not what was sent.
+HOST_REFUSED = {"error": "host not allowed: this server does not serve that name (see --allow-host)"}
 
 
 def http_response(status: int, body: bytes | str, content_type: str = "application/json",
@@ -77,9 +80,22 @@ class HttpEndpoints:
         self._status_server: Any = None
         self.status_port: int | None = None
 
+    def refuse_foreign_host(self, connection: ServerConnection, request: Request, upgrade: bool) -> Response | None:
+        """DNS-rebinding defence, before anything else: 403 to an upgrade, 421 to plain HTTP."""
+        if self.server.guard.host_allowed(request.headers):
+            return None
+        address = client_address(connection.remote_address, request.headers, self.server.trusted_proxies)
+        self.server.guard.hosts.note_refused(", ".join(request.headers.get_all("Host")), address)
+        if upgrade:
+            self.server.metrics.connections_refused["host"] += 1
+        return json_response(403 if upgrade else 421, HOST_REFUSED)
+
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
-        upgrade = request.headers.get("Upgrade", "").lower() == "websocket"
+        upgrade = (single_header(request.headers, "Upgrade")[0] or "").lower() == "websocket"
+        refused = self.refuse_foreign_host(connection, request, upgrade)
+        if refused is not None:
+            return refused
         if upgrade:
             address = client_address(connection.remote_address, request.headers, self.server.trusted_proxies)
             principal, refusal = self.server.guard.admit(request.path, request.headers, address)
@@ -106,7 +122,11 @@ class HttpEndpoints:
     def process_status_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """The ``--status-port`` listener: ops endpoints and the dashboard, never a WebSocket."""
         path = request.path.split("?", 1)[0]
-        if request.headers.get("Upgrade", "").lower() == "websocket":
+        upgrade = (single_header(request.headers, "Upgrade")[0] or "").lower() == "websocket"
+        refused = self.refuse_foreign_host(connection, request, upgrade)
+        if refused is not None:
+            return refused
+        if upgrade:
             return json_response(404, {"error": "no WebSocket here; connect to the main port"})
         return self.route(path, pages=False)
 

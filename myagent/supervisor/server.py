@@ -25,7 +25,8 @@ from myagent.protocol.exceptions import ProtocolError
 from myagent.protocol.schema import validate_client_frame
 from myagent.protocol.wirejson import parse_client_frame
 from myagent.settings import resolve_workers
-from myagent.supervisor.guard import Guard, client_address, load_tokens, needs_auth_warning
+from myagent.supervisor.guard import (Guard, HostCheck, client_address, exposed_to_others, load_tokens,
+                                      needs_auth_warning, read_secret_file)
 from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.connection import Connection
 from myagent.supervisor.environment import absolute_llm_paths, sandbox_environment
@@ -48,6 +49,26 @@ from myagent.supervisor.reloader import changed_files, snapshot
 log = logging.getLogger("myagent.supervisor")
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
+# How long a closing connection's queued frames (the refusals it earned) may take to go out.
+CLOSE_FLUSH_TIMEOUT = 1.0
+
+
+async def close_after_queued(conn: Connection, ws: ServerConnection, code: int, reason: str) -> None:
+    """Close with ``code`` once the frames already queued to the client were handed to the socket,
+    waiting at most CLOSE_FLUSH_TIMEOUT for one that does not read. Closing here, in the handler,
+    before it returns, matters: websockets closes a returning handler's connection with 1000."""
+    await conn.drain(CLOSE_FLUSH_TIMEOUT)
+    closing = asyncio.ensure_future(ws.close(code, reason))
+    try:
+        # Discard what the client sent before it saw our close frame: unread messages would
+        # keep reading paused, the client's close frame unread, and the close would take
+        # the whole close timeout (measured: 5 s). A client that never stops is cut by it.
+        async for _ in ws:
+            pass
+    except ConnectionClosed:
+        pass
+    await closing
 
 
 def tune_gc() -> None:
@@ -86,6 +107,15 @@ def raise_open_files_limit(wanted_connections: int) -> None:
                     soft, wanted_connections)
 
 
+def state_secret(config: Any) -> str:
+    """MYAGENT_WS_STATE_SECRET or the first line of --state-secret-file ("" = the state dir's own)."""
+    if not config.state_secret_file:
+        return config.state_secret
+    if config.state_secret:
+        raise ConfigError("set MYAGENT_WS_STATE_SECRET or --state-secret-file, not both")
+    return read_secret_file(config.state_secret_file, "--state-secret-file")[0]
+
+
 class Server:
     def __init__(self, config: Any, announce: Callable[[str], None] = print) -> None:
         self.config = config
@@ -110,7 +140,7 @@ class Server:
                                  self.store, self.node_id)
         self.relay = Relay(self.placement, self.turns)
         self.router = Router(config, self.pool, self.registry, self.metrics, self.placement, self.turns,
-                             self.recovery, self.store, load_secret(config.state_secret, self.state_dir), self.node_id)
+                             self.recovery, self.store, load_secret(state_secret(config), self.state_dir), self.node_id)
         self.turns.on_idle = self.recovery.idle
         self.turns.on_unplaced = self.recovery.restore
         self.pool.on_ready = lambda sandbox: self.recovery.migrate_idle()
@@ -122,7 +152,7 @@ class Server:
         self.http = HttpEndpoints(self)
         self.trusted_proxies = frozenset(config.trusted_proxy or ())
         self.guard = Guard(load_tokens(config.auth_token or (), config.auth_tokens_file), config.allow_origin or (),
-                           config.max_connections_per_address)
+                           config.max_connections_per_address, HostCheck(config.allow_host or (), config.host))
         self.reloads = 0
         self.started = time.time()
         self.port: int | None = None
@@ -179,7 +209,7 @@ class Server:
                     if bucket.strikes >= strikes_limit:
                         log.warning("connection %s keeps exceeding the rate limit: closing", conn.id,
                                     extra={"connection_id": conn.id})
-                        conn.close(1008, "rate limit exceeded")
+                        await close_after_queued(conn, ws, CLOSE_POLICY_VIOLATION, "rate limit exceeded")
                         break
                     refusal = ClientError(ErrorCode.RATE_LIMITED,
                                           f"Too many messages; the limit is {self.config.rate_limit:g}/s.")
@@ -277,7 +307,12 @@ class Server:
             ssl_context.load_cert_chain(c.tls_cert, c.tls_key or None)
         if needs_auth_warning(c.host, self.guard.auth_enabled):
             self.announce(f"⚠️  WARNING: listening on {c.host} without authentication: anyone who can reach "
-                          "this port can use the agent. Set --auth-token or MYAGENT_WS_AUTH_TOKENS.")
+                          "this port can use the agent. Set MYAGENT_WS_AUTH_TOKENS or --auth-tokens-file.")
+        for option, path in (("--auth-tokens-file", c.auth_tokens_file), ("--state-secret-file", c.state_secret_file)):
+            mode = exposed_to_others(path) if path else ""
+            if mode:
+                self.announce(f"⚠️  WARNING: {option} {path} is open to other users (mode {mode}): chmod 600 it.")
+        self.announce(f"🛡️  {self.guard.hosts.describe()}")
         self._ws_server = await serve(
             self.handle, c.host, c.port,
             process_request=self.http.process_request,

@@ -26,8 +26,8 @@ SCRIPTED_LLM = f"scripted:{SCRIPTS / 'test_script.json'}"
 DEFAULT_ARGS = ("--workers", "2")
 
 
-def _start(*args: str) -> ServerProcess:
-    return ServerProcess(TEST_AGENT, *args, llm=SCRIPTED_LLM).start(timeout=20)
+def _start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    return ServerProcess(TEST_AGENT, *args, llm=SCRIPTED_LLM, env=env).start(timeout=20)
 
 
 def _stop(srv: ServerProcess) -> tuple[bool, int | None, list[int]]:
@@ -78,8 +78,8 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
     """Start function-scoped servers (for tests that signal or kill them)."""
     started: list[ServerProcess] = []
 
-    def start(*args: str) -> ServerProcess:
-        srv = _start(*(args or DEFAULT_ARGS))
+    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        srv = _start(*(args or DEFAULT_ARGS), env=env)
         started.append(srv)
         return srv
 

@@ -211,7 +211,7 @@ def test_new_session_starts_fresh(console):
 
 
 def test_token_in_the_page_url_reaches_the_websocket(browser, start_server):
-    srv = start_server("--workers", "1", "--auth-token", "s3cret-token")
+    srv = start_server("--workers", "1", env={"MYAGENT_WS_AUTH_TOKENS": "s3cret-token"})
     with_token = Console(browser, srv.http + "/?token=s3cret-token")
     with_token.wait_ready()
     assert with_token.sockets[0].endswith("/?token=s3cret-token")

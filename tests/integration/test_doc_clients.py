@@ -54,7 +54,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def auth_server():
-    srv = ServerProcess(TEST_AGENT, "--workers", "1", "--auth-token", TOKEN, llm=SCRIPTED_LLM).start(timeout=20)
+    srv = ServerProcess(TEST_AGENT, "--workers", "1", llm=SCRIPTED_LLM,
+                        env={"MYAGENT_WS_AUTH_TOKENS": TOKEN}).start(timeout=20)
     yield srv
     srv.stop()
 
@@ -87,10 +88,11 @@ def test_client_approves_a_confirmation(server, kind):
 
 @pytest.mark.parametrize("kind", client_commands())
 def test_client_passes_a_token(auth_server, kind):
-    result = run([*command(kind), auth_server.url, "hello", TOKEN])
+    # From the environment: a token on the command line is readable by every local user.
+    result = run([*command(kind), auth_server.url, "hello"], env={"MYAGENT_WS_TOKEN": TOKEN})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "FINAL: You said: hello." in result.stdout
-    refused = run([*command(kind), auth_server.url, "hello"])
+    refused = run([*command(kind), auth_server.url, "hello"], env={"MYAGENT_WS_TOKEN": ""})
     assert refused.returncode != 0
 
 

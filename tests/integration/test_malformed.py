@@ -93,6 +93,20 @@ async def test_message_content_must_be_a_non_empty_string(ws, content):
     await _still_works(ws, created["session_id"])
 
 
+@pytest.mark.parametrize("content", [" ", " \n\t\r ", "\u00a0\u3000\u2003"])
+async def test_blank_message_is_refused_before_any_turn_starts(server, ws, content):
+    created = await raw_create_session(ws)
+    sid = created["session_id"]
+    turns_before = server.status()["totals"]["turns_started"]
+    await send_json(ws, {"event": "user.message", "session_id": sid, "content": content})
+    err = await _error(ws, "SCHEMA_VIOLATION")
+    assert err["metadata"]["field"] == "content" and err["metadata"]["request_event"] == "user.message"
+    assert err["content"] == "'content' must not be blank (only whitespace)", err
+    assert server.status()["totals"]["turns_started"] == turns_before  # no turn, no sandbox work
+    events = await raw_turn(ws, sid, "hi")  # and the blank one is not in the history
+    assert events[-1]["content"] == "You said: hi. Before that: . Turn 1.", events[-1]
+
+
 async def test_message_without_content_names_the_field(ws):
     created = await raw_create_session(ws)
     await send_json(ws, {"event": "user.message", "session_id": created["session_id"]})

@@ -171,7 +171,7 @@ async def test_status_port_refuses_websockets(server):
 
 
 async def test_json_logs_carry_ids_and_no_bodies(start_server, open_client):
-    srv = start_server("--workers", "1", "--log-format", "json", "--auth-token", "tok-SECRET-123")
+    srv = start_server("--workers", "1", "--log-format", "json", env={"MYAGENT_WS_AUTH_TOKENS": "tok-SECRET-123"})
     client = await open_client(srv.url, token="tok-SECRET-123")
     session = await client.create_session()
     _, events = await session.ask("weather please, marker-BODY-42")

@@ -1,7 +1,7 @@
 """Signed state export and restore with real servers.
 
 user.request_state -> agent.state_exported {content.state}; user.reconnect_with_state on
-another connection, or on the same server after a restart with the same --state-secret,
+another connection, or on the same server after a restart with the same --state-secret-file,
 -> agent.state_restored with a new session_id and resume_token, and the conversation
 remembers its history. Tampered, foreign or missing exports are refused (STATE_INVALID).
 """
@@ -23,7 +23,12 @@ SECRET = "test-state-secret-0123456789abcdef"
 
 
 def args(tmp_path, secret: str = SECRET) -> tuple[str, ...]:
-    return ("--workers", "1", "--state-secret", secret, "--state-dir", str(tmp_path))
+    """The secret comes from a file (on the command line `ps` would show it: refused)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    key = tmp_path / "exports.key"
+    key.write_text(secret + "\n")
+    key.chmod(0o600)
+    return ("--workers", "1", "--state-secret-file", str(key), "--state-dir", str(tmp_path))
 
 
 async def export(session: ClientSession) -> dict:
@@ -98,7 +103,7 @@ async def test_restore_after_restart_with_the_same_secret(start_server, open_cli
 
 
 async def test_generated_secret_survives_a_restart(start_server, open_client, tmp_path):
-    """No --state-secret: the one generated in the state directory is reused after a restart."""
+    """No state secret given: the one generated in the state directory is reused after a restart."""
     base = ("--workers", "1", "--state-dir", str(tmp_path))
     first = start_server(*base)
     _, state = await conversation(await open_client(first.url))

@@ -39,7 +39,8 @@ VALID = {
     ev.USER_MESSAGE: [
         {"event": "user.message", "session_id": SID, "content": "hi"},
         {"event": "user.message", "session_id": SID, "content": "hi", "metadata": {"message_id": "m1", "x": 1}},
-        {"event": "user.message", "session_id": SID, "content": " ", "timestamp": "t", "whatever": [1]},
+        {"event": "user.message", "session_id": SID, "content": " x ", "timestamp": "t", "whatever": [1]},
+        {"event": "user.message", "session_id": SID, "content": "\u200b"},  # zero-width space: not whitespace
     ],
     ev.USER_CANCEL: [{"event": "user.cancel", "session_id": SID}],
     ev.USER_RESPONSE: [
@@ -69,6 +70,8 @@ INVALID = {
         ({"event": "user.message", "content": "hi"}, "session_id"),
         ({"event": "user.message", "session_id": SID}, "content"),
         ({"event": "user.message", "session_id": SID, "content": ""}, "content"),
+        ({"event": "user.message", "session_id": SID, "content": " "}, "content"),
+        ({"event": "user.message", "session_id": SID, "content": " \n\t\r\u00a0\u3000"}, "content"),
         ({"event": "user.message", "session_id": SID, "content": {"text": "hi"}}, "content"),
         ({"event": "user.message", "session_id": SID, "content": None}, "content"),
         ({"event": "user.message", "session_id": 42, "content": "hi"}, "session_id"),
@@ -143,6 +146,33 @@ def test_invalid_examples_name_the_field(frame, field):
     assert exc.field == field
     assert field in exc.message
     assert not CLIENT_CHECK.is_valid(frame)  # the published schema agrees
+
+
+def test_blank_check_is_the_published_pattern_on_every_code_point():
+    """The server checks ``str.isspace`` (fast); the published schema says ``pattern: \\S``."""
+    import re
+
+    pattern = re.compile(CLIENT_SCHEMA["definitions"]["user.message"]["properties"]["content"]["pattern"])
+    disagree = [hex(cp) for cp in range(0x110000)
+                if not 0xD800 <= cp <= 0xDFFF and (pattern.search(chr(cp)) is None) != chr(cp).isspace()]
+    assert disagree == []
+    for content in (" \u3000\n", "\u2028", " x", "\ufeff"):
+        frame = {"event": "user.message", "session_id": SID, "content": content}
+        try:
+            validate_client_frame(dict(frame))
+            server_ok = True
+        except SchemaViolation:
+            server_ok = False
+        assert server_ok is CLIENT_CHECK.is_valid(frame), content
+
+
+def test_blank_message_error_says_what_is_wrong():
+    with pytest.raises(SchemaViolation) as info:
+        validate_client_frame({"event": "user.message", "session_id": SID, "content": "  \n "})
+    assert info.value.message == "'content' must not be blank (only whitespace)"
+    with pytest.raises(SchemaViolation) as info:  # empty keeps its own words
+        validate_client_frame({"event": "user.message", "session_id": SID, "content": ""})
+    assert info.value.message == "'content' must not be empty"
 
 
 @pytest.mark.parametrize(

@@ -47,8 +47,9 @@ class FakeConn:
         self.sent = sent
 
 
-def get(server: Server, path: str, *, upgrade: bool = False, status_port: bool = False):
-    headers = Headers({"Host": "127.0.0.1:8080"})
+def get(server: Server, path: str, *, upgrade: bool = False, status_port: bool = False,
+        host: str = "127.0.0.1:8080"):
+    headers = Headers({"Host": host})
     if upgrade:
         headers["Upgrade"] = "websocket"
         headers["Connection"] = "Upgrade"
@@ -378,3 +379,38 @@ def test_status_port_serves_ops_routes_but_no_console_and_no_websocket():
 
 def test_upgrade_is_still_handed_to_websockets():
     assert get(make_server(), "/", upgrade=True) is None
+
+
+# DNS rebinding: a foreign Host is refused before anything else ---------------------------------
+
+FOREIGN = "rebind.evil.example:8080"
+
+
+@pytest.mark.parametrize("path", ["/", "/dashboard", "/static/console.js", "/health", "/ready", "/status",
+                                  "/metrics", "/no/such/path"])
+def test_foreign_host_gets_421_on_every_http_route(path):
+    server = make_server()
+    for status_port in (False, True):
+        response = get(server, path, host=FOREIGN, status_port=status_port)
+        assert response.status_code == 421, (path, status_port)
+        assert response.reason_phrase == "Misdirected Request"
+        assert b"evil" not in response.body  # the Host is not echoed
+        assert "--allow-host" in as_json(response)["error"]
+    assert server.metrics.connections_refused == {}  # plain HTTP: not an upgrade refused
+
+
+def test_foreign_host_gets_403_on_upgrade_even_with_auth_on():
+    server = make_server(auth_token=("s3cret",))
+    response = get(server, "/?token=s3cret", upgrade=True, host=FOREIGN)
+    assert response.status_code == 403  # before the token is looked at: not 401, not admitted
+    assert server.metrics.connections_refused == {"host": 1}
+    assert get(server, "/", upgrade=True, host=FOREIGN, status_port=True).status_code == 403
+    assert get(server, "/?token=s3cret", upgrade=True, host="localhost:8080") is None
+
+
+def test_allow_host_serves_more_names():
+    server = make_server(allow_host=("agent.example.com", ".corp.example"))
+    for host in ("agent.example.com", "agent.example.com:443", "x.corp.example:8080", "localhost:8080", "[::1]:1"):
+        assert get(server, "/health", host=host).status_code == 200, host
+    assert get(server, "/health", host="other.example.com").status_code == 421
+    assert get(make_server(allow_host=("*",)), "/health", host=FOREIGN).status_code == 200
