@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from myagent.protocol.errors import ErrorCode
 from myagent.protocol.exceptions import FrameTooLarge
-from myagent.supervisor.pool import DEAD, DRAINING, READY, Sandbox, SandboxPool
+from myagent.supervisor.pool import SandboxPool
+from myagent.supervisor.sandboxes import DEAD, DRAINING, READY, Sandbox
 from myagent.wire import ops
 
 if TYPE_CHECKING:

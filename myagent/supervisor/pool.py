@@ -6,7 +6,7 @@ business. The server connects four callbacks: ``on_ready(sandbox)``,
 ``on_lost(sandbox, reason)`` (the pool has already made sure the process is
 gone), ``on_control(sandbox, frame)`` for a sandbox's control ops and
 ``on_data(sandbox, body)`` for its event and message frames. Replacement is
-bounded by a RestartPolicy; every kill climbs one ladder (:meth:`terminate`).
+bounded by a RestartPolicy; every kill climbs one ladder (:func:`sandboxes.terminate`).
 """
 
 from __future__ import annotations
@@ -19,74 +19,21 @@ import random
 import signal
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import orjson
 
 from myagent.supervisor.exceptions import SandboxNotReady, SandboxStartError
 from myagent.supervisor.restart import RestartPolicy
+from myagent.supervisor.sandboxes import (DEAD, DRAINING, READY, RETIRED, SHUTDOWN, STARTING, Sandbox, signal_tree,
+                                          terminate)
 from myagent.supervisor.zygote_client import ZygoteClient
 from myagent.wire import ops
-from myagent.wire.pipe import FramePipe, open_pipe
+from myagent.wire.pipe import open_pipe
 
 log = logging.getLogger("myagent.supervisor.pool")
 
-STARTING, READY, DRAINING, DEAD = "starting", "ready", "draining", "dead"
-RETIRED = "RETIRED"    # kill_reason of a sandbox stopped on purpose (recycling, reload)
-SHUTDOWN = "SHUTTING_DOWN"  # kill_reason of every sandbox when the server stops (an ErrorCode value)
-# Rungs of the termination ladder, in order; a polite climb starts with the stop op.
-STOP_OP, SIGTERM, SIGKILL = "stop op", "SIGTERM", "SIGKILL"
 RECENT_LOSSES = 20
-
-
-@dataclass(eq=False)
-class Sandbox:
-    """Front-process view of one sandbox process."""
-
-    id: int
-    pid: int
-    pipe: FramePipe | None = None
-    state: str = STARTING
-    # Written by Placement only: sessions hosted here, opens awaiting their answer, closes
-    # sent whose answer has not come yet (frames for those are late, not forged).
-    hosted: dict[str, Any] = field(default_factory=dict)
-    opening: dict[str, asyncio.Future] = field(default_factory=dict)
-    closing: set[str] = field(default_factory=set)
-    offences: int = 0
-    started: float = field(default_factory=time.monotonic)
-    last_beat: float = field(default_factory=time.monotonic)
-    turns: int = 0
-    turn_limit: int = 0    # recycle after this many turns (0 = never)
-    kill_reason: str | None = None  # set before we kill it, so the loss is reported right
-    kill_rung: str | None = None    # the rung of the ladder that fired last
-    ready: asyncio.Future | None = None
-    exit_code: int | None = None
-    exit_signal: int | None = None
-    exited: bool = False
-    lost_at: float | None = None
-    zygote: ZygoteClient | None = None
-    rss: int = 0           # last watchdog sample, bytes (the sandbox and its children)
-    cpu: float = 0.0       # last watchdog sample, percent of one core (the sandbox and its children)
-    children_rss: int = 0
-    children_cpu: float = 0.0
-
-    def send(self, frame: dict) -> None:
-        if self.pipe is not None:
-            self.pipe.send(frame)
-
-    def send_raw(self, body: bytes) -> None:
-        if self.pipe is not None:
-            self.pipe.send_raw(body)
-
-    @property
-    def load(self) -> int:
-        return len(self.hosted) + len(self.opening)
-
-    @property
-    def exit_text(self) -> str | None:
-        return ops.describe_exit(self.exit_code, self.exit_signal) if self.exited else None
-
 
 class SandboxPool:
     def __init__(self, config: Any, workers: int, env: dict[str, str],
@@ -216,7 +163,7 @@ class SandboxPool:
         if sandbox.ready is not None and not sandbox.ready.done():
             sandbox.ready.set_exception(SandboxNotReady(f"sandbox {sandbox.pid} exited during start"))
         reason = sandbox.kill_reason or "SANDBOX_CRASHED"
-        self._signal(sandbox, signal.SIGKILL)  # a closed pipe may still have a live process
+        signal_tree(sandbox, signal.SIGKILL)  # a closed pipe may still have a live process
         self._release_zygote(sandbox.zygote)
         if reason in (RETIRED, SHUTDOWN):
             log.info("sandbox %s (pid %s) stopped (%s)", sandbox.id, sandbox.pid, reason.lower(),
@@ -318,38 +265,10 @@ class SandboxPool:
     def ready_count(self) -> int:
         return sum(1 for s in self.sandboxes.values() if s.state == READY)
 
-    # The termination ladder ------------------------------------------------------
+    # Killing ---------------------------------------------------------------------
     def terminate(self, sandbox: Sandbox, reason: str, *, polite: bool = False, grace: float | None = None) -> None:
-        """Stop ``sandbox`` for ``reason``: [the stop op,] SIGTERM, SIGKILL, one rung every ``grace``
-        seconds (default --kill-grace) until it has exited. ``kill_rung`` records the rung that fired."""
-        if sandbox.kill_reason is not None or sandbox.exited:
-            return
-        sandbox.kill_reason = reason
-        grace = self.config.kill_grace if grace is None else grace
-        self._climb(sandbox, [STOP_OP, SIGTERM, SIGKILL] if polite else [SIGTERM, SIGKILL], max(grace, 0.0))
-
-    def _climb(self, sandbox: Sandbox, rungs: list[str], grace: float) -> None:
-        if sandbox.exited:
-            return
-        rung = sandbox.kill_rung = rungs[0]
-        if rung == STOP_OP:
-            sandbox.send({"op": ops.STOP})
-        else:
-            self._signal(sandbox, signal.SIGTERM if rung == SIGTERM else signal.SIGKILL)
-            if rung == SIGKILL and sandbox.pipe is not None:
-                sandbox.pipe.abort()
-        if len(rungs) > 1:
-            asyncio.get_running_loop().call_later(grace, self._climb, sandbox, rungs[1:], grace)
-
-    @staticmethod
-    def _signal(sandbox: Sandbox, sig: int) -> None:
-        try:
-            os.killpg(sandbox.pid, sig)  # the sandbox leads its own group: tool children die too
-        except (ProcessLookupError, PermissionError):
-            try:
-                os.kill(sandbox.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+        """Stop ``sandbox`` for ``reason`` (see :func:`sandboxes.terminate`); ``grace`` defaults to --kill-grace."""
+        terminate(sandbox, reason, self.config.kill_grace if grace is None else grace, polite=polite)
 
     # Stop --------------------------------------------------------------------
     async def stop(self, timeout: float = 2.0) -> None:
@@ -375,7 +294,7 @@ class SandboxPool:
     def kill_now(self) -> None:
         """The top rung for everything at once (a second signal: exit now)."""
         for sandbox in list(self.sandboxes.values()):
-            self._signal(sandbox, signal.SIGKILL)
+            signal_tree(sandbox, signal.SIGKILL)
         for zygote in [self.zygote, *self.old_zygotes]:
             if zygote is not None:
                 zygote.kill()

@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 from myagent.protocol import events as ev
 from myagent.protocol.errors import ErrorCode, error_metadata
 from myagent.supervisor.placement import Placement, PlacementError
-from myagent.supervisor.pool import DRAINING, Sandbox, SandboxPool
+from myagent.supervisor.pool import SandboxPool
+from myagent.supervisor.sandboxes import DRAINING, Sandbox
 from myagent.supervisor.replies import ClientError
 from myagent.supervisor.sessions import Session, SessionRegistry, hash_token
 from myagent.supervisor.store.base import StoreError

@@ -19,7 +19,7 @@ from myagent.wire import ops
 
 if TYPE_CHECKING:
     from myagent.supervisor.placement import Placement
-    from myagent.supervisor.pool import Sandbox
+    from myagent.supervisor.sandboxes import Sandbox
     from myagent.supervisor.turns import Turns
 
 log = logging.getLogger("myagent.supervisor.relay")

@@ -24,7 +24,8 @@ from myagent.supervisor.placement import Placement, PlacementError
 from myagent.supervisor.pool import SandboxPool
 from myagent.supervisor.recovery import Recovery
 from myagent.supervisor.replies import ClientError, system_event
-from myagent.supervisor.sessions import Session, SessionRegistry, decode_history
+from myagent.supervisor.sessions import Session, SessionRegistry
+from myagent.supervisor.state_requests import StateRequests
 from myagent.supervisor.store.base import StoreError
 from myagent.supervisor.turns import Turns
 from myagent.wire import ops
@@ -44,10 +45,10 @@ class Router:
         self.turns = turns
         self.recovery = recovery
         self.store = store
-        self.state_secret = state_secret
         self.node_id = node_id
         self.connections: dict[str, Connection] = {}
         self.draining = False
+        self.exports = StateRequests(self, state_secret)
         self._dispatch = {
             ev.USER_CREATE_SESSION: self.create_session,
             ev.USER_MESSAGE: self.message,
@@ -56,8 +57,8 @@ class Router:
             ev.USER_ACK: self.ack,
             ev.USER_RECONNECT: self.reconnect,
             ev.USER_CLOSE_SESSION: self.close_session,
-            ev.USER_REQUEST_STATE: self.request_state,
-            ev.USER_RECONNECT_WITH_STATE: self.reconnect_with_state,
+            ev.USER_REQUEST_STATE: self.exports.request_state,
+            ev.USER_RECONNECT_WITH_STATE: self.exports.reconnect_with_state,
         }
 
     # Connections ----------------------------------------------------------------
@@ -103,14 +104,14 @@ class Router:
                 meta["session_id"] = frame["session_id"][:128]
         conn.enqueue(system_event(ev.SYSTEM_ERROR, exc.message, meta))
 
-    def _owned(self, conn: Connection, sid: Any) -> Session:
+    def owned(self, conn: Connection, sid: Any) -> Session:
         """The session if this connection owns it; SESSION_NOT_FOUND otherwise (existence not revealed)."""
         session = self.registry.get(sid)
         if session is None or session.connection is not conn:
             raise ClientError(ErrorCode.SESSION_NOT_FOUND, "No such session on this connection.", "session_id")
         return session
 
-    def _admit_session(self, conn: Connection) -> None:
+    def admit_session(self, conn: Connection) -> None:
         if self.draining:
             raise ClientError(ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
         if len(conn.sessions) >= self.config.max_sessions_per_connection:
@@ -123,8 +124,8 @@ class Router:
 
     # Client events --------------------------------------------------------------
     async def create_session(self, conn: Connection, frame: dict) -> None:
-        self._admit_session(conn)
-        session, token = await self._new_session(conn, [])
+        self.admit_session(conn)
+        session, token = await self.new_session(conn, [])
         agent = self.pool.agent
         session.emit(ev.AGENT_SESSION_CREATED, "Session created", {
             "resume_token": token, "agent_name": agent.get("name"),
@@ -135,7 +136,7 @@ class Router:
             "protocol_version": ev.PROTOCOL_VERSION,
         })
 
-    async def _new_session(self, conn: Connection, history: list) -> tuple[Session, str]:
+    async def new_session(self, conn: Connection, history: list) -> tuple[Session, str]:
         """Place a new session (with ``history``) on a sandbox and attach it to ``conn``."""
         store = self.store
         if store is not None and store.durable:
@@ -168,7 +169,7 @@ class Router:
         return session, token
 
     async def message(self, conn: Connection, frame: dict) -> None:
-        session = self._owned(conn, frame.get("session_id"))
+        session = self.owned(conn, frame.get("session_id"))
         text = frame["content"]
         if len(text) > self.config.max_user_message_chars:
             raise ClientError(ErrorCode.MESSAGE_TOO_LARGE,
@@ -189,12 +190,12 @@ class Router:
         self.turns.submit(session, text, message_id, meta.get("multitask") or self.config.multitask)
 
     async def cancel(self, conn: Connection, frame: dict) -> None:
-        session = self._owned(conn, frame.get("session_id"))
+        session = self.owned(conn, frame.get("session_id"))
         if not self.turns.cancel(session, ErrorCode.CANCELLED):
             raise ClientError(ErrorCode.NO_ACTIVE_TURN, "No turn is running in this session.")
 
     async def response(self, conn: Connection, frame: dict) -> None:
-        session = self._owned(conn, frame.get("session_id"))
+        session = self.owned(conn, frame.get("session_id"))
         step = frame.get("step_id")
         turn = session.turn
         if turn is None or step not in turn.pending_steps:
@@ -219,7 +220,7 @@ class Router:
         if not isinstance(last_seq, int):
             raise ClientError(ErrorCode.SCHEMA_VIOLATION, "user.ack needs content.last_seq or last_event_id.",
                               "content.last_seq")
-        self._owned(conn, sid).ack(last_seq)
+        self.owned(conn, sid).ack(last_seq)
 
     async def reconnect(self, conn: Connection, frame: dict) -> None:
         content = frame["content"]
@@ -257,46 +258,8 @@ class Router:
             meta["error_code"] = ErrorCode.REPLAY_UNAVAILABLE.value
         session.emit(ev.AGENT_SESSION_RESUMED, "Session resumed", meta)
 
-    async def request_state(self, conn: Connection, frame: dict) -> None:
-        from myagent.supervisor.state_export import StateError, export_state
-
-        session = self._owned(conn, frame.get("session_id"))
-        if session.turn is not None:
-            raise ClientError(ErrorCode.SESSION_BUSY, "Wait for the running turn to end before exporting.")
-        now = time.time()
-        try:
-            token = export_state(self.state_secret, {"agent": self.registry.agent, "session_id": session.id,
-                                                     "history": decode_history(session.history)},
-                                 now=now, ttl=self.config.state_ttl, max_size=self.config.max_state_size)
-        except StateError as exc:
-            raise ClientError(ErrorCode(exc.code), exc.message) from None
-        session.emit(ev.AGENT_STATE_EXPORTED, {"state": token}, {
-            "expires_at": iso_utc(now + self.config.state_ttl), "history_messages": len(session.history),
-            "size": len(token)})
-
-    async def reconnect_with_state(self, conn: Connection, frame: dict) -> None:
-        from myagent.protocol.schema import state_token
-        from myagent.supervisor.state_export import StateError, import_state
-
-        try:
-            # content.state (canonical) or the original clients' top-level signed_state.
-            doc = import_state(self.state_secret, state_token(frame), now=time.time(),
-                               max_size=self.config.max_state_size)
-        except StateError as exc:
-            raise ClientError(ErrorCode(exc.code), exc.message, "content.state") from None
-        if doc.get("agent") != self.registry.agent:
-            raise ClientError(ErrorCode.STATE_INVALID, "The state export belongs to another agent.", "content.state")
-        history = doc.get("history")
-        if not isinstance(history, list):
-            raise ClientError(ErrorCode.STATE_INVALID, "The state export has no history.", "content.state")
-        self._admit_session(conn)
-        session, token = await self._new_session(conn, history)
-        session.emit(ev.AGENT_STATE_RESTORED, "Session restored from exported state", {
-            "resume_token": token, "agent_name": self.pool.agent.get("name"),
-            "restored_from": doc.get("session_id"), "history_messages": len(history)})
-
     async def close_session(self, conn: Connection, frame: dict) -> None:
-        self.end_session(self._owned(conn, frame.get("session_id")), "closed by the client")
+        self.end_session(self.owned(conn, frame.get("session_id")), "closed by the client")
 
     def end_session(self, session: Session, reason: str) -> None:
         session.inbox.clear()

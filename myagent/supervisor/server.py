@@ -18,102 +18,31 @@ import time
 from typing import Any, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 
 from myagent.protocol.errors import ErrorCode
-from myagent.protocol.exceptions import ProtocolError
-from myagent.protocol.schema import validate_client_frame
-from myagent.protocol.wirejson import parse_client_frame
 from myagent.settings import resolve_workers
-from myagent.supervisor.guard import (Guard, HostCheck, client_address, exposed_to_others, load_tokens,
-                                      needs_auth_warning, read_secret_file)
-from myagent.supervisor.http import HttpEndpoints
-from myagent.supervisor.connection import Connection
 from myagent.supervisor.environment import absolute_llm_paths, sandbox_environment
+from myagent.supervisor.exceptions import AgentFileError, ConfigError
+from myagent.supervisor.guard import Guard, HostCheck, exposed_to_others, load_tokens, needs_auth_warning
+from myagent.supervisor.http import HttpEndpoints
+from myagent.supervisor.inbound import serve_connection
 from myagent.supervisor.metrics import Metrics
 from myagent.supervisor.placement import Placement
 from myagent.supervisor.pool import SandboxPool
-from myagent.supervisor.ratelimit import TokenBucket
 from myagent.supervisor.recovery import Recovery
 from myagent.supervisor.relay import Relay
-from myagent.supervisor.replies import ClientError
-from myagent.supervisor.router import Router
-from myagent.supervisor.turns import Turns
-from myagent.supervisor.sessions import SessionRegistry
-from myagent.supervisor.state_export import load_secret
-from myagent.supervisor.store import MemoryStore, StoreError, default_state_dir, open_store
-from myagent.supervisor.watchdog import Watchdog
-from myagent.supervisor.exceptions import AgentFileError, ConfigError
 from myagent.supervisor.reloader import changed_files, snapshot
+from myagent.supervisor.router import Router
+from myagent.supervisor.sessions import SessionRegistry
+from myagent.supervisor.state_export import load_secret, state_secret
+from myagent.supervisor.store import MemoryStore, StoreError, default_state_dir, open_store
+from myagent.supervisor.tuning import not_dumpable, raise_open_files_limit, tune_gc
+from myagent.supervisor.turns import Turns
+from myagent.supervisor.watchdog import Watchdog
 
 log = logging.getLogger("myagent.supervisor")
 
 CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
-# How long a closing connection's queued frames (the refusals it earned) may take to go out.
-CLOSE_FLUSH_TIMEOUT = 1.0
-
-
-async def close_after_queued(conn: Connection, ws: ServerConnection, code: int, reason: str) -> None:
-    """Close with ``code`` once the frames already queued to the client were handed to the socket,
-    waiting at most CLOSE_FLUSH_TIMEOUT for one that does not read. Closing here, in the handler,
-    before it returns, matters: websockets closes a returning handler's connection with 1000."""
-    await conn.drain(CLOSE_FLUSH_TIMEOUT)
-    closing = asyncio.ensure_future(ws.close(code, reason))
-    try:
-        # Discard what the client sent before it saw our close frame: unread messages would
-        # keep reading paused, the client's close frame unread, and the close would take
-        # the whole close timeout (measured: 5 s). A client that never stops is cut by it.
-        async for _ in ws:
-            pass
-    except ConnectionClosed:
-        pass
-    await closing
-
-
-def tune_gc() -> None:
-    """Start-up objects are permanent (gc.freeze) and young collections run every 50,000
-    allocations instead of 700: at 1000 busy sessions the default thresholds cost ~20% of
-    the front process's CPU (measured with scripts/bench/run.py). Memory is freed by
-    reference counting either way; only reference cycles wait a little longer."""
-    import gc
-
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-
-
-def not_dumpable() -> None:
-    """PR_SET_DUMPABLE=0: /proc/<front pid>/environ, mem and ptrace become root-only."""
-    from myagent.sandbox.isolation import PR_SET_DUMPABLE, _prctl
-
-    if not _prctl(PR_SET_DUMPABLE, 0):
-        log.warning("prctl(PR_SET_DUMPABLE) unavailable: same-user processes can read this process's environment")
-
-
-def raise_open_files_limit(wanted_connections: int) -> None:
-    """Lift the soft RLIMIT_NOFILE to the hard limit: every connection is a file descriptor."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            soft = target
-        except (ValueError, OSError):
-            pass
-    if soft < wanted_connections + 256:
-        log.warning("open-files limit %d is below --max-connections %d: raise it (ulimit -n)",
-                    soft, wanted_connections)
-
-
-def state_secret(config: Any) -> str:
-    """MYAGENT_WS_STATE_SECRET or the first line of --state-secret-file ("" = the state dir's own)."""
-    if not config.state_secret_file:
-        return config.state_secret
-    if config.state_secret:
-        raise ConfigError("set MYAGENT_WS_STATE_SECRET or --state-secret-file, not both")
-    return read_secret_file(config.state_secret_file, "--state-secret-file")[0]
 
 
 class Server:
@@ -172,65 +101,8 @@ class Server:
             return False, f"session store: {why}"
         return True, "ok"
 
-    # WebSocket -------------------------------------------------------------------
     async def handle(self, ws: ServerConnection) -> None:
-        remote = client_address(ws.remote_address, ws.request.headers if ws.request else None,
-                                self.trusted_proxies)
-        conn = Connection(ws, principal=getattr(ws, "principal", "anonymous"),
-                          max_outbound=self.config.max_outbound_buffer, remote=remote)
-        self.guard.opened(remote)
-        self.metrics.connections_opened += 1
-        self.router.connected(conn)
-        conn.start()
-        log.info("connection %s opened from %s", conn.id, remote, extra={"connection_id": conn.id})
-        router = self.router
-        metrics = self.metrics
-        bucket = TokenBucket(self.config.rate_limit, self.config.rate_burst)
-        strikes_limit = self.config.rate_strikes
-        try:
-            async for message in ws:
-                metrics.frames_in += 1
-                conn.last_inbound = time.monotonic()
-                frame: Any = None
-                refusal = None
-                if isinstance(message, bytes):
-                    refusal = ClientError(ErrorCode.UNSUPPORTED_FRAME,
-                                          "Binary frames are not supported; send JSON text frames.")
-                else:
-                    try:
-                        frame = parse_client_frame(message)
-                        validate_client_frame(frame)
-                    except ProtocolError as exc:
-                        refusal = ClientError(ErrorCode(exc.code), exc.message, exc.field)
-                # Every frame, valid or not, spends a token: a flood of garbage is limited too. The
-                # check comes after parsing (a few µs, bounded by --max-message-size) so a refusal
-                # names the request's event and session, like every other error.
-                if not bucket.take():
-                    if bucket.strikes >= strikes_limit:
-                        log.warning("connection %s keeps exceeding the rate limit: closing", conn.id,
-                                    extra={"connection_id": conn.id})
-                        await close_after_queued(conn, ws, CLOSE_POLICY_VIOLATION, "rate limit exceeded")
-                        break
-                    refusal = ClientError(ErrorCode.RATE_LIMITED,
-                                          f"Too many messages; the limit is {self.config.rate_limit:g}/s.")
-                if refusal is not None:
-                    router.reject(conn, refusal, frame if isinstance(frame, dict) else None)
-                    continue
-                try:
-                    await router.handle(conn, frame)
-                except Exception:
-                    log.exception("connection %s: failed to handle %s", conn.id, frame.get("event"),
-                                  extra={"connection_id": conn.id, "session_id": frame.get("session_id")})
-                    router.reject(conn, ClientError(ErrorCode.INTERNAL_ERROR, "Internal server error."), frame)
-        except ConnectionClosed:
-            pass
-        finally:
-            self.guard.closed(remote)
-            self.metrics.connections_closed += 1
-            router.disconnected(conn)
-            conn.stop_writer()
-            metrics.events_sent_closed += conn.sent  # /metrics events_sent: live connections count their own
-            log.info("connection %s closed (%s)", conn.id, ws.close_code, extra={"connection_id": conn.id})
+        await serve_connection(self, ws)
 
     # Lifecycle -------------------------------------------------------------------
     def _on_signal(self, signum: int) -> None:

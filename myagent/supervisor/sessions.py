@@ -27,7 +27,7 @@ import orjson
 
 if TYPE_CHECKING:
     from myagent.supervisor.connection import Connection
-    from myagent.supervisor.pool import Sandbox
+    from myagent.supervisor.sandboxes import Sandbox
 
 
 def new_session_id() -> str:

@@ -20,6 +20,8 @@ from typing import Any
 
 import orjson
 
+from myagent.supervisor.exceptions import ConfigError
+
 VERSION = 1
 
 
@@ -92,3 +94,14 @@ def load_secret(configured: str, state_dir: str) -> bytes:
     with os.fdopen(fd, "wb") as handle:
         handle.write(secret)
     return secret
+
+
+def state_secret(config: Any) -> str:
+    """MYAGENT_WS_STATE_SECRET or the first line of --state-secret-file ("" = the state dir's own)."""
+    if not config.state_secret_file:
+        return config.state_secret
+    if config.state_secret:
+        raise ConfigError("set MYAGENT_WS_STATE_SECRET or --state-secret-file, not both")
+    from myagent.supervisor.guard import read_secret_file
+
+    return read_secret_file(config.state_secret_file, "--state-secret-file")[0]

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import psutil
 
-from myagent.supervisor.pool import READY, DRAINING, Sandbox, SandboxPool
+from myagent.supervisor.pool import SandboxPool
+from myagent.supervisor.sandboxes import DRAINING, READY, Sandbox
 
 log = logging.getLogger("myagent.supervisor.watchdog")
 

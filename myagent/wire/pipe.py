@@ -52,14 +52,14 @@ class FramePipe(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            frames = self._decoder.feed(data)
+            bodies = self._decoder.feed(data)
         except FrameError as exc:
             log.error("pipe protocol error: %s", exc)
             self.abort()
             return
         on_frame = self._on_frame
-        for frame in frames:
-            on_frame(frame)
+        for body in bodies:
+            on_frame(body)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True

@@ -23,7 +23,7 @@ from myagent import __version__
 from myagent.settings import config_from
 from myagent.supervisor import metrics as metrics_mod
 from myagent.supervisor.metrics import FIRST_EVENT_BUCKETS, TURN_BUCKETS, Histogram, Metrics
-from myagent.supervisor.pool import DRAINING, READY, Sandbox
+from myagent.supervisor.sandboxes import DRAINING, READY, Sandbox
 from myagent.supervisor.server import Server
 
 ROOT = Path(__file__).resolve().parents[2]

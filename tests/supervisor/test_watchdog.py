@@ -4,7 +4,7 @@ import os
 from types import SimpleNamespace
 
 from myagent.settings import config_from
-from myagent.supervisor.pool import READY, Sandbox
+from myagent.supervisor.sandboxes import READY, Sandbox
 from myagent.supervisor.watchdog import Strikes, Watchdog
 
 
