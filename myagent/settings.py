@@ -46,6 +46,7 @@ class Setting:
     # A secret: set by its environment variable or read from the file option named here, never
     # on the command line, where every local user reads it (/proc/PID/cmdline): the CLI refuses it.
     secret_file: str = ""
+    bounds: tuple[float, float] | None = None  # inclusive range of a number or size
 
     @property
     def env(self) -> str:
@@ -71,6 +72,13 @@ class Setting:
         return self.convert_one(raw)
 
     def convert_one(self, raw: Any) -> Any:
+        value = self._convert_one(raw)
+        if self.bounds is not None and not self.bounds[0] <= value <= self.bounds[1]:
+            low, high = (int(b) if float(b).is_integer() else b for b in self.bounds)
+            raise ValueError(f"--{self.name}: {raw!r} is out of range ({low} to {high})")
+        return value
+
+    def _convert_one(self, raw: Any) -> Any:
         try:
             if self.kind == "int":
                 return int(raw)
@@ -108,6 +116,8 @@ SETTINGS: tuple[Setting, ...] = (
     # Sandbox pool
     S("workers", "int", 0, "Sandbox processes. 0 = one per CPU."),
     S("sessions-per-worker", "int", 1000, "Sessions one sandbox hosts at most; 1 gives every session its own process."),
+    S("max-sandboxes", "int", 0, "Sandboxes the pool may grow to when every one is full (extra ones stop once "
+      "empty). 0 = --workers: no growth."),
     S("worker-heartbeat", "float", 0.5, "Seconds between a sandbox's heartbeats to the front process."),
     S("worker-timeout", "float", 10.0, "A sandbox silent this long (event loop blocked) is replaced: WORKER_TIMEOUT."),
     S("worker-start-timeout", "float", 30.0, "Seconds a sandbox (or the zygote loading the agent file) may take to get ready."),
@@ -124,7 +134,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("restore-timeout", "float", 30.0, "Seconds a session whose sandbox was lost waits for a healthy one; then "
       "AGENT_UNAVAILABLE."),
     S("max-restarts", "int", 20, "Sandbox restarts allowed within --restart-window; past it the agent is unavailable."),
-    S("restart-window", "float", 60.0, "Window in seconds of the restart budget."),
+    S("restart-window", "float", 60.0, "Window in seconds of the restart budget (spent by crashes no running turn "
+      "explains)."),
+    S("quarantine-after", "int", 3, "Sandbox crashes during a session's turns, within --quarantine-window, after which "
+      "the session runs no more turns (SESSION_QUARANTINED). 0 = never."),
+    S("quarantine-window", "float", 300.0, "Window in seconds of --quarantine-after."),
     S("max-turns-per-worker", "int", 0, "Recycle a sandbox gracefully after this many turns (cures slow leaks). 0 = never."),
     S("max-turns-jitter", "int", 0, "Random extra turns added to --max-turns-per-worker so sandboxes do not recycle at once."),
     S("reload", "bool", False, "Watch the agent file (and .py files beside it) and reload on change, keeping sessions."),
@@ -136,6 +150,7 @@ SETTINGS: tuple[Setting, ...] = (
     # Sessions and turns
     S("session-ttl", "float", 600.0, "Seconds a detached session (its connection dropped) is kept for user.reconnect."),
     S("replay-buffer", "int", 1000, "Events kept per session for replay on reconnect (oldest dropped first; user.ack trims)."),
+    S("replay-buffer-bytes", "size", "1MiB", "Bytes of events kept per session for replay (oldest dropped first)."),
     S("multitask", "choice", "enqueue", "What a user.message does while a turn runs, unless its metadata.multitask "
       "says: reject (SESSION_BUSY), enqueue, interrupt (cancel, keep its work) or rollback (cancel, drop its work).",
       choices=("reject", "enqueue", "interrupt", "rollback")),
@@ -144,6 +159,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("turn-timeout", "float", 300.0, "Wall-clock limit of one turn; the turn is cancelled with TURN_TIMEOUT. 0 = none."),
     S("confirm-timeout", "float", 120.0, "Seconds a tool waits for user.response to agent.user_confirm; then it is denied."),
     S("max-history-messages", "int", 2000, "Messages of history the front process holds per session (oldest dropped)."),
+    S("max-history-bytes", "size", "4MiB", "Bytes of history the front process holds per session (oldest dropped; a "
+      "bigger single message is not kept). At most 12MiB: a session's history must fit one pipe frame.",
+      bounds=(1024, 12 << 20)),
     # Durability and scale-out
     S("store", "str", "sqlite://", "Session store: memory:, sqlite:///path.db (default file in the state dir) or "
       "redis://host:port/db."),
@@ -160,6 +178,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("max-connections", "int", 10000, "Open WebSocket connections in total; past it the upgrade gets HTTP 503."),
     S("max-sessions", "int", 20000, "Sessions in total (attached and detached); past it: SERVER_BUSY."),
     S("max-sessions-per-connection", "int", 100, "Sessions one connection may own; past it: TOO_MANY_SESSIONS."),
+    S("max-sessions-per-address", "int", 200, "Sessions (attached and detached) created from one client address; at "
+      "the cap its oldest detached session is ended, else TOO_MANY_SESSIONS. 0 = no cap."),
+    S("max-sessions-per-principal", "int", 1000, "The same per authenticated token (not applied without auth). 0 = "
+      "no cap."),
     S("max-message-size", "size", "1MiB", "Largest inbound WebSocket message (after decompression); larger closes with 1009."),
     S("max-user-message-chars", "int", 100_000, "Longest user.message content in characters: MESSAGE_TOO_LARGE."),
     S("max-outbound-buffer", "size", "4MiB", "Bytes queued to one client that is not reading before it is disconnected (1008)."),

@@ -37,6 +37,7 @@ class ErrorCode(str, Enum):
     # -- session and turn state -------------------------------------------------
     SESSION_NOT_FOUND = "SESSION_NOT_FOUND"
     SESSION_BUSY = "SESSION_BUSY"
+    SESSION_QUARANTINED = "SESSION_QUARANTINED"
     NO_ACTIVE_TURN = "NO_ACTIVE_TURN"
     STEP_NOT_FOUND = "STEP_NOT_FOUND"
     # -- limits and admission -----------------------------------------------------
@@ -89,6 +90,8 @@ RECOVERABLE: dict[ErrorCode, bool] = {
     # someone else's; existence is not revealed): create a new session.
     _E.SESSION_NOT_FOUND: False,
     _E.SESSION_BUSY: True,  # wait for the running turn's terminal event
+    # Its turns kept crashing the sandbox: it runs no more (history kept; export it, start anew).
+    _E.SESSION_QUARANTINED: False,
     _E.NO_ACTIVE_TURN: True,  # harmless: nothing was running
     _E.STEP_NOT_FOUND: True,  # harmless: the confirmation already expired
     _E.RATE_LIMITED: True,  # slow down, then retry
@@ -132,6 +135,7 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     _E.MESSAGE_TOO_LARGE: "The message or its content exceeds the server's configured size limit.",
     _E.SESSION_NOT_FOUND: "No session with this id is available to this connection.",
     _E.SESSION_BUSY: "The session is already running a turn; wait for its terminal event.",
+    _E.SESSION_QUARANTINED: "The session's turns kept crashing their sandbox; it runs no more turns (history kept).",
     _E.NO_ACTIVE_TURN: "There is no running turn to cancel or answer.",
     _E.STEP_NOT_FOUND: "No pending confirmation has this step_id.",
     _E.RATE_LIMITED: "Too many frames in too short a time on this connection.",

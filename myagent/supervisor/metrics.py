@@ -60,6 +60,8 @@ class Metrics:
         self.sessions_created = 0
         self.sessions_closed = 0
         self.sessions_restored = 0
+        self.sessions_quarantined = 0
+        self.sessions_evicted = 0
         self.turns_started = 0
         self.turns_ended: Counter[str] = Counter()  # by terminal event name
         self.interrupted: Counter[str] = Counter()  # by reason

@@ -64,12 +64,21 @@ class Placement:
         limit = self.config.sessions_per_worker
         return sum(max(0, limit - s.load) for s in self.pool.sandboxes.values() if s.state == READY)
 
+    @property
+    def capacity(self) -> int:
+        """Sessions the pool can host at most (growing to --max-sandboxes where allowed)."""
+        return self.config.sessions_per_worker * self.pool.max_size
+
+    def can_place(self) -> bool:
+        """A new session would find room now, or once the pool grows."""
+        return self.free_slots > 0 or self.pool.can_grow
+
     # Binding ---------------------------------------------------------------------
     async def host(self, session: "Session", sandbox: Sandbox | None = None) -> Sandbox:
         """Open ``session`` (with its history) on ``sandbox`` or the best one, and bind it once the
         sandbox confirms. Raises PlacementError; the session is then unbound as before."""
         assert session.sandbox is None, "host() is for unbound sessions; use move()"
-        target = sandbox or self.choose()
+        target = sandbox or self.choose() or await self.pool.grow(self.choose)
         if target is None:
             raise PlacementError(ErrorCode.SERVER_BUSY, "Every sandbox is full; try again later.")
         session.placing = True

@@ -34,16 +34,19 @@ from myagent.wire.pipe import open_pipe
 log = logging.getLogger("myagent.supervisor.pool")
 
 RECENT_LOSSES = 20
+EXTRA_IDLE = 5.0  # seconds a sandbox beyond --workers stays empty before it is stopped
 
 class SandboxPool:
     def __init__(self, config: Any, workers: int, env: dict[str, str],
                  policy: RestartPolicy | None = None) -> None:
         self.config = config
         self.size = workers
+        self.max_size = max(workers, config.max_sandboxes)  # on-demand growth up to --max-sandboxes
         self.env = env
         self.policy = policy or RestartPolicy(config.max_restarts, config.restart_window)
         self.on_ready: Callable[[Sandbox], None] = lambda sandbox: None
-        self.on_lost: Callable[[Sandbox, str], None] = lambda sandbox, reason: None
+        # Returns True when the loss is blamed on sessions (not charged to the restart budget).
+        self.on_lost: Callable[[Sandbox, str], bool] = lambda sandbox, reason: False
         self.on_control: Callable[[Sandbox, dict], None] = lambda sandbox, frame: None
         self.on_data: Callable[[Sandbox, bytes], None] = lambda sandbox, body: None
         self.sandboxes: dict[int, Sandbox] = {}
@@ -59,6 +62,7 @@ class SandboxPool:
         self._ids = itertools.count(1)
         self._respawns: set[asyncio.Task] = set()
         self._zygote_lock = asyncio.Lock()
+        self._grow_lock = asyncio.Lock()
 
     @property
     def sandbox_config(self) -> dict:
@@ -174,9 +178,9 @@ class SandboxPool:
                         extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
             self.restarts_by_reason[reason] = self.restarts_by_reason.get(reason, 0) + 1
             self.losses.append(sandbox)
-        self.on_lost(sandbox, reason)
+        blamed = self.on_lost(sandbox, reason)
         if reason != RETIRED and not self.stopping and not replaced:
-            self._schedule_respawn(reason)
+            self._schedule_respawn(reason, charge=not blamed)
 
     def _on_exit(self, pid: int, code: int | None, sig: int | None) -> None:
         sandbox = self.by_pid.pop(pid, None)
@@ -187,8 +191,8 @@ class SandboxPool:
             log.info("sandbox %s (pid %s) %s", sandbox.id, pid, sandbox.exit_text,
                      extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
 
-    def _schedule_respawn(self, reason: str) -> None:
-        delay = self.policy.next_delay()
+    def _schedule_respawn(self, reason: str, charge: bool = True) -> None:
+        delay = self.policy.next_delay(charge)
         if delay is None:
             self.unavailable_reason = (f"restart budget exhausted: {self.policy.max_restarts} restarts "
                                        f"in {self.policy.window:g}s (last: {reason})")
@@ -260,6 +264,38 @@ class SandboxPool:
             return
         self.old_zygotes.remove(zygote)
         asyncio.get_running_loop().create_task(zygote.stop(1.0))
+
+    # On-demand growth (--max-sandboxes) ----------------------------------------------
+    @property
+    def can_grow(self) -> bool:
+        return not self.stopping and not self.unavailable_reason and len(self.sandboxes) < self.max_size
+
+    async def grow(self, choose: Callable[[], Sandbox | None]) -> Sandbox | None:
+        """A sandbox with room: ``choose()``'s, or one more spawned while --max-sandboxes allows it."""
+        async with self._grow_lock:  # concurrent callers: one spawn at a time, then choose again
+            found = choose()
+            if found is not None or not self.can_grow:
+                return found
+            try:
+                return await self.spawn()
+            except (SandboxNotReady, SandboxStartError) as exc:
+                log.warning("could not grow the pool: %s", exc)
+                return None
+
+    def shrink(self, now: float) -> None:
+        """Stop sandboxes beyond --workers once they have been empty for EXTRA_IDLE seconds."""
+        ready = sorted((s for s in self.sandboxes.values() if s.state == READY), key=lambda s: -s.id)
+        extra = len(ready) - self.size
+        for sandbox in ready:
+            if sandbox.load:
+                sandbox.empty_since = None
+            elif extra > 0:
+                if sandbox.empty_since is None:
+                    sandbox.empty_since = now
+                elif now - sandbox.empty_since > EXTRA_IDLE:
+                    sandbox.state = DRAINING
+                    self.terminate(sandbox, RETIRED, polite=True)
+                    extra -= 1
 
     @property
     def ready_count(self) -> int:

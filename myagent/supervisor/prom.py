@@ -89,6 +89,11 @@ class ServerCollector(Collector):
         # Sessions
         yield _counter("sessions_created", "Sessions created.", m.sessions_created)
         yield _counter("sessions_closed", "Sessions ended (closed by the client or expired).", m.sessions_closed)
+        yield _counter("sessions_quarantined", "Sessions quarantined: their turns kept crashing their sandbox.",
+                       m.sessions_quarantined)
+        yield _counter("sessions_evicted", "Detached sessions ended at a per-address or per-token session cap.",
+                       m.sessions_evicted)
+        yield _gauge("session_slots_free", "Sessions the ready sandboxes can take now.", server.placement.free_slots)
         yield _counter("sessions_restored", "Sessions re-opened on a new sandbox after theirs was lost.",
                        m.sessions_restored)
         detached = running = 0

@@ -20,6 +20,7 @@ from myagent.protocol import events as ev
 from myagent.protocol.errors import ErrorCode, error_metadata
 from myagent.supervisor.placement import Placement, PlacementError
 from myagent.supervisor.pool import SandboxPool
+from myagent.supervisor.quarantine import Quarantine
 from myagent.supervisor.sandboxes import DRAINING, Sandbox
 from myagent.supervisor.replies import ClientError
 from myagent.supervisor.sessions import Session, SessionRegistry, hash_token
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("myagent.supervisor.recovery")
 
 RETRY_DELAY = 0.05  # seconds between placement attempts of a restore while no sandbox has room
+# Losses a running turn can cause; the others (retired, shutting down) are the server's doing.
+CRASHES = frozenset({ErrorCode.SANDBOX_CRASHED, ErrorCode.MEMORY_LIMIT, ErrorCode.CPU_LIMIT,
+                     ErrorCode.WORKER_TIMEOUT, ErrorCode.SANDBOX_MISBEHAVED})
 
 
 class Recovery:
@@ -46,6 +50,7 @@ class Recovery:
         self.metrics = metrics
         self.store = store
         self.node_id = node_id
+        self.quarantine = Quarantine(config.quarantine_after, config.quarantine_window)
         self._tasks: set[asyncio.Task] = set()
 
     def _spawn(self, coro: Any) -> None:
@@ -54,12 +59,31 @@ class Recovery:
         task.add_done_callback(self._tasks.discard)
 
     # Sandbox loss and restore ------------------------------------------------------------
-    def on_sandbox_lost(self, sandbox: Sandbox, reason: str) -> None:
-        """Interrupt the sandbox's running turns and place its sessions again."""
+    def on_sandbox_lost(self, sandbox: Sandbox, reason: str) -> bool:
+        """Interrupt the sandbox's running turns and place its sessions again. True when the loss is
+        a crash the running turns explain: it is blamed on their sessions, not on the restart budget."""
+        code = ErrorCode(reason) if reason in ErrorCode.__members__ else ErrorCode.SANDBOX_CRASHED
+        blamed = False
         for session in self.placement.lost(sandbox):
             if session.turn is not None:
-                self.turns.abort(session, reason if reason in ErrorCode.__members__ else ErrorCode.SANDBOX_CRASHED)
+                self.turns.abort(session, code)
+                if code in CRASHES:
+                    blamed = True
+                    self._blame(session)
             self.restore(session, reason)
+        return blamed
+
+    def _blame(self, session: Session) -> None:
+        if session.quarantined or not self.quarantine.blame(session.crashes):
+            return
+        session.quarantined = True
+        self.metrics.sessions_quarantined += 1
+        log.warning("session %s quarantined: its turns crashed their sandbox %d times in %.0fs", session.id,
+                    len(session.crashes), self.quarantine.window, extra={"session_id": session.id})
+        text = (f"This session's turns crashed the agent's sandbox {len(session.crashes)} times; it runs no "
+                "more turns. Its history is kept: export it or start a new session.")
+        session.emit(ev.SYSTEM_ERROR, text, error_metadata(ErrorCode.SESSION_QUARANTINED))
+        self.turns.drop_queue(session, ErrorCode.SESSION_QUARANTINED, "The session is quarantined.")
 
     def restore(self, session: Session, reason: str = ErrorCode.SANDBOX_CRASHED.value) -> None:
         """Place an unhosted session again (bounded by --restore-timeout); a no-op if under way."""
@@ -172,7 +196,7 @@ class Recovery:
                               "The session is active on another node; retry after it lets go.", "session_id")
         if self.registry.get(sid) is not None:  # revived by a concurrent request while we waited
             return self.registry.get(sid)
-        session = self.registry.revive(stored)
+        session = self.registry.revive(stored, conn.remote)
         try:
             await self.placement.host(session)
         except PlacementError as exc:

@@ -29,15 +29,21 @@ class RestartPolicy:
         while self._recent and now - self._recent[0] > self.window:
             self._recent.popleft()
 
-    def next_delay(self) -> float | None:
-        """Record one restart; return the delay before it, or None when the budget is spent."""
+    def next_delay(self, charge: bool = True) -> float | None:
+        """Record one restart; return the delay before it, or None when the budget is spent.
+
+        An uncharged restart (a crash blamed on a session, see quarantine.py) does not
+        spend the budget and waits the base backoff."""
+        self.total += 1
+        if not charge:
+            return None if self.exhausted else self.backoff
         now = self.clock()
         self._trim(now)
         if self.exhausted or len(self._recent) >= self.max_restarts:
             self.exhausted = True
+            self.total -= 1
             return None
         self._recent.append(now)
-        self.total += 1
         return min(self.backoff * 2 ** (len(self._recent) - 1), self.backoff_max)
 
     @property

@@ -112,15 +112,35 @@ class Router:
         return session
 
     def admit_session(self, conn: Connection) -> None:
+        c = self.config
         if self.draining:
             raise ClientError(ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
-        if len(conn.sessions) >= self.config.max_sessions_per_connection:
+        if len(conn.sessions) >= c.max_sessions_per_connection:
             raise ClientError(ErrorCode.TOO_MANY_SESSIONS,
                               f"This connection already has {len(conn.sessions)} sessions (limit).")
-        if len(self.registry) >= self.config.max_sessions:
+        # Per address and per principal, detached sessions count: a client that opens sessions and
+        # disconnects must not hold every sandbox slot for --session-ttl.
+        self._within_cap(c.max_sessions_per_address, self.registry.by_address[conn.remote],
+                         {"address": conn.remote}, "from this address")
+        if conn.principal != "anonymous":
+            self._within_cap(c.max_sessions_per_principal, self.registry.by_owner[conn.principal],
+                             {"owner": conn.principal}, "for this token")
+        if len(self.registry) >= c.max_sessions:
             raise ClientError(ErrorCode.SERVER_BUSY, "The server hosts its maximum number of sessions.")
         if self.pool.unavailable_reason:
             raise ClientError(ErrorCode.AGENT_UNAVAILABLE, "The agent is unavailable: it keeps crashing.")
+
+    def _within_cap(self, cap: int, held: int, whose: dict, what: str) -> None:
+        """At the cap, end the oldest detached session of the same client; none: TOO_MANY_SESSIONS."""
+        if not cap or held < cap:
+            return
+        victim = self.registry.oldest_detached(**whose)
+        if victim is None:
+            raise ClientError(ErrorCode.TOO_MANY_SESSIONS, f"{held} sessions are open {what} (limit); close one.")
+        log.info("session %s evicted: the oldest detached session at the %s cap", victim.id, what,
+                 extra={"session_id": victim.id})
+        self.metrics.sessions_evicted += 1
+        self.end_session(victim, "evicted: its client opened too many sessions")
 
     # Client events --------------------------------------------------------------
     async def create_session(self, conn: Connection, frame: dict) -> None:
@@ -143,7 +163,7 @@ class Router:
             healthy, why = store.health()
             if not healthy:
                 raise ClientError(ErrorCode.STORE_UNAVAILABLE, f"Sessions cannot be stored right now: {why}.")
-        session, token = self.registry.create(conn.principal, history)
+        session, token = self.registry.create(conn.principal, history, conn.remote)
         try:
             await self.placement.host(session)
             if store is not None:

@@ -54,6 +54,7 @@ class Sandbox:
     exit_signal: int | None = None
     exited: bool = False
     lost_at: float | None = None
+    empty_since: float | None = None  # monotonic; for stopping extra sandboxes (--max-sandboxes)
     zygote: "ZygoteClient | None" = None
     rss: int = 0           # last watchdog sample, bytes (the sandbox and its children)
     cpu: float = 0.0       # last watchdog sample, percent of one core (the sandbox and its children)

@@ -33,7 +33,7 @@ from myagent.supervisor.recovery import Recovery
 from myagent.supervisor.relay import Relay
 from myagent.supervisor.reloader import changed_files, snapshot
 from myagent.supervisor.router import Router
-from myagent.supervisor.sessions import SessionRegistry
+from myagent.supervisor.sessions import Limits, SessionRegistry
 from myagent.supervisor.state_export import load_secret, state_secret
 from myagent.supervisor.store import MemoryStore, StoreError, default_state_dir, open_store
 from myagent.supervisor.tuning import not_dumpable, raise_open_files_limit, tune_gc
@@ -57,7 +57,8 @@ class Server:
         self.store = open_store(store_url, history_limit=config.max_history_messages,
                                 events_limit=config.replay_buffer) if store_url else MemoryStore()
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.registry = SessionRegistry(config.max_history_messages, config.replay_buffer, self.store)
+        self.registry = SessionRegistry(Limits(config.max_history_messages, config.max_history_bytes,
+                                               config.replay_buffer, config.replay_buffer_bytes), self.store)
         self.pool = SandboxPool(config, resolve_workers(config), absolute_llm_paths(sandbox_environment(
                                     config.sandbox_env or ())))
         # The core, wired once: Placement owns the session <-> sandbox binding, Turns what runs,
@@ -96,6 +97,8 @@ class Server:
             return False, self.pool.unavailable_reason
         if not self.pool.ready_count:
             return False, "no sandbox is ready"
+        if len(self.registry) >= self.config.max_sessions or not self.placement.can_place():
+            return False, "no room for a new session (every sandbox is full)"
         healthy, why = self.store.health()
         if not healthy:
             return False, f"session store: {why}"
@@ -171,6 +174,14 @@ class Server:
         tools = ", ".join(t["name"] for t in agent.get("tools", [])) or "no tools"
         self.announce(f"✅ Agent loaded: {agent.get('name')} ({tools}); "
                       f"{len(self.pool.sandboxes)} sandbox(es), up to {c.sessions_per_worker} sessions each")
+        capacity = min(self.placement.capacity, c.max_sessions)
+        grows = f", growing to {self.pool.max_size} sandboxes on demand" if self.pool.max_size > self.pool.size else ""
+        line = f"📦 Capacity: {capacity} sessions{grows}"
+        if capacity < min(c.max_sessions, 100):
+            line = (f"⚠️  Capacity: only {capacity} sessions at once ({self.pool.max_size} sandbox(es) x "
+                    f"--sessions-per-worker {c.sessions_per_worker}); more get SERVER_BUSY. Raise --max-sandboxes "
+                    "to spawn sandboxes on demand.")
+        self.announce(line)
         ssl_context = None
         if c.tls_cert:
             import ssl
@@ -241,6 +252,8 @@ class Server:
                 next_heartbeat = now + c.heartbeat_interval
             self.router.sweep()
             self.close_idle()
+            if self.pool.max_size > self.pool.size:
+                self.pool.shrink(time.monotonic())
             if now >= next_store_work and self.store.durable:
                 next_store_work = now + 2.0
                 await self._store_work()

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,18 @@ import orjson
 if TYPE_CHECKING:
     from myagent.supervisor.connection import Connection
     from myagent.supervisor.sandboxes import Sandbox
+
+log = logging.getLogger("myagent.supervisor.sessions")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one session may hold, in messages and in bytes (shared by every session)."""
+
+    history: int = 2000
+    history_bytes: int = 4 << 20
+    replay: int = 1000
+    replay_bytes: int = 1 << 20
 
 
 def new_session_id() -> str:
@@ -74,15 +87,16 @@ class Session:
     token_hash: bytes
     owner: str
     created: float
-    history_limit: int
-    replay_limit: int
+    limits: Limits
     connection: "Connection | None" = None
     sandbox: "Sandbox | None" = None  # written by Placement only
     placing: bool = False             # an open (restore, move, rollback) is in flight
     restoring: bool = False           # its sandbox was lost; Recovery is placing it again
     seq: int = 0
     replay: deque = field(default_factory=deque)  # (seq, encoded bytes)
+    replay_bytes: int = 0
     history: list = field(default_factory=list)   # JSON text per message
+    history_bytes: int = 0            # UTF-8 size of history: it must fit one pipe frame
     history_added: int = 0            # messages ever added (trimming does not lower it)
     turn: Turn | None = None
     inbox: deque = field(default_factory=deque)   # queued Turns, waiting for the session to be free
@@ -91,6 +105,9 @@ class Session:
     last_active: float = field(default_factory=time.monotonic)
     recent_message_ids: deque = field(default_factory=lambda: deque(maxlen=64))
     turns: int = 0
+    address: str = ""                 # the client address that created (or revived) it
+    crashes: deque = field(default_factory=lambda: deque(maxlen=64))  # when its turns crashed a sandbox
+    quarantined: bool = False
     store: Any = None  # a durable SessionStore, or None: every event and message is written behind
     leased: bool = True  # shared stores: this node holds the session's lease
     agent: str = ""
@@ -127,8 +144,10 @@ class Session:
                                 connection.id if connection is not None else None)
         replay = self.replay
         replay.append((seq, data))
-        if len(replay) > self.replay_limit:
-            replay.popleft()
+        self.replay_bytes += len(data)
+        limits = self.limits
+        while len(replay) > 1 and (len(replay) > limits.replay or self.replay_bytes > limits.replay_bytes):
+            self.replay_bytes -= len(replay.popleft()[1])
         if self.store is not None:
             self.store.add_event(self.id, seq, data)
         if connection is not None:
@@ -138,7 +157,7 @@ class Session:
     def ack(self, last_seq: int) -> None:
         replay = self.replay
         while replay and replay[0][0] <= last_seq:
-            replay.popleft()
+            self.replay_bytes -= len(replay.popleft()[1])
         if self.store is not None:
             # Keep the newest event stored: it is what tells a revived session its seq
             # (the record's seq is only written at turn boundaries).
@@ -153,53 +172,88 @@ class Session:
     def add_history(self, message: str) -> None:
         """``message`` is JSON text: the front never looks inside history messages, and strings
         are invisible to the garbage collector (millions of dicts made every full GC crawl)."""
+        size = len(message.encode())
+        if size > self.limits.history_bytes:
+            log.warning("session %s: a history message of %d bytes is over --max-history-bytes; not kept",
+                        self.id, size, extra={"session_id": self.id})
+            return
         self.history.append(message)
+        self.history_bytes += size
         self.history_added += 1
         if self.store is not None:
             self.store.add_message(self.id, message)
-        if len(self.history) > self.history_limit:
-            del self.history[: len(self.history) - self.history_limit]
+        self._trim_history()
+
+    def set_history(self, messages: list[str]) -> None:
+        """Replace the history (a new or revived session): the newest messages within the limits."""
+        self.history = [m for m in messages if len(m.encode()) <= self.limits.history_bytes]
+        self.history_bytes = sum(len(m.encode()) for m in self.history)
+        self.history_added = len(self.history)
+        self._trim_history()
+
+    def _trim_history(self) -> None:
+        history, limits = self.history, self.limits
+        drop = max(0, len(history) - limits.history)
+        excess = self.history_bytes - limits.history_bytes
+        while excess > 0 and drop < len(history) - 1:
+            excess -= len(history[drop].encode())
+            drop += 1
+        if drop:
+            self.history_bytes -= sum(len(m.encode()) for m in history[:drop])
+            del history[:drop]
 
     def drop_history_since(self, mark: int) -> int:
         """Forget the messages added after ``history_added`` was ``mark`` (a rolled-back turn's)."""
         count = min(self.history_added - mark, len(self.history))
-        if count > 0:
-            del self.history[-count:]
-            self.history_added -= count
-            if self.store is not None:
-                self.store.replace_history(self.id, list(self.history))
-        return max(count, 0)
+        if count <= 0:
+            return 0
+        self.history_bytes -= sum(len(m.encode()) for m in self.history[-count:])
+        del self.history[-count:]
+        self.history_added -= count
+        if self.store is not None:
+            self.store.replace_history(self.id, list(self.history))
+        return count
 
 
 class SessionRegistry:
     """All sessions of this node, by id."""
 
-    def __init__(self, history_limit: int, replay_limit: int, store: Any = None, agent: str = "") -> None:
+    def __init__(self, limits: Limits, store: Any = None, agent: str = "") -> None:
         self.sessions: dict[str, Session] = {}
-        self.history_limit = history_limit
-        self.replay_limit = replay_limit
+        self.limits = limits
+        # Sessions held per principal and per client address (attached and detached).
+        self.by_owner: Counter[str] = Counter()
+        self.by_address: Counter[str] = Counter()
         self.store = store if store is not None and store.durable else None
         self.agent = agent
 
-    def create(self, owner: str, history: list | None = None) -> tuple[Session, str]:
+    def create(self, owner: str, history: list | None = None, address: str = "") -> tuple[Session, str]:
         token = secrets.token_urlsafe(24)
-        session = Session(new_session_id(), hash_token(token), owner, time.time(), self.history_limit,
-                          self.replay_limit, store=self.store, agent=self.agent)
-        session.history = encode_history(history or [])[-self.history_limit:]
-        session.history_added = len(session.history)
-        self.sessions[session.id] = session
+        session = Session(new_session_id(), hash_token(token), owner, time.time(), self.limits,
+                          store=self.store, agent=self.agent)
+        session.set_history(encode_history(history or []))
+        self._add(session, address)
         return session, token
 
-    def revive(self, stored: Any) -> Session:
+    def _add(self, session: Session, address: str) -> None:
+        session.address = address
+        self.sessions[session.id] = session
+        self.by_owner[session.owner] += 1
+        self.by_address[address] += 1
+
+    def revive(self, stored: Any, address: str = "") -> Session:
         """Rebuild a session from the store (after a restart, or from another node)."""
         record = stored.record
-        session = Session(record.id, bytes.fromhex(record.token_hash), record.owner, record.created,
-                          self.history_limit, self.replay_limit, store=self.store, agent=record.agent)
-        session.history = encode_history(stored.history[-self.history_limit:])
-        session.history_added = len(session.history)
-        session.replay.extend(stored.events[-self.replay_limit:])
+        session = Session(record.id, bytes.fromhex(record.token_hash), record.owner, record.created, self.limits,
+                          store=self.store, agent=record.agent)
+        session.set_history(encode_history(stored.history))
+        for seq, data in stored.events[-self.limits.replay:]:
+            session.replay.append((seq, data))
+            session.replay_bytes += len(data)
+        while len(session.replay) > 1 and session.replay_bytes > self.limits.replay_bytes:
+            session.replay_bytes -= len(session.replay.popleft()[1])
         session.seq = max([record.seq] + [seq for seq, _ in stored.events])
-        self.sessions[session.id] = session
+        self._add(session, address)
         return session
 
     def get(self, sid: Any) -> Session | None:
@@ -208,9 +262,25 @@ class SessionRegistry:
     def remove(self, sid: str, *, keep_stored: bool = False) -> Session | None:
         """Forget a session; ``keep_stored`` leaves the store's copy (another node owns it now)."""
         session = self.sessions.pop(sid, None)
-        if session is not None and self.store is not None and not keep_stored:
+        if session is None:
+            return None
+        for counter, key in ((self.by_owner, session.owner), (self.by_address, session.address)):
+            counter[key] -= 1
+            if counter[key] <= 0:
+                del counter[key]
+        if self.store is not None and not keep_stored:
             self.store.delete(sid)
         return session
+
+    def oldest_detached(self, *, owner: str | None = None, address: str | None = None) -> Session | None:
+        """The longest-detached idle session of ``owner`` or from ``address`` (the first to evict)."""
+        best = None
+        for s in self.sessions.values():
+            if s.connection is None and s.turn is None and s.detached_at is not None and (
+                    owner is None or s.owner == owner) and (address is None or s.address == address) and (
+                    best is None or s.detached_at < best.detached_at):
+                best = s
+        return best
 
     def __len__(self) -> int:
         return len(self.sessions)

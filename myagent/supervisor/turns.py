@@ -56,6 +56,9 @@ class Turns:
     # A new message ------------------------------------------------------------------
     def submit(self, session: Session, text: str, message_id: str | None, mode: str) -> None:
         """Run ``text`` now or queue it; ClientError if it is refused."""
+        if session.quarantined:
+            raise ClientError(ErrorCode.SESSION_QUARANTINED, "This session's turns kept crashing the agent; it "
+                              "runs no more turns. Export its state or start a new session.")
         running = session.turn
         if running is None and not session.inbox and session.free:
             self._start(session, Turn(new_turn_id(), text, message_id, mode))
