@@ -20,7 +20,9 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-TERMINAL = frozenset({"agent.final_answer", "agent.error", "agent.interrupted"})
+from myagent.protocol import events as ev
+
+TERMINAL = ev.TERMINAL_EVENTS
 _ids = itertools.count(1)
 
 
@@ -59,12 +61,14 @@ class ClientSession:
     async def next_event(self, timeout: float | None = 30.0) -> dict:
         return await asyncio.wait_for(self.queue.get(), timeout)
 
-    async def send(self, text: str, *, message_id: str | None = None,
+    async def send(self, text: str, *, message_id: str | None = None, multitask: str | None = None,
                    timeout: float | None = 60.0) -> AsyncIterator[dict]:
-        """Send a user message; yield the turn's events through its terminal event."""
-        frame: dict[str, Any] = {"event": "user.message", "session_id": self.id, "content": text}
-        if message_id:
-            frame["metadata"] = {"message_id": message_id}
+        """Send a user message; yield the turn's events through its terminal event (meant for a
+        session with no other turn running or queued: see docs/protocol.md, Double texting)."""
+        frame: dict[str, Any] = {"event": ev.USER_MESSAGE, "session_id": self.id, "content": text}
+        meta = {k: v for k, v in (("message_id", message_id), ("multitask", multitask)) if v}
+        if meta:
+            frame["metadata"] = meta
         await self.client.send_frame(frame)
         async for event in self.until_terminal(timeout):
             yield event
@@ -72,7 +76,7 @@ class ClientSession:
     async def until_terminal(self, timeout: float | None = 60.0) -> AsyncIterator[dict]:
         while True:
             event = await self.next_event(timeout)
-            if event.get("event") == "system.error" and "seq" not in event:
+            if event.get("event") == ev.SYSTEM_ERROR and "seq" not in event:
                 raise ClientError(event)
             yield event
             if event.get("event") in TERMINAL:
@@ -84,24 +88,24 @@ class ClientSession:
         return events[-1], events
 
     async def cancel(self) -> None:
-        await self.client.send_frame({"event": "user.cancel", "session_id": self.id})
+        await self.client.send_frame({"event": ev.USER_CANCEL, "session_id": self.id})
 
     async def respond(self, step_id: str, confirmed: bool) -> None:
-        await self.client.send_frame({"event": "user.response", "session_id": self.id, "step_id": step_id,
+        await self.client.send_frame({"event": ev.USER_RESPONSE, "session_id": self.id, "step_id": step_id,
                                       "content": {"confirmed": confirmed}})
 
     async def ack(self, last_seq: int | None = None) -> None:
-        await self.client.send_frame({"event": "user.ack", "session_id": self.id,
+        await self.client.send_frame({"event": ev.USER_ACK, "session_id": self.id,
                                       "content": {"last_seq": self.last_seq if last_seq is None else last_seq}})
 
     async def close(self, timeout: float = 10.0) -> dict:
-        await self.client.send_frame({"event": "user.close_session", "session_id": self.id})
+        await self.client.send_frame({"event": ev.USER_CLOSE_SESSION, "session_id": self.id})
         while True:
             event = await self.next_event(timeout)
-            if event.get("event") == "agent.session_end":
+            if event.get("event") == ev.AGENT_SESSION_END:
                 return event
-            if event.get("event") == "system.error" and "seq" not in event \
-                    and (event.get("metadata") or {}).get("request_event") == "user.close_session":
+            if event.get("event") == ev.SYSTEM_ERROR and "seq" not in event \
+                    and (event.get("metadata") or {}).get("request_event") == ev.USER_CLOSE_SESSION:
                 raise ClientError(event)
 
 
@@ -117,11 +121,13 @@ class AgentClient:
 
     @classmethod
     async def connect(cls, url: str, *, token: str | None = None, open_timeout: float = 10.0,
-                      **kwargs: Any) -> "AgentClient":
-        headers = {"Authorization": f"Bearer {token}"} if token else None
+                      headers: dict[str, str] | None = None, **kwargs: Any) -> "AgentClient":
+        headers = dict(headers or {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         kwargs.setdefault("max_size", 16 * 1024 * 1024)
         kwargs.setdefault("compression", None)
-        ws = await connect(url, additional_headers=headers, open_timeout=open_timeout, **kwargs)
+        ws = await connect(url, additional_headers=headers or None, open_timeout=open_timeout, **kwargs)
         client = cls(ws)
         client.connected = await asyncio.wait_for(client.system.get(), open_timeout)
         return client
@@ -142,16 +148,16 @@ class AgentClient:
                 event = orjson.loads(message)
                 name = event.get("event")
                 sid = event.get("session_id")
-                if name in ("agent.session_created", "agent.session_resumed") and sid not in self.sessions \
-                        or name == "agent.state_restored":
+                if name in (ev.AGENT_SESSION_CREATED, ev.AGENT_SESSION_RESUMED) and sid not in self.sessions \
+                        or name == ev.AGENT_STATE_RESTORED:
                     self._pending.put_nowait(event)
                     continue
                 session = self.sessions.get(sid) if sid else None
-                if session is None and name == "system.error":
+                if session is None and name == ev.SYSTEM_ERROR:
                     meta_sid = (event.get("metadata") or {}).get("session_id")
                     session = self.sessions.get(meta_sid) if meta_sid else None
                     if session is None and (event.get("metadata") or {}).get("request_event") in (
-                            "user.create_session", "user.reconnect", "user.reconnect_with_state"):
+                            ev.USER_CREATE_SESSION, ev.USER_RECONNECT, ev.USER_RECONNECT_WITH_STATE):
                         self._pending.put_nowait(event)
                         continue
                 if session is not None:
@@ -168,12 +174,12 @@ class AgentClient:
 
     async def _await_pending(self, timeout: float) -> dict:
         event = await asyncio.wait_for(self._pending.get(), timeout)
-        if event.get("event") == "system.error":
+        if event.get("event") == ev.SYSTEM_ERROR:
             raise ClientError(event)
         return event
 
     async def create_session(self, content: dict | None = None, timeout: float = 15.0) -> ClientSession:
-        frame: dict[str, Any] = {"event": "user.create_session"}
+        frame: dict[str, Any] = {"event": ev.USER_CREATE_SESSION}
         if content is not None:
             frame["content"] = content
         await self.send_frame(frame)
@@ -190,7 +196,7 @@ class AgentClient:
         session = ClientSession(self, session_id, resume_token)
         session.last_seq = last_seq
         self.sessions[session_id] = session
-        await self.send_frame({"event": "user.reconnect", "session_id": session_id,
+        await self.send_frame({"event": ev.USER_RECONNECT, "session_id": session_id,
                                "content": {"resume_token": resume_token, "last_seq": last_seq}})
         replayed = []
         while True:
@@ -198,14 +204,14 @@ class AgentClient:
                 event = await asyncio.wait_for(session.queue.get(), timeout)
             except TimeoutError:
                 pending = self._pending.get_nowait() if not self._pending.empty() else None
-                if pending is not None and pending.get("event") == "system.error":
+                if pending is not None and pending.get("event") == ev.SYSTEM_ERROR:
                     del self.sessions[session_id]
                     raise ClientError(pending) from None
                 raise
             replayed.append(event)
-            if event.get("event") == "agent.session_resumed":
+            if event.get("event") == ev.AGENT_SESSION_RESUMED:
                 return session, replayed
-            if event.get("event") == "system.error" and "seq" not in event:
+            if event.get("event") == ev.SYSTEM_ERROR and "seq" not in event:
                 del self.sessions[session_id]
                 raise ClientError(event)
 

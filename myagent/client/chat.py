@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
+from myagent.protocol import events as ev
 from myagent.client import AgentClient, ClientError, ClientSession
 from myagent.client.render import EventPrinter
 
@@ -20,7 +21,7 @@ async def _turn(session: ClientSession, text: str, printer: EventPrinter, intera
     async for event in session.send(text, timeout=None):
         name = event.get("event")
         printer.show(name, event.get("content"), event.get("metadata"))
-        if name == "agent.user_confirm":
+        if name == ev.AGENT_USER_CONFIRM:
             answer = await _prompt("Approve? [y/N] ") if interactive else "n"
             await session.respond(event["step_id"], (answer or "").strip().lower() in ("y", "yes"))
     printer.end()

@@ -104,6 +104,16 @@ class Server:
             return False, f"session store: {why}"
         return True, "ok"
 
+    def _capacity_line(self) -> str:
+        c, pool = self.config, self.pool
+        capacity = min(self.placement.capacity, c.max_sessions)
+        grows = f", growing to {pool.max_size} sandboxes on demand" if pool.max_size > pool.size else ""
+        if capacity >= min(c.max_sessions, 100):
+            return f"📦 Capacity: {capacity} sessions{grows}"
+        hint = "" if grows else " Raise --max-sandboxes to spawn sandboxes on demand."
+        return (f"⚠️  Capacity: only {capacity} sessions at once ({pool.max_size} sandbox(es) x --sessions-per-worker "
+                f"{c.sessions_per_worker}{grows}); more get SERVER_BUSY.{hint}")
+
     async def handle(self, ws: ServerConnection) -> None:
         await serve_connection(self, ws)
 
@@ -174,14 +184,7 @@ class Server:
         tools = ", ".join(t["name"] for t in agent.get("tools", [])) or "no tools"
         self.announce(f"✅ Agent loaded: {agent.get('name')} ({tools}); "
                       f"{len(self.pool.sandboxes)} sandbox(es), up to {c.sessions_per_worker} sessions each")
-        capacity = min(self.placement.capacity, c.max_sessions)
-        grows = f", growing to {self.pool.max_size} sandboxes on demand" if self.pool.max_size > self.pool.size else ""
-        line = f"📦 Capacity: {capacity} sessions{grows}"
-        if capacity < min(c.max_sessions, 100):
-            line = (f"⚠️  Capacity: only {capacity} sessions at once ({self.pool.max_size} sandbox(es) x "
-                    f"--sessions-per-worker {c.sessions_per_worker}); more get SERVER_BUSY. Raise --max-sandboxes "
-                    "to spawn sandboxes on demand.")
-        self.announce(line)
+        self.announce(self._capacity_line())
         ssl_context = None
         if c.tls_cert:
             import ssl

@@ -146,10 +146,14 @@ class Session:
         replay.append((seq, data))
         self.replay_bytes += len(data)
         limits = self.limits
+        dropped = 0
         while len(replay) > 1 and (len(replay) > limits.replay or self.replay_bytes > limits.replay_bytes):
-            self.replay_bytes -= len(replay.popleft()[1])
+            dropped, old = replay.popleft()
+            self.replay_bytes -= len(old)
         if self.store is not None:
             self.store.add_event(self.id, seq, data)
+            if dropped and not seq & 31:  # the store follows the buffer's bounds, one trim per 32 events
+                self.store.trim_events(self.id, dropped)
         if connection is not None:
             connection.enqueue(data)
         return data
