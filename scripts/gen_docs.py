@@ -109,10 +109,12 @@ def settings() -> str:
 
 LIMITS = ("max-connections", "max-connections-per-address", "open-timeout", "max-message-size", "rate-limit",
           "rate-burst", "rate-strikes", "max-outbound-buffer", "idle-timeout", "ping-interval", "ping-timeout",
-          "max-sessions", "max-sessions-per-connection", "max-user-message-chars", "session-ttl",
-          "replay-buffer", "max-history-messages", "turn-timeout", "confirm-timeout",
+          "max-sessions", "max-sessions-per-connection", "max-sessions-per-address", "max-sessions-per-principal",
+          "max-user-message-chars", "max-queued-messages", "session-ttl", "replay-buffer", "replay-buffer-bytes",
+          "max-history-messages", "max-history-bytes", "turn-timeout", "confirm-timeout",
           "max-tool-result-chars", "max-state-size", "state-ttl", "max-memory", "max-cpu", "worker-timeout",
-          "sandbox-max-files", "sandbox-max-file-size", "max-restarts", "restart-window")
+          "sandbox-max-files", "sandbox-max-file-size", "sandbox-max-offences", "max-sandboxes", "max-restarts",
+          "restart-window", "quarantine-after", "quarantine-window")
 
 
 def limits() -> str:

@@ -23,7 +23,7 @@ agent's side decides (``step_id``, ``content``, ``metadata``, metadata last),
 timestamp, session id, seq, event id, connection id) around those bytes.
 :func:`check_event_body` is what makes that safe for bytes from an untrusted
 sandbox: they must parse, hold only those three keys with metadata last, and
-name the turn they belong to.
+name the turn they belong to; what is spliced is their canonical re-encoding.
 """
 
 from __future__ import annotations
@@ -141,18 +141,21 @@ def event_body(content: Any, metadata: dict, step_id: str | None = None) -> byte
     return orjson.dumps(doc, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
-def check_event_body(body: bytes, turn_id: str) -> dict | None:
-    """The parsed body if untrusted ``body`` can be spliced into an envelope for ``turn_id``, else None.
+def check_event_body(body: bytes, turn_id: str) -> tuple[dict, bytes] | None:
+    """What untrusted ``body`` says, and the bytes to splice into an envelope for ``turn_id``; None
+    if it may not be relayed.
 
-    Splicing stays valid JSON with no key the front owns overridden because the
-    body is compact JSON (ends in ``}}``), has only :data:`BODY_KEYS`, metadata
-    last and non-empty (it holds ``turn_id``), and no ``connection_id``.
+    The body must be a JSON object with only :data:`BODY_KEYS`, metadata last,
+    naming ``turn_id``, without ``connection_id``, and a string or null
+    ``step_id``. What is spliced is orjson's re-encoding of what was checked
+    (0.15 µs): compact, metadata last and non-empty, and free of the duplicate
+    keys a parser keeping the first value would read differently.
     """
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError:
         return None
-    if type(doc) is not dict or not body.endswith(b"}}") or next(reversed(doc), None) != "metadata":
+    if type(doc) is not dict or next(reversed(doc), None) != "metadata":
         return None
     meta = doc["metadata"]
     if type(meta) is not dict or meta.get("turn_id") != turn_id or _FRONT_METADATA in meta:
@@ -162,7 +165,7 @@ def check_event_body(body: bytes, turn_id: str) -> dict | None:
     step = doc.get("step_id")
     if step is not None and type(step) is not str:
         return None
-    return doc
+    return doc, orjson.dumps(doc)
 
 
 def session_envelope(event: str, timestamp: str, session_id: str, seq: int, body: bytes,

@@ -74,7 +74,6 @@
     saveSoon();
   }
 
-  const lastItem = () => state.items[state.items.length - 1];
   const findItem = (pred) => { for (let i = state.items.length - 1; i >= 0; i--) if (pred(state.items[i])) return state.items[i]; return null; };
 
   // Connection ----------------------------------------------------------------------------
@@ -172,7 +171,17 @@
       if (ev.seq <= state.lastSeq) return;            // already shown: replayed twice
       state.lastSeq = ev.seq;
     }
+    if (meta.turn_id && name !== "agent.message_queued") {
+      // The first event of a queued message's turn: it runs now.
+      const waiting = findItem((i) => i.kind === "user" && i.queued && i.turn === meta.turn_id);
+      if (waiting) { waiting.queued = false; changed(waiting); state.running = true; }
+    }
     switch (name) {
+      case "agent.message_queued": {
+        const mine = findItem((i) => i.kind === "user" && i.messageId && i.messageId === meta.message_id);
+        if (mine) { mine.queued = true; mine.turn = meta.turn_id; changed(mine); }
+        break;
+      }
       case "agent.session_resumed":
         sessionReady = true;
         setConn("ok", "connected");
@@ -213,8 +222,9 @@
         break;
       case "agent.partial_answer": {
         setThinking(null);
-        let answer = lastItem();
-        if (!answer || answer.kind !== "assistant" || answer.done || answer.turn !== meta.turn_id) {
+        // The turn's own bubble, even if a queued message was typed below it meanwhile.
+        let answer = findItem((i) => i.kind === "assistant" && !i.done && i.turn === meta.turn_id);
+        if (!answer) {
           answer = addItem({ kind: "assistant", turn: meta.turn_id, text: "", done: false });
         }
         answer.text += String(ev.content || "");
@@ -222,9 +232,9 @@
         break;
       }
       case "agent.final_answer": {
-        const answer = lastItem();
+        const answer = findItem((i) => i.kind === "assistant" && !i.done && i.turn === meta.turn_id);
         const text = typeof ev.content === "string" ? ev.content : JSON.stringify(ev.content);
-        if (answer && answer.kind === "assistant" && !answer.done && answer.turn === meta.turn_id) {
+        if (answer) {
           answer.text = text;  // authoritative: the deltas add up to it
           answer.done = true;
           changed(answer);
@@ -274,7 +284,8 @@
   }
 
   function endTurn(turnId) {
-    state.running = false;
+    // A message queued behind this turn runs next: the session stays busy until it is done.
+    state.running = state.items.some((i) => i.kind === "user" && i.queued);
     setThinking(null);
     for (const item of state.items) {
       if (item.kind === "assistant" && !item.done && (!turnId || item.turn === turnId)) { item.done = true; changed(item); }
@@ -289,13 +300,16 @@
   function sendMessage() {
     const input = $("input");
     const text = input.value.trim();
-    if (!text || !sessionReady || state.running) return;
+    if (!text || !sessionReady) return;
+    // Sent while a turn runs, it waits for it on the server (the server's --multitask,
+    // "enqueue" by default) and shows as queued until its own turn starts.
+    const messageId = "m" + Date.now().toString(36) + Math.random().toString(36).slice(2, 8);
     const ok = send({ event: "user.message", session_id: state.sessionId, content: text,
-                      metadata: { message_id: "m" + Date.now().toString(36) + Math.random().toString(36).slice(2, 8) } });
+                      metadata: { message_id: messageId } });
     if (!ok) return;
     input.value = "";
     autosize();
-    addItem({ kind: "user", text: text });
+    addItem({ kind: "user", text: text, messageId: messageId, queued: false });
     state.running = true;
     setThinking("thinking…");
     save();
@@ -385,7 +399,8 @@
   function build(item) {
     switch (item.kind) {
       case "user": {
-        const row = el("div", "msg user");
+        const row = el("div", "msg user" + (item.queued ? " queued" : ""));
+        if (item.queued) row.append(el("span", "queued-tag", "queued"));
         row.append(el("div", "bubble", item.text));
         return row;
       }
@@ -476,7 +491,7 @@
   }
 
   function updateControls() {
-    $("send").disabled = !(sessionReady && !state.running);
+    $("send").disabled = !sessionReady;
     $("cancel").disabled = !(sessionReady && state.running);
     $("new-session").disabled = !connected;
     updateSessionInfo();

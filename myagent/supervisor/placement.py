@@ -86,6 +86,9 @@ class Placement:
             await self._open(session, target)
         finally:
             session.placing = False
+        if session.closed:  # ended while the sandbox was opening it: it must forget it again
+            self._forget_on(target, session.id)
+            raise PlacementError(ErrorCode.SESSION_CLOSED, "The session was closed.")
         self._bind(session, target)
         return target
 
@@ -108,6 +111,10 @@ class Placement:
             return False
         finally:
             session.placing = False
+        if session.closed:  # ended during the move (unhost already closed it on the old sandbox)
+            if target is not old:
+                self._forget_on(target, session.id)
+            return False
         if session.sandbox is not old:  # the old sandbox died meanwhile and lost() unbound it
             self._bind(session, target)
             return True
@@ -151,9 +158,8 @@ class Placement:
         if error is None and sandbox.state not in (READY, DRAINING):
             error = "the sandbox was lost"
         if error is not None:
-            if sandbox.state != DEAD and session.sandbox is not sandbox:
-                sandbox.closing.add(sid)  # it may still open it later: make sure it forgets
-                sandbox.send({"op": ops.CLOSE, "sid": sid})
+            if session.sandbox is not sandbox:
+                self._forget_on(sandbox, sid)  # it may still open it later: make sure it forgets
             log.warning("session %s could not be opened on sandbox %s: %s", sid, sandbox.id, error,
                         extra={"session_id": sid, "sandbox_id": sandbox.id})
             raise PlacementError(ErrorCode.INTERNAL_ERROR, "The agent could not start a session.")
@@ -168,9 +174,14 @@ class Placement:
         assert sandbox is not None
         sandbox.hosted.pop(session.id, None)
         session.sandbox = None
+        self._forget_on(sandbox, session.id)
+
+    @staticmethod
+    def _forget_on(sandbox: Sandbox, sid: str) -> None:
+        """Tell ``sandbox`` to forget ``sid``; what it sends for it until it answers is late, not forged."""
         if sandbox.state != DEAD:
-            sandbox.closing.add(session.id)
-            sandbox.send({"op": ops.CLOSE, "sid": session.id})
+            sandbox.closing.add(sid)
+            sandbox.send({"op": ops.CLOSE, "sid": sid})
 
     # Believing a sandbox -------------------------------------------------------------
     def admit(self, sandbox: Sandbox, sid: bytes, turn_id: bytes) -> "Session | None":
@@ -195,7 +206,8 @@ class Placement:
         if op in (ops.OPENED, ops.OPEN_FAILED):
             future = sandbox.opening.get(sid) if isinstance(sid, str) else None
             if future is None:
-                self.offence(sandbox, f"{op} for a session it was not asked to open")
+                if sid not in sandbox.closing:  # else the answer to an open that timed out: late
+                    self.offence(sandbox, f"{op} for a session it was not asked to open")
             elif not future.done():
                 future.set_result(None if op == ops.OPENED else str(frame.get("error"))[:500])
         elif op == ops.CLOSED:

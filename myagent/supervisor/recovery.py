@@ -60,14 +60,19 @@ class Recovery:
 
     # Sandbox loss and restore ------------------------------------------------------------
     def on_sandbox_lost(self, sandbox: Sandbox, reason: str) -> bool:
-        """Interrupt the sandbox's running turns and place its sessions again. True when the loss is
-        a crash the running turns explain: it is blamed on their sessions, not on the restart budget."""
+        """Interrupt the sandbox's running turns and place its sessions again.
+
+        A crash while a turn's tool was running (between its agent.tool_call and agent.tool_result:
+        agent code of that session was executing) is blamed on that session, and then not charged
+        to the restart budget; True when it was. Without --quarantine-after nothing is blamed."""
         code = ErrorCode(reason) if reason in ErrorCode.__members__ else ErrorCode.SANDBOX_CRASHED
+        blaming = code in CRASHES and self.quarantine.max_crashes > 0
         blamed = False
         for session in self.placement.lost(sandbox):
-            if session.turn is not None:
+            turn = session.turn
+            if turn is not None:
                 self.turns.abort(session, code)
-                if code in CRASHES:
+                if blaming and turn.tools_running:
                     blamed = True
                     self._blame(session)
             self.restore(session, reason)
@@ -96,7 +101,7 @@ class Recovery:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.restore_timeout
         try:
-            while self.registry.get(session.id) is session and session.sandbox is None:
+            while not session.closed and session.sandbox is None:
                 sandbox = self.placement.choose()
                 if sandbox is not None:
                     try:
@@ -139,13 +144,16 @@ class Recovery:
 
     async def _move_off(self, session: Session) -> None:
         old = session.sandbox
-        await self.placement.move(session)
+        moved = await self.placement.move(session)
         if old is not None:
             self.pool.stop_if_drained(old)
+        if session.closed:
+            return
         if session.sandbox is None:
             self.restore(session)  # the old sandbox died during the move
-        else:
+        elif moved or session.inbox:
             self.turns.next(session)  # messages that arrived during the move
+        # else: no sandbox could take it now; migrate_idle() tries again when one is ready
 
     # Leases (shared stores: a session runs on one node at a time) ---------------------------
     def let_go(self, session: Session) -> None:
@@ -163,6 +171,7 @@ class Recovery:
         if self.registry.sessions.get(session.id) is not session:
             return
         self.registry.remove(session.id, keep_stored=True)
+        session.closed = True
         if session.connection is not None:
             session.connection.sessions.discard(session.id)
             session.connection = None

@@ -1,9 +1,10 @@
 """The hot path: a sandbox's event and message frames in, session events out.
 
 An event frame's body was built by the sandbox's translator; the front checks
-it (:func:`~myagent.protocol.envelope.check_event_body`), never re-encodes it,
-and frames it with the fields only the front decides (session, seq, event id,
-connection id). What a sandbox may say at all is Placement's call.
+it (:func:`~myagent.protocol.envelope.check_event_body`, which hands back its
+canonical bytes) and frames it with the fields only the front decides
+(session, seq, event id, connection id) without building an envelope object.
+What a sandbox may say at all is Placement's call.
 """
 
 from __future__ import annotations
@@ -50,12 +51,12 @@ class Relay:
         if session is None:
             return
         event = _TURN_EVENTS.get(parts[2])
-        payload = parts[3]
-        doc = check_event_body(payload, session.turn.id) if event is not None else None  # type: ignore[union-attr]
-        if doc is None:
+        checked = check_event_body(parts[3], session.turn.id) if event is not None else None  # type: ignore[union-attr]
+        if checked is None:
             self.placement.offence(sandbox, "malformed event")
             return
-        session.deliver(event, payload)  # type: ignore[arg-type]
+        doc, body = checked
+        session.deliver(event, body)  # type: ignore[arg-type]
         self.turns.on_event(session, event, doc)  # type: ignore[arg-type]
 
     def _message(self, sandbox: "Sandbox", body: bytes) -> None:

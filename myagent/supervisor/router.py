@@ -282,6 +282,7 @@ class Router:
         self.end_session(self.owned(conn, frame.get("session_id")), "closed by the client")
 
     def end_session(self, session: Session, reason: str) -> None:
+        session.closed = True
         session.inbox.clear()
         self.placement.unhost(session)  # first: nothing may start on it any more
         self.turns.abort(session, ErrorCode.SESSION_CLOSED)

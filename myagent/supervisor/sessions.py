@@ -76,6 +76,7 @@ class Turn:
     history_mark: int = 0          # session.history_added before this turn's user message
     first_event: float | None = None
     pending_steps: set[str] = field(default_factory=set)
+    tools_running: int = 0         # between agent.tool_call and its agent.tool_result: agent code runs
     timer: Any = None              # asyncio.TimerHandle of the turn timeout
     cancelling: str | None = None  # the reason a cancel was sent with
     rollback: bool = False         # drop this turn's messages once it has ended
@@ -108,6 +109,7 @@ class Session:
     address: str = ""                 # the client address that created (or revived) it
     crashes: deque = field(default_factory=lambda: deque(maxlen=64))  # when its turns crashed a sandbox
     quarantined: bool = False
+    closed: bool = False              # ended or forgotten: nothing may place or run it any more
     store: Any = None  # a durable SessionStore, or None: every event and message is written behind
     leased: bool = True  # shared stores: this node holds the session's lease
     agent: str = ""

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("myagent.supervisor.turns")
 
+_CODES = frozenset(code.value for code in ErrorCode)
+
 
 class Turns:
     def __init__(self, config: Any, metrics: "Metrics", placement: "Placement", pool: "SandboxPool") -> None:
@@ -124,11 +126,18 @@ class Turns:
         if turn.first_event is None:
             turn.first_event = time.monotonic()
             self.metrics.first_event(turn.first_event - turn.started)
-        if event == ev.AGENT_USER_CONFIRM and doc.get("step_id"):
+        if event == ev.AGENT_TOOL_CALL:
+            turn.tools_running += 1
+        elif event == ev.AGENT_TOOL_RESULT:
+            turn.tools_running = max(0, turn.tools_running - 1)
+        elif event == ev.AGENT_USER_CONFIRM and doc.get("step_id"):
             turn.pending_steps.add(doc["step_id"])
         elif event in ev.TERMINAL_EVENTS:
             meta = doc["metadata"]
-            self.finish(session, event, meta.get("error_code") or meta.get("reason"))
+            code = meta.get("error_code") or meta.get("reason")
+            if code is not None and (type(code) is not str or code not in _CODES):
+                code = ErrorCode.INTERNAL_ERROR.value  # /metrics labels: only the protocol's codes
+            self.finish(session, event, code)
 
     def abort(self, session: Session, code: ErrorCode | str, **extra: Any) -> None:
         """End the running turn from the front (its sandbox is gone, the session is closing)."""
@@ -156,11 +165,15 @@ class Turns:
             self.next(session)
 
     async def _rollback(self, session: Session, turn: Turn) -> None:
+        if session.closed:
+            return
         dropped = session.drop_history_since(turn.history_mark)
         if session.sandbox is not None:
             # Re-open on the same sandbox: its agent forgets the dropped messages too.
             if not await self.placement.move(session, session.sandbox) and session.sandbox is not None:
                 self.placement.unhost(session)  # cannot be trusted to hold the right history now
+        if session.closed:
+            return
         session.emit(ev.SYSTEM_NOTICE, "The interrupted turn was rolled back: its messages left the history.",
                      {"rolled_back_turn_id": turn.id, "messages_dropped": dropped})
         if session.sandbox is None:

@@ -17,7 +17,7 @@ CYCLES = 30
 
 async def test_crash_restart_cycles_leak_nothing(chaos, timings) -> None:
     # A short restart window keeps the backoff small: this test is about leaks, not pacing.
-    srv = await chaos.astart("--max-restarts", "1000", "--restart-window", "1")
+    srv = await chaos.astart("--max-restarts", "1000", "--restart-window", "1", "--quarantine-after", "0")
     front = srv.proc.pid
     client = await chaos.client(srv)
     session = await client.create_session()

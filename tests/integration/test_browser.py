@@ -256,3 +256,20 @@ def test_dashboard_shows_the_sandboxes(browser, server, console):
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert not errors, errors
     board.close()
+
+
+def test_a_message_sent_during_a_turn_shows_as_queued_then_runs(console):
+    console.say("something slow")
+    expect(console.page.locator("details.step .badge")).to_have_text("running…")
+    console.say("and then this")  # Send stays enabled: the message waits on the server
+    queued = console.page.locator(".msg.user.queued")
+    expect(queued).to_have_count(1)
+    expect(queued.locator(".queued-tag")).to_have_text("queued")
+    expect(queued.locator(".bubble")).to_have_text("and then this")
+    console.shot("console-queued.png")
+    console.wait_idle()
+    expect(console.page.locator(".msg.user.queued")).to_have_count(0)
+    answers = console.answers()
+    assert answers[0] == "Finished: slept 3s" and answers[1].startswith("You said: and then this."), answers
+    queued_events = [e for e in console.received if e["event"] == "agent.message_queued"]
+    assert len(queued_events) == 1 and queued_events[0]["metadata"]["position"] == 1

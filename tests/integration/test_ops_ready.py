@@ -59,7 +59,7 @@ def status_cli(url: str, *args: str) -> subprocess.CompletedProcess:
 
 
 async def test_ready_is_503_once_the_restart_budget_is_spent(open_client):
-    srv = ServerProcess(CRASHY, "--workers", "1", "--max-restarts", "1", "--restart-window", "60",
+    srv = ServerProcess(CRASHY, "--workers", "1", "--max-restarts", "1", "--restart-window", "60", "--quarantine-after", "0",
                         "--store", "memory:", llm=CRASHY_LLM).start(timeout=20)
     try:
         client = await open_client(srv.url)

@@ -355,12 +355,6 @@ async def test_open_failed_reason_is_clipped_and_a_second_answer_is_ignored():
     assert session.sandbox is None and sandbox.offences == 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an `opened`/`open_failed` answer that arrives after --sandbox-open-timeout (the sid is "
-    "already in sandbox.closing and a close was sent) counts as an offence ('opened for a session it "
-    "was not asked to open'). Placement's docstring says frames for a closing session are late, not "
-    "forged, and dropped quietly; as it is, a slow but honest sandbox (long histories, a loaded host) "
-    "is replaced as SANDBOX_MISBEHAVED after --sandbox-max-offences late answers."))
 async def test_a_late_answer_to_a_timed_out_open_is_not_an_offence():
     core = Core(sandbox_open_timeout=0.01)
     sandbox = core.add_sandbox(answer=SILENT)

@@ -294,11 +294,6 @@ async def test_a_quarantined_session_runs_no_more_turns():
     assert refused.value.code is ErrorCode.SESSION_QUARANTINED and turn_ops(sandbox) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: closing a session while a rollback's cancel is pending (Router.end_session -> Turns.abort -> "
-    "finish with turn.rollback set) still runs Turns._rollback afterwards: the client gets a system.notice "
-    "('rolled back', a new seq) after agent.session_end, and the store gets replace_history and add_event "
-    "for a session it has just deleted (orphan rows)."))
 async def test_closing_a_session_with_a_rollback_pending_says_nothing_after_session_end():
     store = FakeStore()
     core = Core(store=store)
