@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 __all__ = ["iso_utc", "now_iso", "make_event", "event_id", "parse_event_id", "encode_event", "encode_event_bytes",
-           "event_body", "check_event_body", "session_envelope", "BODY_KEYS"]
+           "event_body", "check_event_body", "session_envelope", "utc_stamp", "BODY_KEYS"]
 
 BODY_KEYS = frozenset({"step_id", "content", "metadata"})
 # Metadata keys only the front process writes; a body that carries one is refused.
@@ -61,6 +61,22 @@ def iso_utc(epoch: float) -> str:
         prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(sec))
         _second_cache = (sec, prefix)
     return f"{prefix}{ms:03d}Z"
+
+
+# (millisecond, its iso_utc bytes) of the last utc_stamp call.
+_stamp_cache: tuple[int, bytes] = (-1, b"")
+
+
+def utc_stamp(epoch: float) -> bytes:
+    """:func:`iso_utc` as bytes, formatted once per millisecond: many events share one."""
+    global _stamp_cache
+    key = round(epoch * 1_000_000) // 1000
+    cached = _stamp_cache
+    if cached[0] == key:
+        return cached[1]
+    stamp = iso_utc(epoch).encode()
+    _stamp_cache = (key, stamp)
+    return stamp
 
 
 def now_iso() -> str:
@@ -168,15 +184,14 @@ def check_event_body(body: bytes, turn_id: str) -> tuple[dict, bytes] | None:
     return doc, orjson.dumps(doc)
 
 
-def session_envelope(event: str, timestamp: str, session_id: str, seq: int, body: bytes,
-                     connection_id: str | None) -> bytes:
-    """One session event as wire bytes: the front's fields, then ``body`` (from :func:`event_body`),
-    with ``connection_id`` appended to its metadata."""
-    head = b'{"event":"%s","timestamp":"%s","session_id":"%s","seq":%d,"event_id":"%s:%d",' % (
-        event.encode(), timestamp.encode(), session_id.encode(), seq, session_id.encode(), seq)
+def session_envelope(event: bytes, timestamp: bytes, session_id: bytes, seq: int, body: bytes,
+                     connection_id: bytes | None) -> bytes:
+    """One session event as wire bytes: the front's fields, then ``body`` (from :func:`event_body` or
+    :func:`check_event_body`), with ``connection_id`` appended to its metadata. Everything is bytes
+    already: this runs once per event delivered."""
     if connection_id is None:
-        return head + body[1:]
-    tail = b'"connection_id":"%s"}}' % connection_id.encode()
-    if body.endswith(b"{}}"):  # empty metadata
-        return head + body[1:-2] + tail
-    return head + body[1:-2] + b"," + tail
+        return b'{"event":"%s","timestamp":"%s","session_id":"%s","seq":%d,"event_id":"%s:%d",%s' % (
+            event, timestamp, session_id, seq, session_id, seq, body[1:])
+    return b'{"event":"%s","timestamp":"%s","session_id":"%s","seq":%d,"event_id":"%s:%d",%s%s"connection_id":"%s"}}' % (
+        event, timestamp, session_id, seq, session_id, seq, body[1:-2], b"" if body.endswith(b"{}}") else b",",
+        connection_id)

@@ -49,6 +49,7 @@ class Connection:
     def __init__(self, ws: Any, principal: str, max_outbound: int, remote: str = "") -> None:
         self.ws = ws
         self.id = new_connection_id()
+        self.key = self.id.encode()  # for framing session events
         self.principal = principal
         self.remote = remote
         self.max_outbound = max_outbound

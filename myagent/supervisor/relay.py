@@ -42,22 +42,22 @@ class Relay:
         else:
             self.placement.offence(sandbox, "unknown frame kind")
 
-    def _event(self, sandbox: "Sandbox", body: bytes) -> None:
-        parts = ops.split_ids(body, 3)
+    def _event(self, sandbox: "Sandbox", frame: bytes) -> None:
+        parts = ops.split_ids(frame, 3)
         if parts is None:
             self.placement.offence(sandbox, "malformed event frame")
             return
-        session = self.placement.admit(sandbox, parts[0], parts[1])
+        sid, turn_id, name, payload = parts
+        session = self.placement.admit(sandbox, sid, turn_id)
         if session is None:
             return
-        event = _TURN_EVENTS.get(parts[2])
-        checked = check_event_body(parts[3], session.turn.id) if event is not None else None  # type: ignore[union-attr]
+        event = _TURN_EVENTS.get(name)
+        checked = check_event_body(payload, session.turn.id) if event is not None else None  # type: ignore[union-attr]
         if checked is None:
             self.placement.offence(sandbox, "malformed event")
             return
-        doc, body = checked
-        session.deliver(event, body)  # type: ignore[arg-type]
-        self.turns.on_event(session, event, doc)  # type: ignore[arg-type]
+        session.deliver(name, checked[1])
+        self.turns.on_event(session, event, checked[0])  # type: ignore[arg-type]
 
     def _message(self, sandbox: "Sandbox", body: bytes) -> None:
         parts = ops.split_ids(body, 2)

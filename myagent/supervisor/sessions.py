@@ -22,7 +22,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from myagent.protocol.envelope import event_body, iso_utc, session_envelope
+from myagent.protocol.envelope import event_body, session_envelope, utc_stamp
 
 import orjson
 
@@ -113,6 +113,10 @@ class Session:
     store: Any = None  # a durable SessionStore, or None: every event and message is written behind
     leased: bool = True  # shared stores: this node holds the session's lease
     agent: str = ""
+    key: bytes = b""  # the id as bytes, for framing events
+
+    def __post_init__(self) -> None:
+        self.key = self.id.encode()
 
     def record(self) -> Any:
         from myagent.supervisor.store import SessionRecord
@@ -135,15 +139,15 @@ class Session:
     def emit(self, event: str, content: Any = None, metadata: dict | None = None,
              step_id: str | None = None) -> bytes:
         """Number, frame, buffer and deliver one event the front process itself says."""
-        return self.deliver(event, event_body(content, metadata if metadata is not None else {}, step_id))
+        return self.deliver(event.encode(), event_body(content, metadata if metadata is not None else {}, step_id))
 
-    def deliver(self, event: str, body: bytes) -> bytes:
-        """Number, frame, buffer and deliver one event whose body is already encoded (and checked)."""
+    def deliver(self, event: bytes, body: bytes) -> bytes:
+        """Number, frame, buffer and deliver one event (its name and body already encoded and checked)."""
         self.seq += 1
         seq = self.seq
         connection = self.connection
-        data = session_envelope(event, iso_utc(time.time()), self.id, seq, body,
-                                connection.id if connection is not None else None)
+        data = session_envelope(event, utc_stamp(time.time()), self.key, seq, body,
+                                connection.key if connection is not None else None)
         replay = self.replay
         replay.append((seq, data))
         self.replay_bytes += len(data)

@@ -145,7 +145,7 @@ class Turns:
         if turn is None:
             return
         name, body = self.translate.interrupted(turn.id, code, **extra)
-        session.deliver(name, body)
+        session.deliver(name.encode(), body)
         self.finish(session, name, ErrorCode(code).value)
 
     def finish(self, session: Session, event: str, code: str | None) -> None:

@@ -222,6 +222,7 @@ class FakeConnection:
 
     def __init__(self, principal: str = "alice") -> None:
         self.id = f"c_fake{next(_conn_ids)}"
+        self.key = self.id.encode()
         self.principal = principal
         self.remote = "192.0.2.1"
         self.sessions: set[str] = set()

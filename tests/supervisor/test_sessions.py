@@ -49,7 +49,7 @@ def test_deliver_returns_the_bytes_it_queued_and_kept():
     session = new_session()
     conn = FakeConnection()
     session.connection = conn  # type: ignore[assignment]
-    data = session.deliver("agent.thinking", b'{"content":"x","metadata":{"turn_id":"t"}}')
+    data = session.deliver(b"agent.thinking", b'{"content":"x","metadata":{"turn_id":"t"}}')
     assert conn.received == [data] and session.replay[-1] == (1, data)
     assert orjson.loads(data)["metadata"] == {"turn_id": "t", "connection_id": conn.id}
 
