@@ -93,9 +93,12 @@ def apply_rlimits(max_memory: int, max_files: int, max_file_size: int) -> None:
         lower(resource.RLIMIT_FSIZE, max_file_size)
 
 
-def enter_workdir(root: str, user: str = "") -> str:
-    """Give the sandbox a working directory of its own under ``root`` (owned by ``user``)."""
-    path = os.path.join(root, f"sandbox-{os.getpid()}")
+def enter_workdir(root: str, user: str = "", pid: int | None = None) -> str:
+    """Give the sandbox a working directory of its own under ``root`` (owned by ``user``).
+
+    ``pid`` names it: the sandbox's pid as the host sees it (inside a PID namespace every
+    sandbox is PID 1)."""
+    path = os.path.join(root, f"sandbox-{pid or os.getpid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
     if user and os.getuid() == 0:
         entry = pwd.getpwnam(user)
