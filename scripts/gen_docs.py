@@ -112,7 +112,7 @@ LIMITS = ("max-connections", "max-connections-per-address", "open-timeout", "max
           "max-sessions", "max-sessions-per-connection", "max-user-message-chars", "session-ttl",
           "replay-buffer", "max-history-messages", "turn-timeout", "confirm-timeout",
           "max-tool-result-chars", "max-state-size", "state-ttl", "max-memory", "max-cpu", "worker-timeout",
-          "sandbox-max-files", "sandbox-max-file-size", "max-restarts", "restart-window")
+          "sandbox-max-files", "sandbox-max-file-size", "sandbox-max-procs", "max-restarts", "restart-window")
 
 
 def limits() -> str:

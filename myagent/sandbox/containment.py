@@ -437,6 +437,21 @@ def kill_tree(roots: list[int]) -> int:
     process cannot fork any more; children it made in between are re-parented to the caller
     (a subreaper) and caught by the next call."""
     victims = list(roots) + descendants(roots)
+    # Whole process groups first: one call kills a fork bomb's generation. A sandbox leads a
+    # session of its own, so a descendant's group holds descendants only (a process can only
+    # join groups of its own session), never ours.
+    groups = set()
+    for pid in victims:
+        try:
+            groups.add(os.getpgid(pid))
+        except (ProcessLookupError, PermissionError):
+            pass
+    groups.discard(os.getpgrp())
+    for pgid in groups:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     for pid in victims:
         try:
             os.kill(pid, signal.SIGKILL)

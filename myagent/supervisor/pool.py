@@ -51,6 +51,9 @@ class Sandbox:
     cpu: float = 0.0       # last watchdog sample, percent of one core (the sandbox and its children)
     children_rss: int = 0
     children_cpu: float = 0.0
+    procs: int = 0         # last watchdog count: the sandbox and every descendant (zombies included)
+    tasks: int = 0         # the same, threads included (what --sandbox-max-procs caps)
+    containment: str = ""  # "pid-namespace" or "subreaper", as the watchdog found it
     turn_limit: int = 0    # recycle after this many turns (0 = never)
 
     def send(self, frame: dict) -> None:
@@ -93,7 +96,8 @@ class SandboxPool:
         return {"heartbeat": c.worker_heartbeat, "confirm_timeout": c.confirm_timeout,
                 "max_history": c.max_history_messages,
                 "max_memory": c.max_memory, "max_files": c.sandbox_max_files,
-                "max_file_size": c.sandbox_max_file_size, "user": c.sandbox_user,
+                "max_file_size": c.sandbox_max_file_size, "max_procs": c.sandbox_max_procs,
+                "user": c.sandbox_user,
                 "workdir_root": self.workdir_root}
 
     # Start ------------------------------------------------------------------

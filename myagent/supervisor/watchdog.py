@@ -8,6 +8,15 @@ on ``strikes`` consecutive samples before anything is killed, so one noisy
 sample kills nothing. A sandbox whose heartbeat is older than
 ``--worker-timeout`` (its event loop is blocked) is replaced too. The OS
 rlimits set in the sandbox itself are the hard ceiling between samples.
+
+Every process a tool starts stays a descendant of its sandbox, whatever it does
+to its session (``myagent.sandbox.containment``), so the descendants counted here
+are all of them. With the children's sample come the number of processes and
+of tasks (threads included, as the kernel counts them): a sandbox that holds
+``--sandbox-max-procs`` tasks for ``--limit-strikes`` samples (a fork bomb at the
+kernel's cap, or over it where the kernel cannot enforce it) is replaced:
+PROCESS_LIMIT. The watchdog also reads which containment each sandbox is in
+(its PID namespace differs from ours, or not) and logs each kind once.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import time
 from typing import Any, Callable
 
@@ -23,6 +33,17 @@ import psutil
 from myagent.supervisor.pool import READY, DRAINING, Sandbox, SandboxPool
 
 log = logging.getLogger("myagent.supervisor.watchdog")
+
+PID_NAMESPACE, SUBREAPER, UNKNOWN = "pid-namespace", "subreaper", "unknown"
+PROCESS_LIMIT = "PROCESS_LIMIT"
+
+
+def pid_namespace(pid: int | str) -> str | None:
+    """The identity of ``pid``'s PID namespace (``pid:[4026531836]``), None if unreadable."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
 
 
 class Strikes:
@@ -51,7 +72,38 @@ class Watchdog:
         self._children: dict[int, dict[int, psutil.Process]] = {}
         self._ticks = 0
         self.children_every = max(1, round(1.0 / self.interval))
-        self._strikes: dict[int, tuple[Strikes, Strikes]] = {}
+        self._strikes: dict[int, tuple[Strikes, Strikes, Strikes]] = {}
+        self.max_procs = getattr(config, "sandbox_max_procs", 0)
+        self._own_pid_namespace = pid_namespace("self")
+        self._containment_seen: set[str] = set()
+
+    @property
+    def containment(self) -> str:
+        """What contains the sandboxes now: one kind, ``mixed: ...``, or ``unknown`` before a sample."""
+        kinds = sorted({s.containment for s in self.pool.sandboxes.values() if s.containment})
+        if not kinds:
+            return UNKNOWN
+        return kinds[0] if len(kinds) == 1 else "mixed: " + ", ".join(kinds)
+
+    def _detect_containment(self, sandbox: Sandbox) -> None:
+        """A sandbox in a PID namespace other than ours is PID 1 of its own; otherwise the
+        sandbox side made it a subreaper. Logged once per kind."""
+        ns = pid_namespace(sandbox.pid)
+        if ns is None or self._own_pid_namespace is None:
+            kind = UNKNOWN
+        else:
+            kind = PID_NAMESPACE if ns != self._own_pid_namespace else SUBREAPER
+        sandbox.containment = kind
+        if kind in self._containment_seen:
+            return
+        self._containment_seen.add(kind)
+        if kind == PID_NAMESPACE:
+            log.info("sandbox containment: PID namespace (sandbox %s, pid %s is PID 1 of its own): every process "
+                     "its tools start is counted and dies with it", sandbox.id, sandbox.pid)
+        else:
+            log.warning("sandbox containment: %s (sandbox %s, pid %s shares our PID namespace): its processes "
+                        "are counted and swept when it dies, but it can signal other processes of its uid",
+                        "subreaper sweep" if kind == SUBREAPER else "unknown", sandbox.id, sandbox.pid)
 
     async def run(self) -> None:
         while True:
@@ -79,13 +131,15 @@ class Watchdog:
         rss, cpu, seen = 0, 0.0, set()
         try:
             children = proc.children(recursive=True)
+            tasks = proc.num_threads()
         except psutil.NoSuchProcess:
-            children = []
+            children, tasks = [], 1
         for child in children:
             seen.add(child.pid)
             tracked = known.setdefault(child.pid, child)
             try:
                 with tracked.oneshot():
+                    tasks += max(1, tracked.num_threads())  # a zombie still holds its pid
                     rss += tracked.memory_info().rss
                     cpu += tracked.cpu_percent(None)  # 0.0 on the first sample of a child
             except psutil.NoSuchProcess:
@@ -94,6 +148,7 @@ class Watchdog:
             if pid not in seen:
                 del known[pid]
         sandbox.children_rss, sandbox.children_cpu = rss, cpu
+        sandbox.procs, sandbox.tasks = 1 + len(seen), tasks
 
     def sample(self) -> None:
         c = self.config
@@ -112,18 +167,22 @@ class Watchdog:
             proc = self._process(sandbox)
             if proc is None:
                 continue
+            if not sandbox.containment:
+                self._detect_containment(sandbox)
             try:
                 with proc.oneshot():
                     sandbox.rss = proc.memory_info().rss
                     sandbox.cpu = proc.cpu_percent(None)
             except psutil.NoSuchProcess:
                 continue
-            if self._ticks % self.children_every == 0:
+            counted = self._ticks % self.children_every == 0
+            if counted:
                 self._sample_children(sandbox, proc)
             sandbox.rss += sandbox.children_rss
             sandbox.cpu += sandbox.children_cpu
-            mem, cpu = self._strikes.setdefault(sandbox.pid, (Strikes(self.memory_strikes),
-                                                              Strikes(self.cpu_strikes)))
+            mem, cpu, procs = self._strikes.setdefault(sandbox.pid, (Strikes(self.memory_strikes),
+                                                                     Strikes(self.cpu_strikes),
+                                                                     Strikes(self.memory_strikes)))
             if mem.observe(c.max_memory > 0 and sandbox.rss > c.max_memory):
                 log.warning("sandbox %s (pid %s) RSS %d MiB over --max-memory %d MiB: MEMORY_LIMIT",
                             sandbox.id, sandbox.pid, sandbox.rss >> 20, c.max_memory >> 20)
@@ -132,6 +191,10 @@ class Watchdog:
                 log.warning("sandbox %s (pid %s) CPU %.0f%% over --max-cpu %.0f%% for %.1fs: CPU_LIMIT",
                             sandbox.id, sandbox.pid, sandbox.cpu, c.max_cpu, c.cpu_window)
                 self.pool.kill(sandbox, "CPU_LIMIT", c.kill_grace)
+            elif counted and procs.observe(0 < self.max_procs <= sandbox.tasks):
+                log.warning("sandbox %s (pid %s) holds %d tasks in %d processes, --sandbox-max-procs is %d: "
+                            "PROCESS_LIMIT", sandbox.id, sandbox.pid, sandbox.tasks, sandbox.procs, self.max_procs)
+                self.pool.kill(sandbox, PROCESS_LIMIT, c.kill_grace)
         for pid in list(self._procs):
             if pid not in live:
                 self._procs.pop(pid, None)
