@@ -14,8 +14,8 @@ to its session (``myagent.sandbox.containment``), so the descendants counted her
 are all of them. With the children's sample come the number of processes and
 of tasks (threads included, as the kernel counts them): a sandbox that holds
 ``--sandbox-max-procs`` tasks for ``--limit-strikes`` samples (a fork bomb at the
-kernel's cap, or over it where the kernel cannot enforce it) is replaced:
-PROCESS_LIMIT. The watchdog also reads which containment each sandbox is in
+kernel's cap), or is found over it (where the kernel cannot enforce it), is
+replaced: PROCESS_LIMIT. The watchdog also reads which containment each sandbox is in
 (its PID namespace differs from ours, or not) and logs each kind once.
 """
 
@@ -124,6 +124,12 @@ class Watchdog:
             self._procs[sandbox.pid] = proc
         return proc
 
+    def _over_procs(self, strikes: Strikes, sandbox: Sandbox) -> bool:
+        """At the cap for ``strikes`` counts in a row (where the kernel holds it there), or over it
+        at all (where it cannot: root sandboxes, no namespaces), which no noisy sample explains."""
+        at_cap = 0 < self.max_procs <= sandbox.tasks
+        return strikes.observe(at_cap) or (at_cap and sandbox.tasks > self.max_procs)
+
     def _sample_children(self, sandbox: Sandbox, proc: psutil.Process) -> None:
         """Processes a tool spawned count against their sandbox's caps. Listing them walks
         /proc, so it runs about once a second rather than every sample."""
@@ -182,7 +188,7 @@ class Watchdog:
             sandbox.cpu += sandbox.children_cpu
             mem, cpu, procs = self._strikes.setdefault(sandbox.pid, (Strikes(self.memory_strikes),
                                                                      Strikes(self.cpu_strikes),
-                                                                     Strikes(self.memory_strikes)))
+                                                                     Strikes(c.limit_strikes)))
             if mem.observe(c.max_memory > 0 and sandbox.rss > c.max_memory):
                 log.warning("sandbox %s (pid %s) RSS %d MiB over --max-memory %d MiB: MEMORY_LIMIT",
                             sandbox.id, sandbox.pid, sandbox.rss >> 20, c.max_memory >> 20)
@@ -191,7 +197,7 @@ class Watchdog:
                 log.warning("sandbox %s (pid %s) CPU %.0f%% over --max-cpu %.0f%% for %.1fs: CPU_LIMIT",
                             sandbox.id, sandbox.pid, sandbox.cpu, c.max_cpu, c.cpu_window)
                 self.pool.kill(sandbox, "CPU_LIMIT", c.kill_grace)
-            elif counted and procs.observe(0 < self.max_procs <= sandbox.tasks):
+            elif counted and self._over_procs(procs, sandbox):
                 log.warning("sandbox %s (pid %s) holds %d tasks in %d processes, --sandbox-max-procs is %d: "
                             "PROCESS_LIMIT", sandbox.id, sandbox.pid, sandbox.tasks, sandbox.procs, self.max_procs)
                 self.pool.kill(sandbox, PROCESS_LIMIT, c.kill_grace)
