@@ -239,7 +239,7 @@ def _land(plan: Plan, max_procs: int) -> Landing:
             map_ids(plan.uid, plan.gid)
         if plan.private_proc:
             mount_private_proc()
-        if plan.pid_max and plan.private_proc:
+        if plan.pid_max and plan.private_proc and max_procs > 0:
             with open("/proc/sys/kernel/pid_max", "w") as f:
                 f.write(str(max(PID_MAX_MIN, max_procs + 1)))
     except BaseException as exc:  # noqa: BLE001 - never fall back into the zygote's code

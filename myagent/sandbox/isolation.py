@@ -1,8 +1,10 @@
 """Process-level isolation applied to the zygote and to each sandbox (Linux).
 
-What this gives: a sandbox dies with its parent (parent-death signal), lives in
-its own process group (the whole tree can be killed at once) and cannot gain
-privileges through exec (``no_new_privs``). It is process isolation, not a VM.
+What this gives: a sandbox dies with its parent (parent-death signal), leads
+its own session and process group, runs under rlimits it cannot raise, and
+cannot gain privileges through exec (``no_new_privs``). Keeping every process a
+tool starts inside the sandbox (namespaces, or subreaper and sweep) is
+``myagent.sandbox.containment``. It is process isolation, not a VM.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ line of findings. ``user`` drops to nobody first (as the zygote does with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -28,6 +29,15 @@ def _drop(mode: str) -> None:
         os.setgroups([])
         os.setgid(NOBODY)
         os.setuid(NOBODY)
+
+
+def _probe() -> containment.Plan:
+    """The zygote's plan; CONTAINED_SHARED_PROC=1 plays a host whose /proc cannot be mounted again
+    (a container that masks parts of /proc): PID namespaces, the host's /proc."""
+    plan = containment.probe()
+    if os.environ.get("CONTAINED_SHARED_PROC") == "1":
+        plan = dataclasses.replace(plan, private_proc=False, pid_max=False)
+    return plan
 
 
 def _sandbox(plan: containment.Plan, body: Callable[[containment.Landing], dict], pipe_w: int,
@@ -115,7 +125,7 @@ def _spawn_escapers(children: int, daemons: int, seconds: float = 60) -> list[in
 def identity(mode: str) -> dict:
     """Who the sandbox is, what it sees, what it may do."""
     _drop(mode)
-    plan = containment.probe()
+    plan = _probe()
     r, w = os.pipe()
 
     def body(landing: containment.Landing) -> dict:
@@ -137,7 +147,7 @@ def kill_takes_all(mode: str) -> dict:
     Prints the sandbox's pid and waits for a line on stdin (the test lists the namespace: a zygote
     running as nobody may not read a sandbox's namespace), then kills it."""
     _drop(mode)
-    plan = containment.probe()
+    plan = _probe()
     r, w = os.pipe()
     pid = _sandbox(plan, lambda landing: {"children": len(_spawn_escapers(10, 3)), "linger": 60}, w,
                    max_procs=64)
@@ -152,7 +162,7 @@ def kill_takes_all(mode: str) -> dict:
 def nproc(mode: str) -> dict:
     """RLIMIT_NPROC of one sandbox's user namespace caps it, not its sibling (same uid)."""
     _drop(mode)
-    plan = containment.probe()
+    plan = _probe()
     r, w = os.pipe()
 
     def bomb(landing: containment.Landing) -> dict:
@@ -183,7 +193,7 @@ def nproc(mode: str) -> dict:
 def sigterm(mode: str) -> dict:
     """SIGTERM from outside ends PID 1 (which has no default action for it)."""
     _drop(mode)
-    plan = containment.probe()
+    plan = _probe()
     r, w = os.pipe()
     pid = _sandbox(plan, lambda landing: {"linger": 30}, w)
     _read_line(r)
@@ -196,7 +206,7 @@ def sigterm(mode: str) -> dict:
 def signals(mode: str) -> dict:
     """Sandbox A tries kill(-1), kill(getppid()), kill(B) and kill(zygote) with SIGKILL."""
     _drop(mode)
-    plan = containment.probe()
+    plan = _probe()
     r, w = os.pipe()
     b = _sandbox(plan, lambda landing: {"linger": 30}, w)
     _read_line(r)
@@ -227,7 +237,7 @@ def signals(mode: str) -> dict:
 def zygote_dies(mode: str) -> dict:
     """Print the sandbox's pid, then wait to be SIGKILLed by the test."""
     _drop(mode)
-    plan = containment.probe()
+    plan = _probe()
     r, w = os.pipe()
     pid = _sandbox(plan, lambda landing: {"children": len(_spawn_escapers(10, 3)), "linger": 60}, w,
                    max_procs=64)
@@ -240,7 +250,7 @@ def zygote_dies(mode: str) -> dict:
 def reaper(mode: str) -> dict:
     """PID 1 reaps an orphan that exited, after the grace; a child its code waits for is its own."""
     _drop(mode)
-    plan = containment.probe()
+    plan = _probe()
     r, w = os.pipe()
 
     def body(landing: containment.Landing) -> dict:

@@ -31,10 +31,10 @@ MODES = [pytest.param("root", marks=NEEDS_ROOT), pytest.param("user", marks=NEED
 pytestmark = [pytest.mark.timeout(30)]
 
 
-def run(scenario: str, mode: str = "root", timeout: float = 20.0) -> dict:
+def run(scenario: str, mode: str = "root", timeout: float = 20.0, shared_proc: bool = False) -> dict:
     proc = subprocess.run([sys.executable, "-m", "tests.sandbox.contained", scenario, mode], cwd=ROOT,
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "CONTAINED_SHARED_PROC": str(int(shared_proc))})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -161,11 +161,23 @@ def test_everything_dies_when_the_zygote_is_killed(mode: str) -> None:
 
 
 @NEEDS_NAMESPACES
+@pytest.mark.parametrize("shared_proc", [False, True], ids=["private-proc", "host-proc"])
 @pytest.mark.parametrize("mode", MODES)
-def test_pid_1_reaps_orphans_but_not_a_child_its_code_waits_for(mode: str) -> None:
-    found = run("reaper", mode)
+def test_pid_1_reaps_orphans_but_not_a_child_its_code_waits_for(mode: str, shared_proc: bool) -> None:
+    found = run("reaper", mode, shared_proc=shared_proc)
     assert found["reaped"] == 1 and found["zombies_left"] == []
     assert found["own_code"] == 3
+
+
+@NEEDS_NAMESPACES
+@pytest.mark.parametrize("mode", MODES)
+def test_without_a_private_proc_the_namespace_still_contains_and_blocks_signals(mode: str) -> None:
+    found = run("identity", mode, shared_proc=True)
+    assert found["pid"] == 1 and found["host_pid"] == found["forked_pid"]
+    assert len(found["proc"]) > 1  # the host's processes are visible then
+    found = run("signals", mode, shared_proc=True)
+    assert found["other_sandbox"] == found["zygote"] == found["everyone"] == "ProcessLookupError"
+    assert found["other_sandbox_alive"]
 
 
 @pytest.mark.parametrize("mode", MODES)
