@@ -41,7 +41,7 @@ import select
 import signal
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from myagent.sandbox.ops import EXIT_PARENT_GONE
@@ -100,9 +100,11 @@ class Plan:
     user_namespace: bool = False  # the zygote is not root: the sandbox needs a user namespace
     private_proc: bool = False    # the sandbox's /proc shows its own namespace only
     pid_max: bool = False         # root, and the kernel keeps pid_max per PID namespace (>= 6.14)
+    nproc: bool = False           # user namespace, and RLIMIT_NPROC counts per user namespace (>= 5.14)
     reason: str = ""              # why the fallback is in force
     uid: int = 0
     gid: int = 0
+    children_file: bool = True    # /proc/PID/task/TID/children exists (reaping, sweeping)
 
     @property
     def flags(self) -> int:
@@ -113,7 +115,7 @@ class Plan:
             return f"subreaper sweep (no PID namespace: {self.reason})"
         parts = ["user + PID namespace" if self.user_namespace else "PID namespace",
                  "private /proc" if self.private_proc else "host /proc (mounting a private one failed)"]
-        if self.user_namespace:
+        if self.nproc:
             parts.append("RLIMIT_NPROC per sandbox")
         elif self.pid_max:
             parts.append("pid_max per namespace")
@@ -131,6 +133,11 @@ def _kernel_at_least(major: int, minor: int) -> bool:
 def probe(forced: str | None = None) -> Plan:
     """Find out (with a throwaway clone) which containment this kernel and these privileges allow."""
     forced = (forced if forced is not None else os.environ.get(ENV, "auto")).strip().lower() or "auto"
+    plan = _probe(forced)
+    return replace(plan, children_file=os.path.exists(f"/proc/self/task/{os.getpid()}/children"))
+
+
+def _probe(forced: str) -> Plan:
     uid, gid = os.geteuid(), os.getegid()
     if forced == SUBREAPER:
         return Plan(reason=f"{ENV}={SUBREAPER}", uid=uid, gid=gid)
@@ -140,7 +147,8 @@ def probe(forced: str | None = None) -> Plan:
     if sys.platform != "linux" or machine not in _SYS_CLONE:
         return Plan(reason=f"not supported on {sys.platform}/{machine}", uid=uid, gid=gid)
     plan = Plan(PID_NAMESPACE, user_namespace=uid != 0, private_proc=True,
-                pid_max=uid == 0 and _kernel_at_least(6, 14), uid=uid, gid=gid)
+                pid_max=uid == 0 and _kernel_at_least(6, 14), nproc=uid != 0 and _kernel_at_least(5, 14),
+                uid=uid, gid=gid)
     try:
         pid = clone(plan.flags)
     except OSError as exc:
@@ -152,7 +160,7 @@ def probe(forced: str | None = None) -> Plan:
     if code == 0:
         return plan
     if code == 1:  # namespaces work; a private /proc could not be mounted (e.g. a masked /proc)
-        return Plan(PID_NAMESPACE, plan.user_namespace, False, False, uid=uid, gid=gid)
+        return replace(plan, private_proc=False, pid_max=False)
     return Plan(reason=f"setting up the namespaces failed in a test sandbox (code {code})", uid=uid, gid=gid)
 
 
@@ -208,6 +216,7 @@ class Landing:
     mode: str
     host_pid: int        # its pid as the zygote and the front process see it
     user_namespace: bool = False
+    nproc: bool = False  # RLIMIT_NPROC would count this sandbox alone
 
 
 def fork_sandbox(plan: Plan, max_procs: int, warn: Callable[[str], None]) -> tuple[int, Landing]:
@@ -225,7 +234,7 @@ def fork_sandbox(plan: Plan, max_procs: int, warn: Callable[[str], None]) -> tup
                  f"subreaper sweep only")
         else:
             if pid != 0:
-                return pid, Landing(PID_NAMESPACE, pid, plan.user_namespace)
+                return pid, Landing(PID_NAMESPACE, pid, plan.user_namespace, plan.nproc)
             return 0, _land(plan, max_procs)
     pid = os.fork()
     return pid, Landing(SUBREAPER, pid or os.getpid())
@@ -245,7 +254,7 @@ def _land(plan: Plan, max_procs: int) -> Landing:
     except BaseException as exc:  # noqa: BLE001 - never fall back into the zygote's code
         print(f"sandbox: setting up its namespaces failed: {exc}", file=sys.stderr, flush=True)
         os._exit(EXIT_CONTAINMENT_FAILED)
-    return Landing(PID_NAMESPACE, host_pid, plan.user_namespace)
+    return Landing(PID_NAMESPACE, host_pid, plan.user_namespace, plan.nproc)
 
 
 def map_ids(uid: int, gid: int) -> None:
@@ -297,10 +306,11 @@ def confine(landing: Landing, max_procs: int) -> None:
     else:
         # Orphaned descendants stay in this sandbox's tree (counted, and swept when it dies).
         prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if landing.nproc and max_procs > 0:
+        # Counted per user namespace: this sandbox's tasks only, threads included. (Older kernels
+        # count every process of the uid: the limit would starve the other sandboxes.)
+        resource.setrlimit(resource.RLIMIT_NPROC, (max_procs, max_procs))
     if landing.user_namespace:
-        if max_procs > 0:
-            # Counted per user namespace: this sandbox's tasks only, threads included.
-            resource.setrlimit(resource.RLIMIT_NPROC, (max_procs, max_procs))
         drop_capabilities()
 
 

@@ -142,6 +142,9 @@ def _choose_containment(ctrl: socket.socket) -> containment.Plan | None:
     except ValueError as exc:
         _send(ctrl, {"op": ops.LOAD_ERROR, "reason": str(exc)})
         return None
+    if not plan.children_file:
+        log.warning("/proc/PID/task/TID/children is missing (CONFIG_PROC_CHILDREN): orphans are not reaped "
+                    "before their sandbox ends, and the zygote cannot sweep what a dead sandbox left")
     if plan.mode == containment.PID_NAMESPACE:
         log.info("sandbox containment: %s", plan.describe())
         return plan

@@ -130,26 +130,57 @@ class Watchdog:
         at_cap = 0 < self.max_procs <= sandbox.tasks
         return strikes.observe(at_cap) or (at_cap and sandbox.tasks > self.max_procs)
 
-    def _sample_children(self, sandbox: Sandbox, proc: psutil.Process) -> None:
+    @staticmethod
+    def family() -> dict[int, list[int]]:
+        """Parent pid -> child pids, for every process of the host: one read of /proc/PID/stat each,
+        shared by all the sandboxes of a sample (psutil's children() walks /proc once per call)."""
+        family: dict[int, list[int]] = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue  # gone meanwhile
+            # "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses, so parse after the last ")".
+            ppid = int(stat[stat.rfind(b")") + 2:].split(b" ", 2)[1])
+            family.setdefault(ppid, []).append(int(name))
+        return family
+
+    @staticmethod
+    def descendants(pid: int, family: dict[int, list[int]]) -> list[int]:
+        out, todo = [], [pid]
+        while todo:
+            for child in family.get(todo.pop(), ()):
+                out.append(child)
+                todo.append(child)
+        return out
+
+    def _sample_children(self, sandbox: Sandbox, proc: psutil.Process, family: dict[int, list[int]]) -> None:
         """Processes a tool spawned count against their sandbox's caps. Listing them walks
         /proc, so it runs about once a second rather than every sample."""
         known = self._children.setdefault(sandbox.pid, {})
         rss, cpu, seen = 0, 0.0, set()
         try:
-            children = proc.children(recursive=True)
             tasks = proc.num_threads()
         except psutil.NoSuchProcess:
-            children, tasks = [], 1
-        for child in children:
-            seen.add(child.pid)
-            tracked = known.setdefault(child.pid, child)
+            tasks = 1
+        for pid in self.descendants(sandbox.pid, family):
+            try:
+                tracked = known.get(pid) or known.setdefault(pid, psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                continue  # gone since the listing
+            seen.add(pid)
+            threads = 1  # a zombie holds its pid (and its place under the kernel's cap) all the same
             try:
                 with tracked.oneshot():
-                    tasks += max(1, tracked.num_threads())  # a zombie still holds its pid
+                    threads = max(1, tracked.num_threads())
                     rss += tracked.memory_info().rss
                     cpu += tracked.cpu_percent(None)  # 0.0 on the first sample of a child
             except psutil.NoSuchProcess:
-                continue
+                pass
+            tasks += threads
         for pid in list(known):
             if pid not in seen:
                 del known[pid]
@@ -161,6 +192,7 @@ class Watchdog:
         now = self.clock()
         self._ticks += 1
         live = set()
+        family: dict[int, list[int]] | None = None
         for sandbox in list(self.pool.sandboxes.values()):
             if sandbox.state not in (READY, DRAINING) or sandbox.kill_reason:
                 continue
@@ -183,7 +215,8 @@ class Watchdog:
                 continue
             counted = self._ticks % self.children_every == 0
             if counted:
-                self._sample_children(sandbox, proc)
+                family = self.family() if family is None else family
+                self._sample_children(sandbox, proc, family)
             sandbox.rss += sandbox.children_rss
             sandbox.cpu += sandbox.children_cpu
             mem, cpu, procs = self._strikes.setdefault(sandbox.pid, (Strikes(self.memory_strikes),
