@@ -307,8 +307,29 @@ def subreaper(mode: str) -> dict:
             "left": containment.children("self")}
 
 
+def clone_fails(mode: str) -> dict:
+    """clone() refused for one sandbox (e.g. no user namespace left): forked plainly, with a warning."""
+    _drop(mode)
+    plan = _probe()
+    warnings: list[str] = []
+
+    def refuse(flags: int) -> int:
+        raise containment.ContainmentError(28, "No space left on device")
+
+    containment.clone = refuse
+    r, w = os.pipe()
+    pid, landing = containment.fork_sandbox(plan, MAX_PROCS, warnings.append)
+    if pid == 0:
+        containment.confine(landing, MAX_PROCS)
+        os.write(w, json.dumps({"pid": os.getpid(), "mode": landing.mode}).encode() + b"\n")
+        os._exit(0)
+    found = _read_line(r)
+    os.waitpid(pid, 0)
+    return {**found, "forked": pid, "warnings": warnings}
+
+
 SCENARIOS = {f.__name__: f for f in (identity, kill_takes_all, nproc, sigterm, signals, zygote_dies, reaper,
-                                     subreaper)}
+                                     subreaper, clone_fails)}
 
 if __name__ == "__main__":
     print(json.dumps(SCENARIOS[sys.argv[1]](sys.argv[2] if len(sys.argv) > 2 else "root")), flush=True)

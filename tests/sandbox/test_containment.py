@@ -190,6 +190,15 @@ def test_subreaper_fallback_keeps_orphans_in_the_tree_and_the_zygote_sweeps_them
     assert survivors(found["tree"], 0.5) == []
 
 
+@NEEDS_NAMESPACES
+@pytest.mark.parametrize("mode", MODES)
+def test_a_sandbox_that_clone_refuses_is_forked_plainly_with_a_warning(mode: str) -> None:
+    found = run("clone_fails", mode)
+    assert found["mode"] == containment.SUBREAPER and found["pid"] == found["forked"]
+    assert len(found["warnings"]) == 1 and "No space left on device" in found["warnings"][0]
+    assert "subreaper sweep only" in found["warnings"][0]
+
+
 def test_probe_honours_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(containment.ENV, "subreaper")
     plan = containment.probe()
