@@ -147,6 +147,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("sandbox-dir", "str", "", "Parent of each sandbox's own working directory (default: a fresh temporary directory)."),
     S("sandbox-max-files", "int", 1024, "RLIMIT_NOFILE of a sandbox: files and sockets it may hold open."),
     S("sandbox-max-file-size", "size", "1GiB", "RLIMIT_FSIZE of a sandbox: largest file it may write."),
+    S("sandbox-max-procs", "int", 64, "Processes and threads of one sandbox and all it started (RLIMIT_NPROC in its "
+      "user namespace); held for --limit-strikes samples: PROCESS_LIMIT. 0 = off."),
     # Sessions and turns
     S("session-ttl", "float", 600.0, "Seconds a detached session (its connection dropped) is kept for user.reconnect."),
     S("replay-buffer", "int", 1000, "Events kept per session for replay on reconnect (oldest dropped first; user.ack trims)."),

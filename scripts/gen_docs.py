@@ -113,8 +113,8 @@ LIMITS = ("max-connections", "max-connections-per-address", "open-timeout", "max
           "max-user-message-chars", "max-queued-messages", "session-ttl", "replay-buffer", "replay-buffer-bytes",
           "max-history-messages", "max-history-bytes", "turn-timeout", "confirm-timeout",
           "max-tool-result-chars", "max-state-size", "state-ttl", "max-memory", "max-cpu", "worker-timeout",
-          "sandbox-max-files", "sandbox-max-file-size", "sandbox-max-offences", "max-sandboxes", "max-restarts",
-          "restart-window", "quarantine-after", "quarantine-window")
+          "sandbox-max-files", "sandbox-max-file-size", "sandbox-max-procs", "sandbox-max-offences", "max-sandboxes",
+          "max-restarts", "restart-window", "quarantine-after", "quarantine-window")
 
 
 def limits() -> str:

@@ -53,6 +53,7 @@ class ErrorCode(str, Enum):
     SANDBOX_CRASHED = "SANDBOX_CRASHED"
     MEMORY_LIMIT = "MEMORY_LIMIT"
     CPU_LIMIT = "CPU_LIMIT"
+    PROCESS_LIMIT = "PROCESS_LIMIT"
     TURN_TIMEOUT = "TURN_TIMEOUT"
     WORKER_TIMEOUT = "WORKER_TIMEOUT"
     CANCELLED = "CANCELLED"
@@ -109,6 +110,7 @@ RECOVERABLE: dict[ErrorCode, bool] = {
     _E.SANDBOX_CRASHED: True,
     _E.MEMORY_LIMIT: True,
     _E.CPU_LIMIT: True,
+    _E.PROCESS_LIMIT: True,
     _E.TURN_TIMEOUT: True,
     _E.WORKER_TIMEOUT: True,
     _E.CANCELLED: True,  # the user asked for it; the session goes on
@@ -149,6 +151,7 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     _E.SANDBOX_CRASHED: "The sandbox process running the turn died; the session was restored elsewhere.",
     _E.MEMORY_LIMIT: "The sandbox exceeded its memory limit and was replaced.",
     _E.CPU_LIMIT: "The sandbox exceeded its CPU limit and was replaced.",
+    _E.PROCESS_LIMIT: "The sandbox held more processes than its cap (--sandbox-max-procs) and was replaced.",
     _E.TURN_TIMEOUT: "The turn exceeded its time limit.",
     _E.WORKER_TIMEOUT: "The sandbox stopped responding (blocked event loop) and was replaced.",
     _E.CANCELLED: "The turn was cancelled at the client's request.",

@@ -1,8 +1,10 @@
 """Process-level isolation applied to the zygote and to each sandbox (Linux).
 
-What this gives: a sandbox dies with its parent (parent-death signal), lives in
-its own process group (the whole tree can be killed at once) and cannot gain
-privileges through exec (``no_new_privs``). It is process isolation, not a VM.
+What this gives: a sandbox dies with its parent (parent-death signal), leads
+its own session and process group, runs under rlimits it cannot raise, and
+cannot gain privileges through exec (``no_new_privs``). Keeping every process a
+tool starts inside the sandbox (namespaces, or subreaper and sweep) is
+``myagent.sandbox.containment``. It is process isolation, not a VM.
 """
 
 from __future__ import annotations
@@ -93,9 +95,12 @@ def apply_rlimits(max_memory: int, max_files: int, max_file_size: int) -> None:
         lower(resource.RLIMIT_FSIZE, max_file_size)
 
 
-def enter_workdir(root: str, user: str = "") -> str:
-    """Give the sandbox a working directory of its own under ``root`` (owned by ``user``)."""
-    path = os.path.join(root, f"sandbox-{os.getpid()}")
+def enter_workdir(root: str, user: str = "", pid: int | None = None) -> str:
+    """Give the sandbox a working directory of its own under ``root`` (owned by ``user``).
+
+    ``pid`` names it: the sandbox's pid as the host sees it (inside a PID namespace every
+    sandbox is PID 1)."""
+    path = os.path.join(root, f"sandbox-{pid or os.getpid()}")
     os.makedirs(path, mode=0o700, exist_ok=True)
     if user and os.getuid() == 0:
         entry = pwd.getpwnam(user)

@@ -70,7 +70,8 @@ class SandboxPool:
         return {"heartbeat": c.worker_heartbeat, "confirm_timeout": c.confirm_timeout,
                 "max_history": c.max_history_messages, "max_tool_result_chars": c.max_tool_result_chars,
                 "max_memory": c.max_memory, "max_files": c.sandbox_max_files,
-                "max_file_size": c.sandbox_max_file_size, "user": c.sandbox_user,
+                "max_file_size": c.sandbox_max_file_size, "max_procs": c.sandbox_max_procs,
+                "user": c.sandbox_user,
                 "workdir_root": self.workdir_root}
 
     def _new_zygote(self) -> ZygoteClient:

@@ -36,7 +36,7 @@ log = logging.getLogger("myagent.supervisor.recovery")
 RETRY_DELAY = 0.05  # seconds between placement attempts of a restore while no sandbox has room
 # Losses a running turn can cause; the others (retired, shutting down) are the server's doing.
 CRASHES = frozenset({ErrorCode.SANDBOX_CRASHED, ErrorCode.MEMORY_LIMIT, ErrorCode.CPU_LIMIT,
-                     ErrorCode.WORKER_TIMEOUT, ErrorCode.SANDBOX_MISBEHAVED})
+                     ErrorCode.WORKER_TIMEOUT, ErrorCode.PROCESS_LIMIT, ErrorCode.SANDBOX_MISBEHAVED})
 
 
 class Recovery:

@@ -60,6 +60,9 @@ class Sandbox:
     cpu: float = 0.0       # last watchdog sample, percent of one core (the sandbox and its children)
     children_rss: int = 0
     children_cpu: float = 0.0
+    procs: int = 0         # last watchdog count: the sandbox and every descendant (zombies included)
+    tasks: int = 0         # the same, threads included (what --sandbox-max-procs caps)
+    containment: str = ""  # "pid-namespace" or "subreaper", as the watchdog found it
 
     def send(self, frame: dict) -> None:
         if self.pipe is not None:

@@ -42,6 +42,7 @@ def build(server: "Server") -> dict[str, Any]:
              "heartbeat_age_seconds": round(now - s.last_beat, 3),
              # last watchdog sample (every --watch-interval), so /status costs no syscalls
              "rss_bytes": s.rss, "cpu_percent": round(s.cpu, 1),
+             "procs": s.procs, "tasks": s.tasks, "containment": s.containment,
              "kill_reason": s.kill_reason, "kill_rung": s.kill_rung, "frames_rejected": s.offences}
             for s in pool.sandboxes.values()
         ],
@@ -52,6 +53,7 @@ def build(server: "Server") -> dict[str, Any]:
             for s in pool.losses
         ],
         "zygote_pid": pool.zygote.pid if pool.zygote else None,
+        "containment": server.watchdog.containment,
         "reload": {"reloads": server.reloads, "last_error": server.reload_error},
         "store": {"backend": server.store.name, "where": server.store.describe(), "healthy": server.store.health()[0],
                   "status": server.store.health()[1], "pending_writes": server.store.pending,
@@ -76,7 +78,7 @@ def build(server: "Server") -> dict[str, Any]:
                    "max_sessions_per_connection": c.max_sessions_per_connection,
                    "max_message_size": c.max_message_size, "max_user_message_chars": c.max_user_message_chars,
                    "turn_timeout": c.turn_timeout, "worker_timeout": c.worker_timeout,
-                   "max_memory": c.max_memory, "max_cpu": c.max_cpu,
+                   "max_memory": c.max_memory, "max_cpu": c.max_cpu, "sandbox_max_procs": c.sandbox_max_procs,
                    "max_turns_per_worker": c.max_turns_per_worker,
                    "session_ttl": c.session_ttl},
     }

@@ -87,6 +87,8 @@ EXIT_LOAD_ERROR = 3
 EXIT_PARENT_GONE = 4
 EXIT_PIPE_ERROR = 5
 EXIT_AGENT_EXIT = 6
+EXIT_CONTAINMENT_FAILED = 7  # a sandbox could not enter its namespaces
+EXIT_TERMINATED = 128 + 15   # a sandbox (PID 1 of its namespace) exiting on SIGTERM, as a shell reports it
 
 EXIT_MEANINGS = {
     EXIT_OK: "exited normally",
@@ -94,6 +96,8 @@ EXIT_MEANINGS = {
     EXIT_PARENT_GONE: "its parent process was gone",
     EXIT_PIPE_ERROR: "the sandbox failed to start or lost its pipe",
     EXIT_AGENT_EXIT: "agent code raised SystemExit",
+    EXIT_CONTAINMENT_FAILED: "the sandbox could not enter its namespaces",
+    EXIT_TERMINATED: "stopped by SIGTERM",
 }
 
 

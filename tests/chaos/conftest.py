@@ -38,9 +38,10 @@ class Chaos:
         self.clients: list[AgentClient] = []
 
     def start(self, *args: str, agent: str | Path = CHAOS_AGENT, workers: int = 2,
-              env: dict[str, str] | None = None, fast: bool = True, timeout: float = 20.0) -> ServerProcess:
+              env: dict[str, str] | None = None, fast: bool = True, timeout: float = 20.0,
+              llm: str = CHAOS_LLM) -> ServerProcess:
         cli = ["--workers", str(workers), *(FAST if fast else ()), *args]
-        srv = ServerProcess(agent, *cli, llm=CHAOS_LLM, env=env)
+        srv = ServerProcess(agent, *cli, llm=llm, env=env)
         self.servers.append(srv)
         return srv.start(timeout=timeout)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import time
 from typing import Any
@@ -133,6 +134,42 @@ def wait_gone(pids: set[int] | list[int], timeout: float = 3.0) -> list[tuple[in
     return left
 
 
+def own_pid_namespace(pid: int) -> bool:
+    """True when ``pid`` is in a PID namespace other than ours (a contained sandbox is PID 1 of its own)."""
+    return os.readlink(f"/proc/{pid}/ns/pid") != os.readlink("/proc/self/ns/pid")
+
+
+def namespace_members(pid: int) -> list[int]:
+    """Host pids of every process in ``pid``'s PID namespace ([pid] and its descendants if it shares ours)."""
+    if not own_pid_namespace(pid):
+        return [pid] + [p.pid for p in tree(pid)]
+    ns = os.readlink(f"/proc/{pid}/ns/pid")
+    out = []
+    for other in psutil.pids():
+        try:
+            if os.readlink(f"/proc/{other}/ns/pid") == ns:
+                out.append(other)
+        except OSError:
+            pass
+    return out
+
+
+def host_pid(sandbox_pid: int, pid: int) -> int:
+    """The host's pid of the process a tool in sandbox ``sandbox_pid`` knows as ``pid`` (while the sandbox
+    lives). Tools inside a PID namespace see its numbering only; the last NSpid field is that number."""
+    if not own_pid_namespace(sandbox_pid):
+        return pid
+    for member in namespace_members(sandbox_pid):
+        try:
+            with open(f"/proc/{member}/status") as f:
+                line = next(line for line in f if line.startswith("NSpid:"))
+        except (OSError, StopIteration):
+            continue
+        if int(line.split()[-1]) == pid:
+            return member
+    raise LookupError(f"no process {pid} in the PID namespace of sandbox {sandbox_pid}")
+
+
 def num_fds(pid: int) -> int:
     return psutil.Process(pid).num_fds()
 
@@ -157,6 +194,7 @@ def zombies(pid: int) -> list[int]:
 
 __all__ = [
     "CHAOS_AGENT", "CHAOS_LLM", "CHAOS_SCRIPT", "ECHO_RE", "FAST", "TERMINAL", "assert_gapless", "ask_echo", "echo",
-    "events_named", "get", "gone", "num_fds", "place_two", "sandbox_loads", "status",
+    "events_named", "get", "gone", "host_pid", "namespace_members", "num_fds", "own_pid_namespace", "place_two",
+    "sandbox_loads", "status",
     "timed_turn", "tree", "wait_fds", "wait_gone", "wait_ready_sandboxes", "zombies",
 ]

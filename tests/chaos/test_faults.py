@@ -28,8 +28,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.chaos.helpers import (ask_echo, assert_gapless, events_named, num_fds, place_two, timed_turn,
-                                 wait_fds, wait_gone, wait_ready_sandboxes, zombies)
+from tests.chaos.helpers import (ask_echo, assert_gapless, events_named, host_pid, num_fds, own_pid_namespace,
+                                 place_two, timed_turn, wait_fds, wait_gone, wait_ready_sandboxes, zombies)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(30)]
 
@@ -91,6 +91,9 @@ async def test_fault_is_contained(fault: Fault, chaos, timings, tmp_path: Path) 
     assert (await ask_echo(a, "hello one"))["turn"] == 1
     assert (await ask_echo(b, "b hello"))["turn"] == 1
     fds_before = num_fds(front)
+    # A tool in a PID namespace of its own knows itself as pid 1 and its children by that numbering.
+    pid_a_inside = 1 if own_pid_namespace(pid_a) else pid_a
+    child = None
 
     # A breaks its sandbox; B keeps talking to the other one meanwhile.
     fault_turn = asyncio.create_task(timed_turn(a, fault.message))
@@ -103,14 +106,16 @@ async def test_fault_is_contained(fault: Fault, chaos, timings, tmp_path: Path) 
         b_latencies.append(time.monotonic() - started)
         b_turns += 1
         assert reply["turn"] == b_turns
+        if fault.id == "spawns_child" and child is None and (tmp_path / "child.pid").exists():
+            child = host_pid(pid_a, int((tmp_path / "child.pid").read_text()))  # while its sandbox lives
         await asyncio.sleep(0.2)  # a steady trickle: B must not starve A's spinner on 2 cores
     timed = await fault_turn
     cpu_seen.cancel()
     cpu_samples = await cpu_seen
     extra = {}
     if fault.id == "spawns_child":
-        # The sandbox's `sleep` child dies with its process group and is reaped (no zombie).
-        child = int((tmp_path / "child.pid").read_text())
+        # The sandbox's `sleep` child dies with its sandbox and is reaped (no zombie).
+        assert child is not None, "the tool's child was never seen alive"
         left = await asyncio.to_thread(wait_gone, [child], 2.0)
         assert not left, f"the sandbox's child {child} survived it: {left}"
         extra["child_gone_after_interrupted_s"] = round(time.monotonic() - timed[-1][0], 4)
@@ -148,7 +153,7 @@ async def test_fault_is_contained(fault: Fault, chaos, timings, tmp_path: Path) 
     # Nothing left behind: the sandbox (and its child) reaped, fds back to the baseline.
     assert not await asyncio.to_thread(wait_gone, [pid_a], 2.0)
     if fault.id == "ignores_sigterm":
-        assert int((tmp_path / "stubborn.pid").read_text()) == pid_a
+        assert int((tmp_path / "stubborn.pid").read_text()) == pid_a_inside
         assert f"(pid {pid_a}) lost: WORKER_TIMEOUT after SIGKILL" in srv.text, srv.text[-2000:]
     assert not zombies(front), zombies(front)
     fds_after = await wait_fds(front, fds_before)

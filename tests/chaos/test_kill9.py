@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.helpers import (ask_echo, assert_gapless, events_named, num_fds, place_two, timed_turn,
+from tests.chaos.helpers import (ask_echo, assert_gapless, events_named, host_pid, num_fds, place_two, timed_turn,
                                  wait_fds, wait_gone, wait_ready_sandboxes, zombies)
 from tests.serverproc import ROOT
 
@@ -47,7 +47,7 @@ async def test_kill9_mid_turn_interrupts_once_restores_and_kills_tool_children(c
     # A's tool starts `sleep 600` and awaits; B runs a 1.5 s tool on the other sandbox.
     a_turn = asyncio.create_task(timed_turn(a, "do-spawn now"))
     b_turn = asyncio.create_task(timed_turn(b, "do-slow now"))
-    child = int(await _wait_file(tmp_path / "child.pid"))
+    child = host_pid(pid_a, int(await _wait_file(tmp_path / "child.pid")))  # the tool may see its namespace's pids
     srv.track_children()
     assert child in srv.track_children()
     killed_at = time.monotonic()

@@ -78,8 +78,8 @@ def test_health_ready_status(server):
     assert len(status["sandboxes"]) == 2
     for sandbox in status["sandboxes"]:
         assert set(sandbox) == {"id", "pid", "state", "sessions", "turns_served", "uptime_seconds",
-                                "heartbeat_age_seconds", "rss_bytes", "cpu_percent", "kill_reason",
-                                "kill_rung", "frames_rejected"}
+                                "heartbeat_age_seconds", "rss_bytes", "cpu_percent", "procs", "tasks",
+                                "containment", "kill_reason", "kill_rung", "frames_rejected"}
         assert sandbox["state"] == "ready"
 
 
