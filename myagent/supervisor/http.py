@@ -90,10 +90,13 @@ class HttpEndpoints:
             self.server.metrics.connections_refused["host"] += 1
         return json_response(403 if upgrade else 421, HOST_REFUSED)
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
-        path = request.path.split("?", 1)[0]
+    def _checked(self, connection: ServerConnection, request: Request) -> tuple[str, bool, Response | None]:
+        """The path without its query, whether this is an upgrade, and the answer to a foreign Host."""
         upgrade = (single_header(request.headers, "Upgrade")[0] or "").lower() == "websocket"
-        refused = self.refuse_foreign_host(connection, request, upgrade)
+        return request.path.split("?", 1)[0], upgrade, self.refuse_foreign_host(connection, request, upgrade)
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path, upgrade, refused = self._checked(connection, request)
         if refused is not None:
             return refused
         if upgrade:
@@ -121,9 +124,7 @@ class HttpEndpoints:
 
     def process_status_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """The ``--status-port`` listener: ops endpoints and the dashboard, never a WebSocket."""
-        path = request.path.split("?", 1)[0]
-        upgrade = (single_header(request.headers, "Upgrade")[0] or "").lower() == "websocket"
-        refused = self.refuse_foreign_host(connection, request, upgrade)
+        path, upgrade, refused = self._checked(connection, request)
         if refused is not None:
             return refused
         if upgrade:
