@@ -121,7 +121,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("worker-heartbeat", "float", 0.5, "Seconds between a sandbox's heartbeats to the front process."),
     S("worker-timeout", "float", 10.0, "A sandbox silent this long (event loop blocked) is replaced: WORKER_TIMEOUT."),
     S("worker-start-timeout", "float", 30.0, "Seconds a sandbox (or the zygote loading the agent file) may take to get ready."),
-    S("sandbox-open-timeout", "float", 10.0, "Seconds a sandbox has to confirm it hosts a session (new, restored or moved)."),
+    S("sandbox-open-timeout", "float", 10.0, "Seconds a sandbox has to confirm it hosts a session (new, restored or "
+      "moved).", bounds=(0.001, 3600)),
+    S("sandbox-max-event-size", "size", "1MiB", "Largest event or history message a sandbox may send; a bigger "
+      "one is dropped as an offence (agent output is bounded by --max-tool-result-chars and the model).",
+      bounds=(64 << 10, 12 << 20)),
     S("sandbox-max-offences", "int", 10, "Frames a sandbox may send for sessions or turns it does not own before it is "
       "replaced (SANDBOX_MISBEHAVED); each is dropped and counted."),
     # Supervision (watchdog, restarts, recycling)
@@ -130,9 +134,10 @@ SETTINGS: tuple[Setting, ...] = (
     S("cpu-window", "float", 10.0, "Seconds the CPU cap must be exceeded before the sandbox is replaced."),
     S("watch-interval", "float", 0.25, "Seconds between watchdog samples (psutil) of every sandbox."),
     S("limit-strikes", "int", 2, "Consecutive samples over --max-memory before acting (one noisy sample kills nothing)."),
-    S("kill-grace", "float", 1.0, "Seconds between the rungs of the termination ladder (stop op, SIGTERM, SIGKILL)."),
+    S("kill-grace", "float", 1.0, "Seconds between the rungs of the termination ladder (stop op, SIGTERM, SIGKILL).",
+      bounds=(0, 600)),
     S("restore-timeout", "float", 30.0, "Seconds a session whose sandbox was lost waits for a healthy one; then "
-      "AGENT_UNAVAILABLE."),
+      "AGENT_UNAVAILABLE.", bounds=(0.001, 3600)),
     S("max-restarts", "int", 20, "Sandbox restarts allowed within --restart-window; past it the agent is unavailable."),
     S("restart-window", "float", 60.0, "Window in seconds of the restart budget (spent by crashes no running turn "
       "explains)."),
@@ -157,7 +162,9 @@ SETTINGS: tuple[Setting, ...] = (
       "says: reject (SESSION_BUSY), enqueue, interrupt (cancel, keep its work) or rollback (cancel, drop its work).",
       choices=("reject", "enqueue", "interrupt", "rollback")),
     S("max-queued-messages", "int", 10, "Messages a session holds while a turn runs or it is being restored; past it: "
-      "SESSION_BUSY."),
+      "SESSION_BUSY.", bounds=(1, 1000)),
+    S("cancel-grace", "float", 10.0, "Seconds a sandbox has to end a cancelled turn; then the front ends it and "
+      "re-opens the session (agent code that swallows cancellation).", bounds=(0.001, 3600)),
     S("turn-timeout", "float", 300.0, "Wall-clock limit of one turn; the turn is cancelled with TURN_TIMEOUT. 0 = none."),
     S("confirm-timeout", "float", 120.0, "Seconds a tool waits for user.response to agent.user_confirm; then it is denied."),
     S("max-history-messages", "int", 2000, "Messages of history the front process holds per session (oldest dropped)."),

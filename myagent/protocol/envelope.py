@@ -37,6 +37,7 @@ __all__ = ["iso_utc", "now_iso", "make_event", "event_id", "parse_event_id", "en
            "event_body", "check_event_body", "session_envelope", "utc_stamp", "BODY_KEYS"]
 
 BODY_KEYS = frozenset({"step_id", "content", "metadata"})
+MAX_STEP_ID = 128  # a step id is a model's tool-call id: the front keeps the pending ones
 # Metadata keys only the front process writes; a body that carries one is refused.
 _FRONT_METADATA = "connection_id"
 
@@ -179,7 +180,7 @@ def check_event_body(body: bytes, turn_id: str) -> tuple[dict, bytes] | None:
     if len(doc) > 1 and not BODY_KEYS.issuperset(doc):
         return None
     step = doc.get("step_id")
-    if step is not None and type(step) is not str:
+    if step is not None and (type(step) is not str or len(step) > MAX_STEP_ID):
         return None
     return doc, orjson.dumps(doc)
 

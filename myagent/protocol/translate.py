@@ -64,8 +64,8 @@ class Translator:
         return ev.AGENT_INTERRUPTED, event_body(text, {"reason": code.value, **error_metadata(code), **extra,
                                                        "turn_id": turn_id})
 
-    def failed(self, turn_id: str, code: ErrorCode | str, text: str) -> tuple[str, bytes]:
-        return ev.AGENT_ERROR, event_body(text, {**error_metadata(_code(code)), "turn_id": turn_id})
+    def failed(self, turn_id: str, code: ErrorCode | str, text: str, **extra: Any) -> tuple[str, bytes]:
+        return ev.AGENT_ERROR, event_body(text, {**error_metadata(_code(code)), **extra, "turn_id": turn_id})
 
 
 def _code(value: ErrorCode | str) -> ErrorCode:

@@ -62,10 +62,10 @@ class SessionHost:
     def on_frame(self, body: bytes) -> None:
         try:
             if body[:1] == b"O":
-                parts = ops.split_ids(body, 1)
+                parts = ops.split_ids(body, 2)
                 if parts is None:
                     raise ValueError("malformed open frame")
-                self._open(parts[0].decode(), parts[1])
+                self._open(parts[0].decode(), int(parts[1]), parts[2])
                 return
             frame = orjson.loads(body)
             handler = self._handlers.get(frame.get("op"))
@@ -89,7 +89,7 @@ class SessionHost:
         self.pipe.send_raw(ops.event_frame(sid, turn, event[0], event[1]))
 
     # Ops ----------------------------------------------------------------
-    def _open(self, sid: str, history: bytes) -> None:
+    def _open(self, sid: str, nonce: int, history: bytes) -> None:
         try:
             agent = self.factory.new()
             messages = orjson.loads(history)
@@ -97,13 +97,13 @@ class SessionHost:
                 agent.load_history(messages)
         except Exception as exc:
             log.warning("session %s could not be opened: %s", sid, exc, exc_info=True)
-            self.send({"op": ops.OPEN_FAILED, "sid": sid, "error": f"{type(exc).__name__}: {exc}"[:500]})
+            self.send({"op": ops.OPEN_FAILED, "sid": sid, "n": nonce, "error": f"{type(exc).__name__}: {exc}"[:500]})
             return
         old = self.sessions.pop(sid, None)
         if old is not None and old.task is not None:
             old.task.cancel()
         self.sessions[sid] = HostedSession(sid, agent)
-        self.send({"op": ops.OPENED, "sid": sid})
+        self.send({"op": ops.OPENED, "sid": sid, "n": nonce})
 
     def _turn(self, frame: dict) -> None:
         sid, turn = frame["sid"], frame["turn"]

@@ -244,16 +244,20 @@
         endTurn(meta.turn_id);
         break;
       }
-      case "agent.error":
+      case "agent.error": {
+        const dropped = findItem((i) => i.kind === "user" && i.queued && i.turn === meta.turn_id);
+        if (dropped) { dropped.queued = false; dropped.refused = true; changed(dropped); }
         addItem({ kind: "notice", level: "error", code: meta.error_code, text: String(ev.content || "error") });
         endTurn(meta.turn_id);
         break;
+      }
       case "agent.interrupted":
         addItem({ kind: "notice", level: "warn", text: "Interrupted" + (meta.reason ? " (" + meta.reason + ")" : "") + ": " + (ev.content || "") });
         endTurn(meta.turn_id);
         break;
       case "agent.session_end":
         addItem({ kind: "notice", level: "info", text: "Session ended (" + (meta.reason || "closed") + ")." });
+        unqueueAll();
         endTurn(null);
         break;
       case "system.notice":
@@ -279,8 +283,19 @@
     }
     if (request === "user.ack") return;  // harmless: e.g. an ack racing a session change
     addItem({ kind: "notice", level: "error", code: meta.error_code, text: String(ev.content || "error") });
-    if (request === "user.message" && meta.error_code !== "SESSION_BUSY") endTurn(null);
+    if (request === "user.message") {
+      // The refused message never ran (a busy session with --multitask reject, a full queue...).
+      const refused = findItem((i) => i.kind === "user" && !i.queued && !i.turn && !i.refused);
+      if (refused) { refused.refused = true; changed(refused); }
+      if (meta.error_code !== "SESSION_BUSY") endTurn(null);
+    }
     if (request === "user.create_session") setConn("bad", "no session: " + (meta.error_code || "error"));
+  }
+
+  function unqueueAll() {
+    for (const item of state.items) {
+      if (item.kind === "user" && item.queued) { item.queued = false; item.refused = true; changed(item); }
+    }
   }
 
   function endTurn(turnId) {
@@ -399,8 +414,8 @@
   function build(item) {
     switch (item.kind) {
       case "user": {
-        const row = el("div", "msg user" + (item.queued ? " queued" : ""));
-        if (item.queued) row.append(el("span", "queued-tag", "queued"));
+        const row = el("div", "msg user" + (item.queued ? " queued" : "") + (item.refused ? " refused" : ""));
+        if (item.queued || item.refused) row.append(el("span", "queued-tag", item.queued ? "queued" : "not run"));
         row.append(el("div", "bubble", item.text));
         return row;
       }

@@ -29,7 +29,7 @@ from myagent.supervisor.replies import ClientError
 if TYPE_CHECKING:
     from myagent.supervisor.server import Server
 
-log = logging.getLogger("myagent.supervisor")
+log = logging.getLogger("myagent.supervisor.inbound")
 
 CLOSE_POLICY_VIOLATION = 1008
 # How long a closing connection's queued frames (the refusals it earned) may take to go out.

@@ -17,6 +17,7 @@ per sandbox and reason, counted in /metrics, and after
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from myagent.supervisor.sessions import Session
 
 log = logging.getLogger("myagent.supervisor.placement")
+
+MAX_CLOSING = 4096  # sessions a sandbox was told to close and has not confirmed, remembered at most
 
 
 class PlacementError(Exception):
@@ -47,6 +50,7 @@ class Placement:
         self.pool = pool
         self.config = config
         self.metrics = metrics
+        self._nonces = itertools.count(1)
 
     # Choosing --------------------------------------------------------------------
     def choose(self, exclude: Sandbox | None = None) -> Sandbox | None:
@@ -54,15 +58,16 @@ class Placement:
         best = None
         limit = self.config.sessions_per_worker
         for sandbox in self.pool.sandboxes.values():
-            if sandbox.state == READY and sandbox is not exclude and sandbox.load < limit and (
-                    best is None or sandbox.load < best.load):
+            if sandbox.state == READY and sandbox.kill_reason is None and sandbox is not exclude and (
+                    sandbox.load < limit and (best is None or sandbox.load < best.load)):
                 best = sandbox
         return best
 
     @property
     def free_slots(self) -> int:
         limit = self.config.sessions_per_worker
-        return sum(max(0, limit - s.load) for s in self.pool.sandboxes.values() if s.state == READY)
+        return sum(max(0, limit - s.load) for s in self.pool.sandboxes.values()
+                   if s.state == READY and s.kill_reason is None)
 
     @property
     def capacity(self) -> int:
@@ -97,7 +102,7 @@ class Placement:
         sandbox re-opens it with its current history). Opens first, then closes the old one: a
         failed move leaves the session where it was. True if it moved."""
         old = session.sandbox
-        if old is None or session.placing:
+        if old is None or session.placing or session.turn is not None:
             return False
         target = target or self.choose(exclude=old)
         if target is None:
@@ -130,7 +135,7 @@ class Placement:
 
     def lost(self, sandbox: Sandbox) -> list["Session"]:
         """A sandbox is gone: fail its pending opens and unbind every session it hosted."""
-        for future in sandbox.opening.values():
+        for _, future in sandbox.opening.values():
             if not future.done():
                 future.set_result("the sandbox was lost")
         sessions = list(sandbox.hosted.values())
@@ -144,15 +149,22 @@ class Placement:
         sid = session.id
         if sid in sandbox.opening:
             raise PlacementError(ErrorCode.SESSION_BUSY, "The session is already being opened.")
+        nonce = next(self._nonces)  # echoed in the answer: a late answer to an older open is told apart
         future = asyncio.get_running_loop().create_future()
-        sandbox.opening[sid] = future
+        sandbox.opening[sid] = (nonce, future)
+        sandbox.last_nonce = nonce
         try:
-            sandbox.send_raw(ops.open_frame(sid, session.history))
+            if sandbox.pipe is not None and sandbox.pipe.paused:
+                await sandbox.pipe.writable()  # a burst of restores waits for the sandbox to read
+            sandbox.send_raw(ops.open_frame(sid, nonce, session.history))
             error = await asyncio.wait_for(future, self.config.sandbox_open_timeout)
         except FrameTooLarge:
             error = "its history does not fit in one pipe frame"
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
             error = "the sandbox did not answer"
+        except asyncio.CancelledError:
+            self._forget_on(sandbox, sid)
+            raise
         finally:
             sandbox.opening.pop(sid, None)
         if error is None and sandbox.state not in (READY, DRAINING):
@@ -165,7 +177,8 @@ class Placement:
             raise PlacementError(ErrorCode.INTERNAL_ERROR, "The agent could not start a session.")
 
     def _bind(self, session: "Session", sandbox: Sandbox) -> None:
-        sandbox.closing.discard(session.id)
+        assert session.sandbox is None or session.sandbox is sandbox, "bound twice"
+        sandbox.closing.pop(session.id, None)
         sandbox.hosted[session.id] = session
         session.sandbox = sandbox
 
@@ -180,7 +193,10 @@ class Placement:
     def _forget_on(sandbox: Sandbox, sid: str) -> None:
         """Tell ``sandbox`` to forget ``sid``; what it sends for it until it answers is late, not forged."""
         if sandbox.state != DEAD:
-            sandbox.closing.add(sid)
+            closing = sandbox.closing
+            closing[sid] = None
+            if len(closing) > MAX_CLOSING:  # a sandbox that never answers closes: forget the oldest
+                del closing[next(iter(closing))]
             sandbox.send({"op": ops.CLOSE, "sid": sid})
 
     # Believing a sandbox -------------------------------------------------------------
@@ -202,17 +218,19 @@ class Placement:
         return None
 
     def on_control(self, sandbox: Sandbox, frame: dict) -> None:
-        op, sid = frame.get("op"), frame.get("sid")
-        if op in (ops.OPENED, ops.OPEN_FAILED):
-            future = sandbox.opening.get(sid) if isinstance(sid, str) else None
-            if future is None:
-                if sid not in sandbox.closing:  # else the answer to an open that timed out: late
-                    self.offence(sandbox, f"{op} for a session it was not asked to open")
-            elif not future.done():
-                future.set_result(None if op == ops.OPENED else str(frame.get("error"))[:500])
+        op, sid, nonce = frame.get("op"), frame.get("sid"), frame.get("n")
+        if not isinstance(sid, str):
+            self.offence(sandbox, "malformed control op")
+        elif op in (ops.OPENED, ops.OPEN_FAILED):
+            pending = sandbox.opening.get(sid)
+            if pending is not None and pending[0] == nonce:
+                if not pending[1].done():
+                    pending[1].set_result(None if op == ops.OPENED else str(frame.get("error"))[:500])
+            elif not (type(nonce) is int and 0 < nonce <= sandbox.last_nonce):
+                self.offence(sandbox, f"{op} for a session it was not asked to open")
+            # else: the answer to an open that timed out (or was cancelled): late, not forged
         elif op == ops.CLOSED:
-            if isinstance(sid, str):
-                sandbox.closing.discard(sid)
+            sandbox.closing.pop(sid, None)
         else:
             self.offence(sandbox, "unknown op")
 

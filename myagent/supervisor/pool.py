@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import orjson
 
+from myagent.supervisor.background import Background
 from myagent.supervisor.exceptions import SandboxNotReady, SandboxStartError
 from myagent.supervisor.restart import RestartPolicy
 from myagent.supervisor.sandboxes import (DEAD, DRAINING, READY, RETIRED, SHUTDOWN, STARTING, Sandbox, signal_tree,
@@ -60,7 +61,7 @@ class SandboxPool:
         self.losses: deque[Sandbox] = deque(maxlen=RECENT_LOSSES)
         self.workdir_root = config.sandbox_dir or ""
         self._ids = itertools.count(1)
-        self._respawns: set[asyncio.Task] = set()
+        self._respawns = Background()
         self._zygote_lock = asyncio.Lock()
         self._grow_lock = asyncio.Lock()
 
@@ -139,7 +140,7 @@ class SandboxPool:
 
     # Frames and loss -----------------------------------------------------------
     def _frame(self, sandbox: Sandbox, body: bytes) -> None:
-        if body[0] != ops.KIND_CONTROL:
+        if body[:1] != b"{":
             self.on_data(sandbox, body)
             return
         try:
@@ -188,6 +189,8 @@ class SandboxPool:
         if sandbox is None:
             return
         sandbox.exit_code, sandbox.exit_signal, sandbox.exited = code, sig, True
+        if sandbox.pipe is not None:
+            sandbox.pipe.abort()  # gone is gone, even if a descendant still holds its socket open
         if not self.stopping and (sig or code):
             log.info("sandbox %s (pid %s) %s", sandbox.id, pid, sandbox.exit_text,
                      extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
@@ -199,12 +202,8 @@ class SandboxPool:
                                        f"in {self.policy.window:g}s (last: {reason})")
             log.error("agent unavailable: %s", self.unavailable_reason)
             return
-        self._background(self._respawn_after(delay))
+        self._respawns.spawn(self._respawn_after(delay))
 
-    def _background(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._respawns.add(task)
-        task.add_done_callback(self._respawns.discard)
 
     async def _respawn_after(self, delay: float) -> None:
         await asyncio.sleep(delay)
@@ -227,7 +226,7 @@ class SandboxPool:
         sandbox.state = DRAINING
         log.info("sandbox %s (pid %s) draining after %d turns", sandbox.id, sandbox.pid, sandbox.turns,
                  extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
-        self._background(self._respawn_after(0))
+        self._respawns.spawn(self._respawn_after(0))
 
     def stop_if_drained(self, sandbox: Sandbox) -> None:
         if sandbox.state == DRAINING and not sandbox.load:
@@ -308,16 +307,15 @@ class SandboxPool:
         terminate(sandbox, reason, self.config.kill_grace if grace is None else grace, polite=polite)
 
     # Stop --------------------------------------------------------------------
-    async def stop(self, timeout: float = 2.0) -> None:
-        """Climb the ladder for every sandbox (a rung every ``timeout / 2``), then stop the zygotes."""
+    async def stop(self) -> None:
+        """Climb the ladder for every sandbox (a rung every --kill-grace), then stop the zygotes."""
         self.stopping = True
-        for task in list(self._respawns):
-            task.cancel()
+        self._respawns.cancel()
         sandboxes = list(self.sandboxes.values())
         for sandbox in sandboxes:
-            self.terminate(sandbox, SHUTDOWN, polite=True, grace=timeout / 2)
+            self.terminate(sandbox, SHUTDOWN, polite=True)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout + 1.0
+        deadline = loop.time() + 3 * self.config.kill_grace  # the three rungs
         while any(s.state != DEAD for s in sandboxes) and loop.time() < deadline:
             await asyncio.sleep(0.02)
         for zygote in [self.zygote, *self.old_zygotes]:

@@ -22,6 +22,7 @@ from myagent.supervisor.placement import Placement, PlacementError
 from myagent.supervisor.pool import SandboxPool
 from myagent.supervisor.quarantine import Quarantine
 from myagent.supervisor.sandboxes import DRAINING, Sandbox
+from myagent.supervisor.background import Background
 from myagent.supervisor.replies import ClientError
 from myagent.supervisor.sessions import Session, SessionRegistry, hash_token
 from myagent.supervisor.store.base import StoreError
@@ -51,12 +52,8 @@ class Recovery:
         self.store = store
         self.node_id = node_id
         self.quarantine = Quarantine(config.quarantine_after, config.quarantine_window)
-        self._tasks: set[asyncio.Task] = set()
+        self.background = Background()
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # Sandbox loss and restore ------------------------------------------------------------
     def on_sandbox_lost(self, sandbox: Sandbox, reason: str) -> bool:
@@ -92,20 +89,23 @@ class Recovery:
 
     def restore(self, session: Session, reason: str = ErrorCode.SANDBOX_CRASHED.value) -> None:
         """Place an unhosted session again (bounded by --restore-timeout); a no-op if under way."""
-        if session.restoring or session.placing or session.sandbox is not None:
+        if session.restoring or session.placing or session.sandbox is not None or session.closed:
+            return
+        if self.pool.stopping:  # shutting down: it is revived from the store after the restart
             return
         session.restoring = True
-        self._spawn(self._restore(session, reason))
+        self.background.spawn(self._restore(session, reason))
 
     async def _restore(self, session: Session, reason: str) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.restore_timeout
         try:
-            while not session.closed and session.sandbox is None:
-                sandbox = self.placement.choose()
-                if sandbox is not None:
+            while session.sandbox is None:
+                if session.closed or self.pool.stopping:
+                    return
+                if self.placement.can_place():
                     try:
-                        await self.placement.host(session, sandbox)
+                        await self.placement.host(session)  # grows the pool where --max-sandboxes allows
                     except PlacementError:
                         pass  # that sandbox failed to open it (or died): try again below
                     else:
@@ -113,6 +113,8 @@ class Recovery:
                         session.emit(ev.SYSTEM_NOTICE, "The session was restored on a new sandbox with its history.",
                                      {"restored": True, "reason": reason, "history_messages": len(session.history)})
                         break
+                    if session.closed or self.pool.stopping:
+                        return
                 if self.pool.unavailable_reason or loop.time() > deadline:
                     session.emit(ev.SYSTEM_ERROR, "The session could not be restored: the agent is unavailable.",
                                  error_metadata(ErrorCode.AGENT_UNAVAILABLE))
@@ -128,7 +130,7 @@ class Recovery:
         """A session has nothing to run: move it off a draining sandbox, let go of its lease."""
         sandbox = session.sandbox
         if sandbox is not None and sandbox.state == DRAINING:
-            self._spawn(self._move_off(session))
+            self.background.spawn(self._move_off(session))
         elif session.connection is None:
             self.let_go(session)
 
@@ -139,11 +141,13 @@ class Recovery:
                 continue
             for session in list(sandbox.hosted.values()):
                 if session.turn is None and not session.placing:
-                    self._spawn(self._move_off(session))
+                    self.background.spawn(self._move_off(session))
             self.pool.stop_if_drained(sandbox)
 
     async def _move_off(self, session: Session) -> None:
         old = session.sandbox
+        if old is None or old.state != DRAINING or session.turn is not None:
+            return  # things changed since it was scheduled (a message started a turn, ...)
         moved = await self.placement.move(session)
         if old is not None:
             self.pool.stop_if_drained(old)
@@ -161,10 +165,11 @@ class Recovery:
         take it over at once; this node keeps a copy it re-validates before using again."""
         if self.store is None or not self.store.shared or not session.leased:
             return
-        if session.connection is not None or session.turn is not None or session.inbox:
+        if session.connection is not None or session.turn is not None or session.inbox or session.placing \
+                or session.restoring:
             return
         session.leased = False
-        self._spawn(self.store.release(session.id, self.node_id))
+        self.background.spawn(self.store.release(session.id, self.node_id))
 
     def forget(self, session: Session) -> None:
         """Drop this node's copy of a session another node now owns (the store keeps it)."""
@@ -177,6 +182,9 @@ class Recovery:
             session.connection = None
         self.placement.unhost(session)
         session.inbox.clear()
+        # The node that owns it now reports its turn (SERVER_RESTARTED): nothing of ours may reach the
+        # shared store any more, and no client is attached here to tell.
+        session.store = None
         if session.turn is not None:
             self.turns.finish(session, ev.AGENT_INTERRUPTED, ErrorCode.SESSION_CLOSED.value)
 
@@ -218,12 +226,12 @@ class Recovery:
         session.detached_at = time.monotonic()
         if stored.record.turn_id:
             # The process that ran this turn died with it (server restart or node loss).
-            session.emit(ev.AGENT_INTERRUPTED, "The server restarted during this turn.",
-                         {"reason": ErrorCode.SERVER_RESTARTED.value, "turn_id": stored.record.turn_id,
-                          **error_metadata(ErrorCode.SERVER_RESTARTED)})
+            name, body = self.turns.translate.interrupted(stored.record.turn_id, ErrorCode.SERVER_RESTARTED)
+            session.deliver(name.encode(), body)
             self.metrics.turn_done(ev.AGENT_INTERRUPTED, ErrorCode.SERVER_RESTARTED.value, 0.0)
         session.persist()
         self.metrics.sessions_restored += 1
+        self.turns.next(session)  # messages a concurrent reconnect queued while it was being placed
         log.info("session %s revived from the %s store", sid, self.store.name,
                  extra={"session_id": sid, "connection_id": conn.id})
         return session

@@ -29,12 +29,16 @@ _TURN_EVENTS = {name.encode(): name for name in TURN_EVENTS}
 
 
 class Relay:
-    def __init__(self, placement: "Placement", turns: "Turns") -> None:
+    def __init__(self, placement: "Placement", turns: "Turns", max_size: int) -> None:
         self.placement = placement
         self.turns = turns
+        self.max_size = max_size
 
     def on_data(self, sandbox: "Sandbox", body: bytes) -> None:
-        kind = body[0]
+        if len(body) > self.max_size:  # parsing it would cost every user the front's time
+            self.placement.offence(sandbox, "event over --sandbox-max-event-size")
+            return
+        kind = body[0] if body else None
         if kind == ops.KIND_EVENT:
             self._event(sandbox, body)
         elif kind == ops.KIND_MESSAGE:

@@ -13,6 +13,9 @@ from collections import deque
 from typing import Callable
 
 
+BLAMED_FACTOR = 5  # blamed restarts allowed per window, in multiples of max_restarts
+
+
 class RestartPolicy:
     def __init__(self, max_restarts: int = 10, window: float = 60.0, backoff: float = 0.05,
                  backoff_max: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
@@ -22,6 +25,7 @@ class RestartPolicy:
         self.backoff_max = backoff_max
         self.clock = clock
         self._recent: deque[float] = deque()
+        self._blamed: deque[float] = deque()
         self.exhausted = False
         self.total = 0
 
@@ -35,10 +39,16 @@ class RestartPolicy:
         An uncharged restart (a crash blamed on a session, see quarantine.py) does not
         spend the budget and waits the base backoff."""
         self.total += 1
-        if not charge:
-            return None if self.exhausted else self.backoff
         now = self.clock()
         self._trim(now)
+        if not charge:
+            # Blamed crashes have their own, larger intensity: past it they are charged like any other,
+            # so even sessions created to crash the agent one after another cannot loop forever.
+            while self._blamed and now - self._blamed[0] > self.window:
+                self._blamed.popleft()
+            if not self.exhausted and len(self._blamed) < BLAMED_FACTOR * self.max_restarts:
+                self._blamed.append(now)
+                return self.backoff
         if self.exhausted or len(self._recent) >= self.max_restarts:
             self.exhausted = True
             self.total -= 1
@@ -53,4 +63,5 @@ class RestartPolicy:
 
     def reset(self) -> None:
         self._recent.clear()
+        self._blamed.clear()
         self.exhausted = False

@@ -16,7 +16,7 @@ from typing import Any
 
 from myagent import __version__
 from myagent.protocol import events as ev
-from myagent.protocol.envelope import iso_utc
+from myagent.protocol.envelope import iso_utc, parse_event_id
 from myagent.protocol.errors import ErrorCode, error_metadata
 from myagent.supervisor.connection import Connection
 from myagent.supervisor.metrics import Metrics
@@ -30,7 +30,7 @@ from myagent.supervisor.store.base import StoreError
 from myagent.supervisor.turns import Turns
 from myagent.wire import ops
 
-log = logging.getLogger("myagent.supervisor")
+log = logging.getLogger("myagent.supervisor.router")
 
 
 class Router:
@@ -118,8 +118,11 @@ class Router:
         if len(conn.sessions) >= c.max_sessions_per_connection:
             raise ClientError(ErrorCode.TOO_MANY_SESSIONS,
                               f"This connection already has {len(conn.sessions)} sessions (limit).")
+        if self.pool.unavailable_reason:
+            raise ClientError(ErrorCode.AGENT_UNAVAILABLE, "The agent is unavailable: it keeps crashing.")
         # Per address and per principal, detached sessions count: a client that opens sessions and
-        # disconnects must not hold every sandbox slot for --session-ttl.
+        # disconnects must not hold every sandbox slot for --session-ttl. Last: a refused request
+        # must not have evicted anything.
         self._within_cap(c.max_sessions_per_address, self.registry.by_address[conn.remote],
                          {"address": conn.remote}, "from this address")
         if conn.principal != "anonymous":
@@ -127,8 +130,6 @@ class Router:
                              {"owner": conn.principal}, "for this token")
         if len(self.registry) >= c.max_sessions:
             raise ClientError(ErrorCode.SERVER_BUSY, "The server hosts its maximum number of sessions.")
-        if self.pool.unavailable_reason:
-            raise ClientError(ErrorCode.AGENT_UNAVAILABLE, "The agent is unavailable: it keeps crashing.")
 
     def _within_cap(self, cap: int, held: int, whose: dict, what: str) -> None:
         """At the cap, end the oldest detached session of the same client; none: TOO_MANY_SESSIONS."""
@@ -230,13 +231,12 @@ class Router:
         content = frame.get("content") or {}
         sid = frame.get("session_id")
         last_seq = content.get("last_seq")
-        event_id = content.get("last_event_id")
-        if isinstance(event_id, str) and ":" in event_id:
+        parsed = parse_event_id(content["last_event_id"]) if isinstance(content.get("last_event_id"), str) else None
+        if parsed is not None:
             # The original console acks with an event id and no session_id: it names the session.
-            event_sid, _, seq_text = event_id.rpartition(":")
-            sid = sid or event_sid
-            if last_seq is None and seq_text.isdigit():
-                last_seq = int(seq_text)
+            sid = sid or parsed[0]
+            if last_seq is None:
+                last_seq = parsed[1]
         if not isinstance(last_seq, int):
             raise ClientError(ErrorCode.SCHEMA_VIOLATION, "user.ack needs content.last_seq or last_event_id.",
                               "content.last_seq")
@@ -283,13 +283,16 @@ class Router:
 
     def end_session(self, session: Session, reason: str) -> None:
         session.closed = True
-        session.inbox.clear()
         self.placement.unhost(session)  # first: nothing may start on it any more
         self.turns.abort(session, ErrorCode.SESSION_CLOSED)
+        self.turns.drop_queue(session, ErrorCode.SESSION_CLOSED, "The session was closed.")
         session.emit(ev.AGENT_SESSION_END, "Session ended", {"reason": reason})
         self.registry.remove(session.id)
         if session.connection is not None:
             session.connection.sessions.discard(session.id)
+        # Whatever still runs for it (a restore giving up, a late task) reaches no client and no store.
+        session.connection = None
+        session.store = None
         self.metrics.sessions_closed += 1
 
     # Periodic work and broadcasts ---------------------------------------------------------

@@ -26,7 +26,6 @@ RETIRED = "RETIRED"    # kill_reason of a sandbox stopped on purpose (recycling,
 SHUTDOWN = "SHUTTING_DOWN"  # kill_reason of every sandbox when the server stops (an ErrorCode value)
 # Rungs of the termination ladder, in order; a polite climb starts with the stop op.
 STOP_OP, SIGTERM, SIGKILL = "stop op", "SIGTERM", "SIGKILL"
-RECENT_LOSSES = 20
 
 
 @dataclass(eq=False)
@@ -40,8 +39,9 @@ class Sandbox:
     # Written by Placement only: sessions hosted here, opens awaiting their answer, closes
     # sent whose answer has not come yet (frames for those are late, not forged).
     hosted: dict[str, Any] = field(default_factory=dict)
-    opening: dict[str, asyncio.Future] = field(default_factory=dict)
-    closing: set[str] = field(default_factory=set)
+    opening: dict[str, tuple[int, asyncio.Future]] = field(default_factory=dict)  # sid -> (nonce, answer)
+    closing: dict[str, None] = field(default_factory=dict)  # an ordered set: the oldest is dropped first
+    last_nonce: int = 0  # of the last open sent to it: answers to opens up to it may come late
     offences: int = 0
     started: float = field(default_factory=time.monotonic)
     last_beat: float = field(default_factory=time.monotonic)
@@ -84,6 +84,8 @@ class Sandbox:
 def terminate(sandbox: Sandbox, reason: str, grace: float, *, polite: bool = False) -> None:
     """Stop ``sandbox`` for ``reason``: [the stop op,] SIGTERM, SIGKILL, one rung every ``grace``
     seconds until it has exited. ``kill_rung`` records the rung that fired last."""
+    if sandbox.exited and sandbox.pipe is not None:
+        sandbox.pipe.abort()  # a dead process whose pipe a descendant still holds: report the loss now
     if sandbox.kill_reason is not None or sandbox.exited:
         return
     sandbox.kill_reason = reason

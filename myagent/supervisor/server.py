@@ -68,7 +68,7 @@ class Server:
         self.turns = Turns(config, self.metrics, self.placement, self.pool)
         self.recovery = Recovery(config, self.registry, self.placement, self.turns, self.pool, self.metrics,
                                  self.store, self.node_id)
-        self.relay = Relay(self.placement, self.turns)
+        self.relay = Relay(self.placement, self.turns, config.sandbox_max_event_size)
         self.router = Router(config, self.pool, self.registry, self.metrics, self.placement, self.turns,
                              self.recovery, self.store, load_secret(state_secret(config), self.state_dir), self.node_id)
         self.turns.on_idle = self.recovery.idle
@@ -292,12 +292,14 @@ class Server:
         """Graceful stop: refuse new work, let turns finish, close clients with 1001."""
         log.info("draining: %d connections, %d sessions", len(self.router.connections), len(self.registry))
         self.router.draining = True
+        self.turns.draining = True
+        for session in self.registry.sessions.values():  # what waits would only be cancelled
+            self.turns.drop_queue(session, ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.graceful_timeout
         while any(s.turn is not None for s in self.registry.sessions.values()) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for session in self.registry.sessions.values():
-            self.turns.drop_queue(session, ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
             self.turns.cancel(session, ErrorCode.SHUTTING_DOWN)
         await asyncio.sleep(0.1 if any(s.turn for s in self.registry.sessions.values()) else 0)
         for conn in list(self.router.connections.values()):

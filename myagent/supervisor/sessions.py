@@ -79,6 +79,7 @@ class Turn:
     tools_running: int = 0         # between agent.tool_call and its agent.tool_result: agent code runs
     timer: Any = None              # asyncio.TimerHandle of the turn timeout
     cancelling: str | None = None  # the reason a cancel was sent with
+    grace: Any = None              # asyncio.TimerHandle: --cancel-grace after the cancel
     rollback: bool = False         # drop this turn's messages once it has ended
 
 

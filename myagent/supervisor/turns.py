@@ -9,7 +9,8 @@ while a turn runs follows its ``metadata.multitask`` (default ``--multitask``):
 cancels the running turn (its work is kept) and runs it next, ``rollback``
 cancels the running turn, drops that turn's messages from the history, then
 runs it. A message that arrives while the session is being restored or moved
-always waits: the client never has to retry.
+always waits (up to the queue's bound): a client never retries because of a
+restore.
 
 Invariants: the front records the user's message in the history itself when
 the turn starts; a turn ends only in :meth:`Turns.finish` (after its terminal
@@ -27,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Callable
 import orjson
 
 from myagent.protocol import events as ev
-from myagent.protocol.errors import ErrorCode, error_metadata
+from myagent.protocol.errors import ErrorCode
 from myagent.protocol.translate import Translator
+from myagent.supervisor.background import Background
 from myagent.supervisor.replies import ClientError
 from myagent.supervisor.sessions import Session, Turn, new_turn_id
 from myagent.wire import ops
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("myagent.supervisor.turns")
 
 _CODES = frozenset(code.value for code in ErrorCode)
+PRIORITY = ("interrupt", "rollback")  # multitask modes that go ahead of the queue
+MAX_PENDING_CONFIRMS = 64  # confirmations one turn may have waiting at once
 
 
 class Turns:
@@ -53,7 +57,8 @@ class Turns:
         # Set by the server: a free session with nothing queued, and an unhosted one with a message.
         self.on_idle: Callable[[Session], None] = lambda session: None
         self.on_unplaced: Callable[[Session], None] = lambda session: None
-        self._tasks: set[asyncio.Task] = set()
+        self.draining = False  # set by the server on SIGTERM: queued messages are refused, not started
+        self.background = Background()
 
     # A new message ------------------------------------------------------------------
     def submit(self, session: Session, text: str, message_id: str | None, mode: str) -> None:
@@ -71,18 +76,25 @@ class Turns:
             raise ClientError(ErrorCode.SESSION_BUSY,
                               f"{len(session.inbox)} messages already wait in this session (limit).")
         turn = Turn(new_turn_id(), text, message_id, mode)
-        if running is not None and mode in ("interrupt", "rollback"):
-            session.inbox.appendleft(turn)
+        inbox = session.inbox
+        if running is not None and mode in PRIORITY:
+            # Ahead of the queue, behind earlier interrupting messages: they run in the order sent.
+            ahead = 0
+            while ahead < len(inbox) and inbox[ahead].multitask in PRIORITY:
+                ahead += 1
+            inbox.insert(ahead, turn)
             running.rollback = running.rollback or mode == "rollback"
             self.cancel(session, ErrorCode.CANCELLED)
         else:
-            session.inbox.append(turn)
-        meta: dict[str, Any] = {"turn_id": turn.id, "position": session.inbox.index(turn) + 1, "multitask": mode}
+            inbox.append(turn)
+        meta: dict[str, Any] = {"turn_id": turn.id, "position": inbox.index(turn) + 1, "multitask": mode}
         if message_id:
             meta["message_id"] = message_id
         session.emit(ev.AGENT_MESSAGE_QUEUED, "The message will run when the session is free.", meta)
         if session.sandbox is None and not session.placing:
             self.on_unplaced(session)
+        elif running is None:
+            self.next(session)  # free after all (a placement just ended): nothing may wait for no reason
 
     def _start(self, session: Session, turn: Turn) -> None:
         sandbox = session.sandbox
@@ -105,14 +117,29 @@ class Turns:
 
     # Cancelling -------------------------------------------------------------------------
     def cancel(self, session: Session, reason: ErrorCode) -> bool:
-        """Ask the sandbox to cancel the running turn; its terminal event ends it. False if none runs."""
+        """Ask the sandbox to cancel the running turn; its terminal event ends it. False if none runs.
+
+        A sandbox that has not ended the turn --cancel-grace seconds later (agent code that
+        swallows the cancellation) loses it: the front ends the turn and re-opens the session."""
         turn = session.turn
         if turn is None:
             return False
         if turn.cancelling is None and session.sandbox is not None:
             turn.cancelling = reason.value
             session.sandbox.send({"op": ops.CANCEL, "sid": session.id, "turn": turn.id, "reason": reason.value})
+            turn.grace = asyncio.get_running_loop().call_later(
+                self.config.cancel_grace, self._cancel_ignored, session, turn.id)
         return True
+
+    def _cancel_ignored(self, session: Session, turn_id: str) -> None:
+        turn = session.turn
+        if turn is None or turn.id != turn_id or session.closed:
+            return
+        log.warning("session %s: turn %s ignored its cancellation for %.0fs; ending it here", session.id,
+                    turn_id, self.config.cancel_grace, extra={"session_id": session.id})
+        self.placement.unhost(session)  # its sandbox may still run it: that agent instance is dropped
+        self.abort(session, turn.cancelling or ErrorCode.CANCELLED)
+        self.on_unplaced(session)
 
     def timeout(self, session: Session, turn_id: str) -> None:
         if session.turn is not None and session.turn.id == turn_id:
@@ -131,7 +158,8 @@ class Turns:
         elif event == ev.AGENT_TOOL_RESULT:
             turn.tools_running = max(0, turn.tools_running - 1)
         elif event == ev.AGENT_USER_CONFIRM and doc.get("step_id"):
-            turn.pending_steps.add(doc["step_id"])
+            if len(turn.pending_steps) < MAX_PENDING_CONFIRMS:  # more would be a sandbox filling our memory
+                turn.pending_steps.add(doc["step_id"])
         elif event in ev.TERMINAL_EVENTS:
             meta = doc["metadata"]
             code = meta.get("error_code") or meta.get("reason")
@@ -146,21 +174,22 @@ class Turns:
             return
         name, body = self.translate.interrupted(turn.id, code, **extra)
         session.deliver(name.encode(), body)
-        self.finish(session, name, ErrorCode(code).value)
+        self.finish(session, name, orjson.loads(body)["metadata"]["error_code"])
 
     def finish(self, session: Session, event: str, code: str | None) -> None:
         """The one place a turn ends: its terminal event has just been delivered."""
         turn, session.turn = session.turn, None
         if turn is None:
             return
-        if turn.timer is not None:
-            turn.timer.cancel()
+        for timer in (turn.timer, turn.grace):
+            if timer is not None:
+                timer.cancel()
         session.ended_turns.append(turn.id)
         session.last_active = time.monotonic()
         self.metrics.turn_done(event, code, time.monotonic() - turn.started)
         session.persist()
-        if turn.rollback:
-            self._spawn(self._rollback(session, turn))
+        if turn.rollback and event == ev.AGENT_INTERRUPTED:  # a turn that completed keeps its work
+            self.background.spawn(self._rollback(session, turn))
         else:
             self.next(session)
 
@@ -186,21 +215,19 @@ class Turns:
         """The session may be free now: run its next queued message, or report it idle."""
         if not session.free:
             return
+        if session.inbox and self.draining:
+            self.drop_queue(session, ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
         if session.inbox:
             self._start(session, session.inbox.popleft())
         else:
             self.on_idle(session)
 
     def drop_queue(self, session: Session, code: ErrorCode, text: str) -> None:
-        """Refuse every queued message of ``session`` (the agent is unavailable, the server stops)."""
+        """Refuse every queued message of ``session`` (closed, quarantined, the agent is unavailable,
+        the server stops): each ends its announced turn with one agent.error."""
         while session.inbox:
             turn = session.inbox.popleft()
-            meta = error_metadata(code, turn_id=turn.id)
-            if turn.message_id:
-                meta["message_id"] = turn.message_id
-            session.emit(ev.AGENT_ERROR, text, meta)
+            extra = {"message_id": turn.message_id} if turn.message_id else {}
+            name, body = self.translate.failed(turn.id, code, text, **extra)
+            session.deliver(name.encode(), body)
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)

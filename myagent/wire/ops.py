@@ -3,13 +3,14 @@
 Every frame is one length-prefixed body (codec: :mod:`myagent.protocol.framing`).
 A body is either a control op, a JSON object with an ``op`` key, or one of
 three frames with a one-letter kind and NUL-separated ids whose JSON payload
-the receiver takes as is (the front never re-encodes what it relays)::
+the receiver takes as is::
 
     E sid NUL turn NUL event NUL body   sandbox -> front: one protocol event of a turn;
                                         body from protocol.envelope.event_body
     M sid NUL turn NUL message          sandbox -> front: one message the turn appended
                                         to the session's history (a JSON object)
-    O sid NUL [message, ...]            front -> sandbox: host a session with this history
+    O sid NUL n NUL [message, ...]      front -> sandbox: host a session with this history
+                                        (n: the open's number, echoed in its answer)
 
 Ids are ASCII tokens the front generated; a NUL cannot occur in them.
 
@@ -23,7 +24,7 @@ Control ops, front -> sandbox:
 Control ops, sandbox -> front:
     ready    {pid}                          the sandbox serves
     hb       {}                             heartbeat (the event loop is alive)
-    opened   {sid} / open_failed {sid, error}
+    opened   {sid, n} / open_failed {sid, n, error}
     closed   {sid}                          nothing more will come for sid
 
 Zygote control socket (SOCK_SEQPACKET, one JSON document per message):
@@ -70,9 +71,9 @@ def message_frame(sid: str, turn: str, message: bytes) -> bytes:
     return b"M%s\0%s\0%s" % (sid.encode(), turn.encode(), message)
 
 
-def open_frame(sid: str, history: list[str]) -> bytes:
+def open_frame(sid: str, nonce: int, history: list[str]) -> bytes:
     """History messages are JSON text already: joined, not re-encoded."""
-    return b"O%s\0[%s]" % (sid.encode(), ",".join(history).encode())
+    return b"O%s\0%d\0[%s]" % (sid.encode(), nonce, ",".join(history).encode())
 
 
 def split_ids(body: bytes, count: int) -> list[bytes] | None:

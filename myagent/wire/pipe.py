@@ -58,8 +58,12 @@ class FramePipe(asyncio.Protocol):
             self.abort()
             return
         on_frame = self._on_frame
-        for body in bodies:
-            on_frame(body)
+        try:
+            for body in bodies:
+                on_frame(body)
+        except Exception:  # a frame the receiver could not handle: the peer is broken or hostile
+            log.exception("pipe: a frame could not be handled; closing the pipe")
+            self.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.closed = True

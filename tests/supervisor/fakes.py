@@ -75,6 +75,7 @@ class FakePipe:
         self.frames: list[dict] = []  # control ops, in order
         self.raw: list[bytes] = []    # raw frame bodies (open frames), in order
         self.aborted = False
+        self.paused = False
 
     def send(self, frame: dict) -> None:
         self.frames.append(frame)
@@ -87,8 +88,8 @@ class FakePipe:
         if isinstance(answer, list):
             answer = answer.pop(0) if len(answer) > 1 else answer[0]
         if body[:1] == b"O" and answer is not None and self.on_control is not None:
-            sid = body[1:].split(b"\0", 1)[0].decode()
-            frame = {"op": answer, "sid": sid}
+            sid, nonce, _ = body[1:].split(b"\0", 2)
+            frame = {"op": answer, "sid": sid.decode(), "n": int(nonce)}
             if answer == FAILED:
                 frame["error"] = "the agent refused"
             asyncio.get_running_loop().call_soon(self.on_control, self.sandbox, frame)
@@ -105,7 +106,7 @@ class FakePipe:
         out = []
         for body in self.raw:
             if body[:1] == b"O":
-                frame_sid, history = body[1:].split(b"\0", 1)
+                frame_sid, _, history = body[1:].split(b"\0", 2)
                 if sid is None or frame_sid.decode() == sid:
                     out.append((frame_sid.decode(), orjson.loads(history)))
         return out
@@ -119,6 +120,12 @@ def make_sandbox(sandbox_id: int, state: str = READY, answer: Any = OPENED) -> S
     sandbox = Sandbox(id=sandbox_id, pid=next(_pids), state=state)
     sandbox.pipe = FakePipe(sandbox, answer)  # type: ignore[assignment]
     return sandbox
+
+
+def answer(sandbox: Sandbox, sid: str, op: str = OPENED, **extra: Any) -> dict:
+    """The answer ``sandbox`` gives to the open of ``sid`` it is asked for now (with that open's number)."""
+    nonce = sandbox.opening[sid][0] if sid in sandbox.opening else sandbox.last_nonce
+    return {"op": op, "sid": sid, "n": nonce, **extra}
 
 
 def pipe(sandbox: Sandbox) -> FakePipe:
@@ -141,6 +148,7 @@ class FakePool:
         self.blamed: list[bool] = []  # what on_lost answered, per loss
         self.max_size = 0
         self.can_grow = False  # no growth: a full pool is full
+        self.stopping = False
 
     def terminate(self, sandbox: Sandbox, reason: str, *, polite: bool = False, grace: float | None = None) -> None:
         self.terminated.append((sandbox.id, reason, polite))
@@ -260,7 +268,7 @@ class Core:
         self.placement = Placement(pool, c, self.metrics)
         self.turns = Turns(c, self.metrics, self.placement, pool)
         self.recovery = Recovery(c, self.registry, self.placement, self.turns, pool, self.metrics, store, "node-a")
-        self.relay = Relay(self.placement, self.turns)
+        self.relay = Relay(self.placement, self.turns, c.sandbox_max_event_size)
         self.router = Router(c, pool, self.registry, self.metrics, self.placement, self.turns, self.recovery, store,
                              b"k" * 32, "node-a")
         self.turns.on_idle = self.recovery.idle

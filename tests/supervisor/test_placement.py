@@ -12,11 +12,11 @@ from myagent.protocol.errors import ErrorCode
 from myagent.supervisor.placement import PlacementError
 from myagent.supervisor.sandboxes import DEAD, DRAINING, STARTING
 
-from .fakes import FAILED, SILENT, Core, pipe, run_until
+from .fakes import FAILED, SILENT, Core, answer, pipe, run_until
 
 
 def opened(core, sandbox, session):
-    core.placement.on_control(sandbox, {"op": "opened", "sid": session.id})
+    core.placement.on_control(sandbox, answer(sandbox, session.id))
 
 
 def unbound_session(core, history=None):
@@ -336,8 +336,9 @@ def test_closed_for_an_unknown_session_is_harmless():
     core = Core()
     sandbox = core.add_sandbox()
     core.placement.on_control(sandbox, {"op": "closed", "sid": "s_whatever"})
-    core.placement.on_control(sandbox, {"op": "closed", "sid": 3})
     assert sandbox.offences == 0
+    core.placement.on_control(sandbox, {"op": "closed", "sid": 3})  # not a session id at all
+    assert sandbox.offences == 1
 
 
 async def test_open_failed_reason_is_clipped_and_a_second_answer_is_ignored():
@@ -346,9 +347,9 @@ async def test_open_failed_reason_is_clipped_and_a_second_answer_is_ignored():
     session = unbound_session(core)
     task = asyncio.ensure_future(core.placement.host(session))
     await run_until(lambda: sandbox.opening)
-    future = sandbox.opening[session.id]
-    core.placement.on_control(sandbox, {"op": "open_failed", "sid": session.id, "error": "x" * 2000})
-    core.placement.on_control(sandbox, {"op": "opened", "sid": session.id})  # same iteration: ignored
+    _, future = sandbox.opening[session.id]
+    core.placement.on_control(sandbox, answer(sandbox, session.id, FAILED, error="x" * 2000))
+    core.placement.on_control(sandbox, answer(sandbox, session.id))  # same iteration: ignored
     assert future.result() == "x" * 500
     with pytest.raises(PlacementError):
         await task
@@ -362,5 +363,18 @@ async def test_a_late_answer_to_a_timed_out_open_is_not_an_offence():
     with pytest.raises(PlacementError):
         await core.placement.host(session)
     assert session.id in sandbox.closing
-    core.placement.on_control(sandbox, {"op": "opened", "sid": session.id})
+    core.placement.on_control(sandbox, answer(sandbox, session.id))
     assert sandbox.offences == 0
+
+
+async def test_a_late_answer_to_a_timed_out_open_is_quiet_but_an_unasked_one_is_an_offence():
+    core = Core(sandbox_open_timeout=0.01)
+    sandbox = core.add_sandbox(answer=SILENT)
+    session = unbound_session(core)
+    with pytest.raises(PlacementError):
+        await core.placement.host(session)
+    core.placement.on_control(sandbox, {"op": "opened", "sid": session.id, "n": sandbox.last_nonce})
+    assert sandbox.offences == 0
+    core.placement.on_control(sandbox, {"op": "opened", "sid": session.id, "n": sandbox.last_nonce + 1})
+    core.placement.on_control(sandbox, {"op": "opened", "sid": session.id})
+    assert sandbox.offences == 2

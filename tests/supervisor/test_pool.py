@@ -55,7 +55,7 @@ async def world(monkeypatch):
     pool.on_data = lambda sandbox, body: data.append((sandbox.id, body))
     yield pool, lost, control, data, signals
     pool.sandboxes.clear()  # nothing left to stop: no ladder to wait for
-    await pool.stop(0)
+    await pool.stop()
 
 
 def add(pool, sandbox_id=1, state=READY):

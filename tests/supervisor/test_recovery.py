@@ -11,7 +11,7 @@ from myagent.supervisor import recovery as recovery_module
 from myagent.supervisor.replies import ClientError
 from myagent.supervisor.sandboxes import DRAINING, READY, RETIRED, STARTING
 
-from .fakes import FAILED, OPENED, SILENT, Core, FakeConnection, FakeStore, pipe, run_until, spin
+from .fakes import FAILED, OPENED, SILENT, Core, FakeConnection, FakeStore, answer, pipe, run_until, spin
 
 
 @pytest.fixture(autouse=True)
@@ -163,7 +163,7 @@ async def test_messages_queued_during_a_restore_run_after_it():
     await run_until(lambda: session.placing)
     core.turns.submit(session, "while restoring", None, "reject")  # never refused during a restore
     queued_id = conn.events("agent.message_queued")[0]["metadata"]["turn_id"]
-    core.placement.on_control(b, {"op": "opened", "sid": session.id})
+    core.placement.on_control(b, answer(b, session.id))
     await run_until(lambda: session.turn is not None)
     assert conn.names() == ["agent.interrupted", "agent.message_queued", "system.notice"]
     assert pipe(b).ops("turn") == [{"op": "turn", "sid": session.id, "turn": queued_id, "text": "while restoring"}]
@@ -225,7 +225,7 @@ async def test_messages_that_arrive_during_a_move_run_after_it_on_the_new_sandbo
     await run_until(lambda: session.placing)
     core.turns.submit(session, "during the move", None, "enqueue")
     assert conn.names() == ["agent.message_queued"]
-    core.placement.on_control(b, {"op": "opened", "sid": session.id})
+    core.placement.on_control(b, answer(b, session.id))
     await run_until(lambda: session.turn is not None)
     assert session.sandbox is b and pipe(b).ops("turn")[0]["text"] == "during the move"
     assert pipe(a).ops("turn") == []
@@ -274,7 +274,7 @@ async def test_a_session_closed_during_its_restore_is_not_bound_afterwards():
     core.pool.lose(a)
     await run_until(lambda: session.placing)
     core.router.end_session(session, "closed by the client")
-    core.placement.on_control(b, {"op": "opened", "sid": session.id})
+    core.placement.on_control(b, answer(b, session.id))
     await run_until(lambda: not session.restoring)
     assert session.id not in b.hosted and session.sandbox is None
     assert conn.names()[-1] == "agent.session_end"
@@ -287,7 +287,7 @@ async def test_a_session_closed_during_a_move_is_not_bound_afterwards():
     core.recovery.idle(session)
     await run_until(lambda: session.placing)
     core.router.end_session(session, "closed by the client")
-    core.placement.on_control(b, {"op": "opened", "sid": session.id})
+    core.placement.on_control(b, answer(b, session.id))
     await spin(10)
     assert session.id not in b.hosted and session.sandbox is None
 

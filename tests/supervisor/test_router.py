@@ -112,9 +112,11 @@ async def test_close_session_interrupts_the_turn_once_and_forgets_the_session():
     tid = session.turn.id
     conn.clear()
     await core.router.handle(conn, {"event": "user.close_session", "session_id": session.id})
-    assert conn.names() == ["agent.interrupted", "agent.session_end"]
+    # The running turn and the queued one each end once, before the session does.
+    assert conn.names() == ["agent.interrupted", "agent.error", "agent.session_end"]
     assert conn.events()[0]["metadata"]["turn_id"] == tid
     assert conn.events()[0]["metadata"]["reason"] == "SESSION_CLOSED"
+    assert conn.events()[1]["metadata"]["error_code"] == "SESSION_CLOSED"
     assert core.registry.get(session.id) is None and not conn.sessions and not session.inbox
     assert pipe(sandbox).ops("close") == [{"op": "close", "sid": session.id}]
     assert len(pipe(sandbox).ops("turn")) == 1  # the queued message never ran

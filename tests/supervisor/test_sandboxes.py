@@ -149,7 +149,7 @@ def test_load_counts_hosted_sessions_and_pending_opens():
     sandbox = Sandbox(id=1, pid=1)
     sandbox.hosted["s_1"] = object()
     sandbox.opening["s_2"] = object()  # type: ignore[assignment]
-    sandbox.closing.add("s_3")
+    sandbox.closing["s_3"] = None
     assert sandbox.load == 2
 
 

@@ -13,7 +13,7 @@ import pytest
 from myagent.protocol.errors import ErrorCode
 from myagent.supervisor.replies import ClientError
 
-from .fakes import FAILED, SILENT, Core, FakeConnection, FakeStore, pipe, run_until, spin
+from .fakes import FAILED, SILENT, Core, FakeConnection, FakeStore, answer, pipe, run_until, spin
 
 
 async def setup(**options):
@@ -77,7 +77,7 @@ async def test_reject_still_queues_while_the_session_is_being_placed():
     core.turns.submit(session, "while moving", None, "reject")
     assert [t.text for t in session.inbox] == ["while moving"]
     assert conn.names() == ["agent.message_queued"]
-    core.placement.on_control(target, {"op": "opened", "sid": session.id})
+    core.placement.on_control(target, answer(target, session.id))
     assert await move is True
 
 
@@ -102,8 +102,9 @@ async def test_interrupt_and_rollback_go_first_and_send_one_cancel(mode):
     core.turns.submit(session, "queued", None, "enqueue")
     core.turns.submit(session, "urgent", None, mode)
     core.turns.submit(session, "urgent again", None, "interrupt")
-    assert [t.text for t in session.inbox] == ["urgent again", "urgent", "queued"]
-    assert conn.events("agent.message_queued")[1]["metadata"]["position"] == 1
+    # Interrupting messages run in the order they were sent, ahead of the others.
+    assert [t.text for t in session.inbox] == ["urgent", "urgent again", "queued"]
+    assert [e["metadata"]["position"] for e in conn.events("agent.message_queued")] == [1, 1, 2]
     assert pipe(sandbox).ops("cancel") == [
         {"op": "cancel", "sid": session.id, "turn": running.id, "reason": "CANCELLED"}]
     assert running.rollback is (mode == "rollback")
