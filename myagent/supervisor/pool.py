@@ -62,6 +62,7 @@ class SandboxPool:
         self.workdir_root = config.sandbox_dir or ""
         self._ids = itertools.count(1)
         self._respawns = Background()
+        self.respawning = 0  # sandboxes on their way (backoff, zygote restart, fork): capacity already
         self._zygote_lock = asyncio.Lock()
         self._grow_lock = asyncio.Lock()
 
@@ -103,12 +104,20 @@ class SandboxPool:
     async def spawn(self) -> Sandbox:
         assert self.zygote is not None
         if not self.zygote.alive:
-            async with self._zygote_lock:  # N sandboxes died with it: restart it once
-                if not self.zygote.alive:
-                    await self._restart_zygote()
+            self.respawning += 1
+            try:
+                async with self._zygote_lock:  # N sandboxes died with it: restart it once
+                    if not self.zygote.alive:
+                        await self._restart_zygote()
+            finally:
+                self.respawning -= 1
         timeout = self.config.worker_start_timeout
         zygote = self.zygote
-        pid, sock = await zygote.fork(timeout)
+        self.respawning += 1
+        try:
+            pid, sock = await zygote.fork(timeout)
+        finally:
+            self.respawning -= 1
         sandbox = Sandbox(id=next(self._ids), pid=pid, zygote=zygote, turn_limit=self._turn_limit())
         sandbox.ready = asyncio.get_running_loop().create_future()
         self.sandboxes[sandbox.id] = sandbox
@@ -202,11 +211,17 @@ class SandboxPool:
                                        f"in {self.policy.window:g}s (last: {reason})")
             log.error("agent unavailable: %s", self.unavailable_reason)
             return
+        self._respawn_later(delay)
+
+    def _respawn_later(self, delay: float) -> None:
+        self.respawning += 1  # counted as capacity from now on: grow() must not spawn beside it
         self._respawns.spawn(self._respawn_after(delay))
 
-
     async def _respawn_after(self, delay: float) -> None:
-        await asyncio.sleep(delay)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            self.respawning -= 1  # spawn() counts it from here on
         if self.stopping:
             return
         try:
@@ -226,7 +241,7 @@ class SandboxPool:
         sandbox.state = DRAINING
         log.info("sandbox %s (pid %s) draining after %d turns", sandbox.id, sandbox.pid, sandbox.turns,
                  extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
-        self._respawns.spawn(self._respawn_after(0))
+        self._respawn_later(0)
 
     def stop_if_drained(self, sandbox: Sandbox) -> None:
         if sandbox.state == DRAINING and not sandbox.load:
@@ -268,7 +283,8 @@ class SandboxPool:
     # On-demand growth (--max-sandboxes) ----------------------------------------------
     @property
     def can_grow(self) -> bool:
-        return not self.stopping and not self.unavailable_reason and len(self.sandboxes) < self.max_size
+        return not self.stopping and not self.unavailable_reason and (
+            len(self.sandboxes) + self.respawning < self.max_size)
 
     async def grow(self, choose: Callable[[], Sandbox | None]) -> Sandbox | None:
         """A sandbox with room: ``choose()``'s, or one more spawned while --max-sandboxes allows it."""

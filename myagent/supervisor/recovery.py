@@ -231,7 +231,8 @@ class Recovery:
             self.metrics.turn_done(ev.AGENT_INTERRUPTED, ErrorCode.SERVER_RESTARTED.value, 0.0)
         session.persist()
         self.metrics.sessions_restored += 1
-        self.turns.next(session)  # messages a concurrent reconnect queued while it was being placed
+        if session.inbox:  # messages a concurrent reconnect queued while it was being placed
+            self.turns.next(session)
         log.info("session %s revived from the %s store", sid, self.store.name,
                  extra={"session_id": sid, "connection_id": conn.id})
         return session

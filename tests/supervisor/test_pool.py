@@ -262,3 +262,15 @@ async def test_grow_spawns_only_within_max_sandboxes(world):
     assert await pool.grow(lambda: None) is None and pool.zygote.forks == 1
     found = make_sandbox(9)
     assert await pool.grow(lambda: found) is found and pool.zygote.forks == 1
+
+
+async def test_a_lost_sandboxs_scheduled_replacement_counts_as_capacity(world):
+    """A restore that runs before the replacement's task must not grow the pool beside it
+    (the zygote kill -9 chaos test found a third sandbox where two belong)."""
+    pool, lost, _, _, _ = world
+    pool.max_size = 1
+    sandbox = add(pool)
+    pool._lost(sandbox)  # schedules the replacement; its task has not run yet
+    assert not pool.sandboxes and not pool.can_grow
+    await run_until(lambda: pool.zygote.forks == 1)  # the replacement is forking: still counted
+    assert not pool.can_grow
