@@ -28,7 +28,7 @@ from myagent.supervisor.exceptions import SandboxNotReady, SandboxStartError
 from myagent.supervisor.restart import RestartPolicy
 from myagent.supervisor.sandboxes import (DEAD, DRAINING, READY, RETIRED, SHUTDOWN, STARTING, Sandbox, signal_tree,
                                           terminate)
-from myagent.supervisor.zygote_client import ZygoteClient
+from myagent.supervisor.zygote_client import ZygoteClient, Zygotes
 from myagent.wire import ops
 from myagent.wire.pipe import open_pipe
 
@@ -52,8 +52,7 @@ class SandboxPool:
         self.on_data: Callable[[Sandbox, bytes], None] = lambda sandbox, body: None
         self.sandboxes: dict[int, Sandbox] = {}
         self.by_pid: dict[int, Sandbox] = {}
-        self.zygote: ZygoteClient | None = None
-        self.old_zygotes: list[ZygoteClient] = []
+        self.zygotes = Zygotes(self._new_zygote, config.worker_start_timeout)
         self.agent: dict[str, Any] = {}
         self.stopping = False
         self.unavailable_reason: str | None = None
@@ -63,7 +62,6 @@ class SandboxPool:
         self._ids = itertools.count(1)
         self._respawns = Background()
         self.respawning = 0  # sandboxes on their way (backoff, zygote restart, fork): capacity already
-        self._zygote_lock = asyncio.Lock()
         self._grow_lock = asyncio.Lock()
 
     @property
@@ -93,8 +91,7 @@ class SandboxPool:
 
             entry = pwd.getpwnam(self.config.sandbox_user)
             os.chown(self.workdir_root, entry.pw_uid, entry.pw_gid)
-        self.zygote = self._new_zygote()
-        self.agent = await self.zygote.start(self.config.worker_start_timeout)
+        self.agent = await self.zygotes.start()
         results = await asyncio.gather(*(self.spawn() for _ in range(self.size)), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         if len(errors) == len(results):
@@ -102,19 +99,11 @@ class SandboxPool:
         return self.agent
 
     async def spawn(self) -> Sandbox:
-        assert self.zygote is not None
-        if not self.zygote.alive:
-            self.respawning += 1
-            try:
-                async with self._zygote_lock:  # N sandboxes died with it: restart it once
-                    if not self.zygote.alive:
-                        await self._restart_zygote()
-            finally:
-                self.respawning -= 1
         timeout = self.config.worker_start_timeout
-        zygote = self.zygote
         self.respawning += 1
         try:
+            zygote, reloaded = await self.zygotes.alive()  # N sandboxes died with it: restarted once
+            self.agent = reloaded or self.agent
             pid, sock = await zygote.fork(timeout)
         finally:
             self.respawning -= 1
@@ -139,13 +128,6 @@ class SandboxPool:
         if c.max_turns_per_worker <= 0:
             return 0
         return c.max_turns_per_worker + random.randint(0, max(0, c.max_turns_jitter))
-
-    async def _restart_zygote(self) -> None:
-        log.warning("the zygote is gone; starting a new one")
-        if self.zygote is not None:
-            await self.zygote.stop(0.5)
-        self.zygote = self._new_zygote()
-        self.agent = await self.zygote.start(self.config.worker_start_timeout)
 
     # Frames and loss -----------------------------------------------------------
     def _frame(self, sandbox: Sandbox, body: bytes) -> None:
@@ -179,7 +161,7 @@ class SandboxPool:
             sandbox.ready.set_exception(SandboxNotReady(f"sandbox {sandbox.pid} exited during start"))
         reason = sandbox.kill_reason or "SANDBOX_CRASHED"
         signal_tree(sandbox, signal.SIGKILL)  # a closed pipe may still have a live process
-        self._release_zygote(sandbox.zygote)
+        self._release_zygotes()
         if reason in (RETIRED, SHUTDOWN):
             log.info("sandbox %s (pid %s) stopped (%s)", sandbox.id, sandbox.pid, reason.lower(),
                      extra={"sandbox_id": sandbox.id, "pid": sandbox.pid})
@@ -249,21 +231,12 @@ class SandboxPool:
 
     async def reload(self) -> dict[str, Any]:
         """Load the agent file afresh in a new zygote; raise AgentFileError and keep serving if it fails."""
-        zygote = self._new_zygote()
-        try:
-            agent = await zygote.start(self.config.worker_start_timeout)
-        except BaseException:
-            await zygote.stop(0.5)
-            raise
-        old, self.zygote, self.agent = self.zygote, zygote, agent
-        if old is not None:
-            self.old_zygotes.append(old)
+        agent = self.agent = await self.zygotes.replace()
         for sandbox in list(self.sandboxes.values()):
-            if sandbox.zygote is not zygote and sandbox.state == READY:
+            if sandbox.zygote is not self.zygotes.current and sandbox.state == READY:
                 sandbox.state = DRAINING
         await asyncio.gather(*(self.spawn() for _ in range(self.size)), return_exceptions=True)
-        for zyg in list(self.old_zygotes):
-            self._release_zygote(zyg)
+        self._release_zygotes()
         if self.unavailable_reason and self.ready_count:
             # The restart budget was spent by the previous version; the new one starts afresh.
             log.info("the reloaded agent serves again: restart budget reset")
@@ -271,14 +244,8 @@ class SandboxPool:
             self.unavailable_reason = None
         return agent
 
-    def _release_zygote(self, zygote: ZygoteClient | None) -> None:
-        """Stop an old zygote once none of its sandboxes is left (they die with it)."""
-        if zygote is None or zygote is self.zygote or zygote not in self.old_zygotes:
-            return
-        if any(s.zygote is zygote for s in self.sandboxes.values()):
-            return
-        self.old_zygotes.remove(zygote)
-        asyncio.get_running_loop().create_task(zygote.stop(1.0))
+    def _release_zygotes(self) -> None:
+        self.zygotes.release(lambda zygote: any(s.zygote is zygote for s in self.sandboxes.values()))
 
     # On-demand growth (--max-sandboxes) ----------------------------------------------
     @property
@@ -334,9 +301,7 @@ class SandboxPool:
         deadline = loop.time() + 3 * self.config.kill_grace  # the three rungs
         while any(s.state != DEAD for s in sandboxes) and loop.time() < deadline:
             await asyncio.sleep(0.02)
-        for zygote in [self.zygote, *self.old_zygotes]:
-            if zygote is not None:
-                await zygote.stop(1.0)
+        await self.zygotes.stop()
         if self.workdir_root and not self.config.sandbox_dir:
             import shutil
 
@@ -346,6 +311,4 @@ class SandboxPool:
         """The top rung for everything at once (a second signal: exit now)."""
         for sandbox in list(self.sandboxes.values()):
             signal_tree(sandbox, signal.SIGKILL)
-        for zygote in [self.zygote, *self.old_zygotes]:
-            if zygote is not None:
-                zygote.kill()
+        self.zygotes.kill()

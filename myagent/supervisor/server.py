@@ -171,8 +171,8 @@ class Server:
         not_dumpable()
         self.announce(f"🔍 Loading agent file: {c.agent_file}")
         agent = await self.pool.start()
-        if self.pool.zygote is not None and self.pool.zygote.llm:
-            self.announce(f"🧠 LLM: {self.pool.zygote.llm}")
+        if self.pool.zygotes.current is not None and self.pool.zygotes.current.llm:
+            self.announce(f"🧠 LLM: {self.pool.zygotes.current.llm}")
         self.registry.agent = agent.get("name", "")
         try:
             await self.store.start()

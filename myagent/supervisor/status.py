@@ -52,7 +52,7 @@ def build(server: "Server") -> dict[str, Any]:
              "exit": s.exit_text, "seconds_ago": round(now - s.lost_at, 3) if s.lost_at else None}
             for s in pool.losses
         ],
-        "zygote_pid": pool.zygote.pid if pool.zygote else None,
+        "zygote_pid": pool.zygotes.current.pid if pool.zygotes.current else None,
         "containment": server.watchdog.containment,
         "reload": {"reloads": server.reloads, "last_error": server.reload_error},
         "store": {"backend": server.store.name, "where": server.store.describe(), "healthy": server.store.health()[0],

@@ -165,3 +165,67 @@ class ZygoteClient:
             except ProcessLookupError:
                 pass
             self.process.wait()
+
+
+class Zygotes:
+    """The zygote of the agent file as last loaded, and older ones whose sandboxes still run.
+
+    A reload starts a new zygote beside the current one; an old one stops once
+    none of its sandboxes is left (they die with it). A dead current zygote is
+    restarted once, however many sandboxes died with it.
+    """
+
+    def __init__(self, make: Callable[[], ZygoteClient], start_timeout: float) -> None:
+        self.make = make
+        self.start_timeout = start_timeout
+        self.current: ZygoteClient | None = None
+        self.old: list[ZygoteClient] = []
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> dict[str, Any]:
+        """Start the first zygote; the agent's description. Raises AgentFileError."""
+        self.current = self.make()
+        return await self.current.start(self.start_timeout)
+
+    async def alive(self) -> tuple[ZygoteClient, dict[str, Any] | None]:
+        """The current zygote, restarted first if it died (then with the agent's description)."""
+        assert self.current is not None
+        agent = None
+        async with self._lock:
+            if not self.current.alive:
+                log.warning("the zygote is gone; starting a new one")
+                await self.current.stop(0.5)
+                self.current = self.make()
+                agent = await self.current.start(self.start_timeout)
+        return self.current, agent
+
+    async def replace(self) -> dict[str, Any]:
+        """Load the agent file afresh in a new zygote that becomes the current one; the previous one
+        serves its sandboxes until :meth:`release`. Raises AgentFileError and changes nothing."""
+        zygote = self.make()
+        try:
+            agent = await zygote.start(self.start_timeout)
+        except BaseException:
+            await zygote.stop(0.5)
+            raise
+        if self.current is not None:
+            self.old.append(self.current)
+        self.current = zygote
+        return agent
+
+    def release(self, in_use: Callable[[ZygoteClient], bool]) -> None:
+        """Stop every old zygote none of whose sandboxes is left."""
+        for zygote in list(self.old):
+            if not in_use(zygote):
+                self.old.remove(zygote)
+                asyncio.get_running_loop().create_task(zygote.stop(1.0))
+
+    async def stop(self) -> None:
+        for zygote in [self.current, *self.old]:
+            if zygote is not None:
+                await zygote.stop(1.0)
+
+    def kill(self) -> None:
+        for zygote in [self.current, *self.old]:
+            if zygote is not None:
+                zygote.kill()

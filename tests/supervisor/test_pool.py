@@ -48,7 +48,7 @@ async def world(monkeypatch):
     monkeypatch.setattr(pool_module, "signal_tree", record)
     monkeypatch.setattr(sandboxes_module, "signal_tree", record)
     pool = SandboxPool(make_config(), 1, {}, RestartPolicy(max_restarts=2, window=60, backoff=0))
-    pool.zygote = FakeZygote()  # type: ignore[assignment]
+    pool.zygotes.current = FakeZygote()  # type: ignore[assignment]
     lost, control, data = [], [], []
     pool.on_lost = lambda sandbox, reason: lost.append((sandbox.id, reason)) or False
     pool.on_control = lambda sandbox, frame: control.append((sandbox.id, frame))
@@ -115,7 +115,7 @@ async def test_a_crash_is_reported_counted_and_replaced(world):
     assert sandbox.state == DEAD and sandbox.lost_at is not None and sandbox.id not in pool.sandboxes
     assert pool.restarts_by_reason == {"SANDBOX_CRASHED": 1} and list(pool.losses) == [sandbox]
     assert signals == [(sandbox.id, signal.SIGKILL)]  # a closed pipe may hide a live process
-    await run_until(lambda: pool.zygote.forks == 1)
+    await run_until(lambda: pool.zygotes.current.forks == 1)
     assert pool.policy.recent == 1
 
 
@@ -142,7 +142,7 @@ async def test_a_retired_sandbox_is_not_a_loss_and_not_replaced(world):
     pool._lost(sandbox)
     assert lost == [(sandbox.id, RETIRED)] and pool.restarts_by_reason == {} and not pool.losses
     await spin(5)
-    assert pool.zygote.forks == 0
+    assert pool.zygotes.current.forks == 0
 
 
 async def test_a_crashing_draining_sandbox_already_has_its_replacement(world):
@@ -151,7 +151,7 @@ async def test_a_crashing_draining_sandbox_already_has_its_replacement(world):
     pool._lost(sandbox)
     assert pool.restarts_by_reason == {"SANDBOX_CRASHED": 1}
     await spin(5)
-    assert pool.zygote.forks == 0
+    assert pool.zygotes.current.forks == 0
 
 
 async def test_nothing_is_replaced_while_the_pool_stops(world):
@@ -162,7 +162,7 @@ async def test_nothing_is_replaced_while_the_pool_stops(world):
     pool._lost(sandbox)
     assert lost == [(sandbox.id, SHUTDOWN)] and pool.restarts_by_reason == {}
     await spin(5)
-    assert pool.zygote.forks == 0
+    assert pool.zygotes.current.forks == 0
 
 
 async def test_a_loss_blamed_on_a_session_does_not_spend_the_restart_budget(world):
@@ -170,7 +170,7 @@ async def test_a_loss_blamed_on_a_session_does_not_spend_the_restart_budget(worl
     pool.on_lost = lambda sandbox, reason: True
     for i in range(3):  # more than max_restarts
         pool._lost(add(pool, i + 1))
-    await run_until(lambda: pool.zygote.forks == 3)
+    await run_until(lambda: pool.zygotes.current.forks == 3)
     assert pool.policy.recent == 0 and pool.unavailable_reason is None
 
 
@@ -178,10 +178,10 @@ async def test_past_the_restart_budget_the_agent_is_unavailable(world):
     pool, *_ = world
     for i in range(3):
         pool._lost(add(pool, i + 1))
-    await run_until(lambda: pool.zygote.forks == 2)
+    await run_until(lambda: pool.zygotes.current.forks == 2)
     assert pool.unavailable_reason and "restart budget exhausted" in pool.unavailable_reason
     await spin(5)
-    assert pool.zygote.forks == 2
+    assert pool.zygotes.current.forks == 2
 
 
 async def test_a_sandbox_lost_during_its_start_fails_its_ready_future(world):
@@ -208,10 +208,10 @@ async def test_retire_drains_a_ready_sandbox_and_starts_its_replacement(world):
     sandbox = add(pool)
     pool.retire(sandbox)
     assert sandbox.state == DRAINING
-    await run_until(lambda: pool.zygote.forks == 1)
+    await run_until(lambda: pool.zygotes.current.forks == 1)
     pool.retire(sandbox)  # already draining
     await spin(5)
-    assert pool.zygote.forks == 1 and pool.ready_count == 0
+    assert pool.zygotes.current.forks == 1 and pool.ready_count == 0
 
 
 async def test_stop_if_drained_stops_an_empty_draining_sandbox_politely(world):
@@ -255,13 +255,13 @@ async def test_grow_spawns_only_within_max_sandboxes(world):
     assert pool.max_size == 1
     add(pool)
     assert not pool.can_grow
-    assert await pool.grow(lambda: None) is None and pool.zygote.forks == 0
+    assert await pool.grow(lambda: None) is None and pool.zygotes.current.forks == 0
     pool.max_size = 2
-    pool.zygote.fail = True
+    pool.zygotes.current.fail = True
     assert pool.can_grow
-    assert await pool.grow(lambda: None) is None and pool.zygote.forks == 1
+    assert await pool.grow(lambda: None) is None and pool.zygotes.current.forks == 1
     found = make_sandbox(9)
-    assert await pool.grow(lambda: found) is found and pool.zygote.forks == 1
+    assert await pool.grow(lambda: found) is found and pool.zygotes.current.forks == 1
 
 
 async def test_a_lost_sandboxs_scheduled_replacement_counts_as_capacity(world):
@@ -272,5 +272,5 @@ async def test_a_lost_sandboxs_scheduled_replacement_counts_as_capacity(world):
     sandbox = add(pool)
     pool._lost(sandbox)  # schedules the replacement; its task has not run yet
     assert not pool.sandboxes and not pool.can_grow
-    await run_until(lambda: pool.zygote.forks == 1)  # the replacement is forking: still counted
+    await run_until(lambda: pool.zygotes.current.forks == 1)  # the replacement is forking: still counted
     assert not pool.can_grow
