@@ -275,6 +275,14 @@ class RedisStore(SessionStore):
         self._msg_n[sid] = n
         self._put(("msg", sid, b"%012d|" % n + message.encode(), n))
 
+    def replace_history(self, sid: str, messages: list[str]) -> None:
+        # A clear, then the messages numbered from 1: the same members whenever the batch is
+        # sent again, and ordered with the writes queued before and after it.
+        self._msg_n[sid] = 0
+        self._put(("clear", sid))
+        for message in messages:
+            self.add_message(sid, message)
+
     def add_event(self, sid: str, seq: int, data: bytes) -> None:
         self._put(("ev", sid, seq, data))
 
@@ -406,6 +414,9 @@ class RedisStore(SessionStore):
                 elif kind == "trim":
                     send(sid)
                     pipe.zremrangebyscore(k(sid, "ev"), "-inf", op[2])
+                elif kind == "clear":
+                    send(sid)
+                    pipe.delete(k(sid, "hist"))
                 elif kind == "del":
                     send(sid)
                     index.pop(sid, None)

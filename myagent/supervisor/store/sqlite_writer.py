@@ -1,0 +1,261 @@
+"""The SQLite writer process: applies the front process's write batches to the database.
+
+    python -I sqlite_writer.py --fd N --path sessions.db --events-limit 1000 --history-limit 2000
+
+Started by :class:`~myagent.supervisor.store.sqlite.SQLiteStore` with one end of a
+socketpair (``--fd``), in an isolated interpreter (stdlib only, no site packages, a
+scrubbed environment). Why a process: SQLite costs 6-25 µs of CPU per row written
+(B-tree inserts, WAL, checkpoints), more than the front spends on the event itself; in a
+writer thread that CPU was the front process's and doubled its cost per event.
+
+Loop: block for data, take whatever else has already arrived (up to ``MAX_TXN_BYTES``),
+apply every complete batch in one transaction (executemany per table; a trim, delete or
+clear first writes what came before it), answer with the last batch number committed.
+
+Lifetime: it holds an exclusive lock on ``PATH.lock`` (so a server restarted after a kill -9
+waits until the old writer has committed everything it was handed, and two servers never
+share the file), ignores SIGINT and SIGTERM, and exits when the front's end of the socket
+is closed, after committing every batch it received: a front process killed with -9 loses
+only what it had not handed over yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import fcntl
+import importlib.util
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+_spec = importlib.util.spec_from_file_location("_myagent_sqlite_wire", Path(__file__).with_name("sqlite_wire.py"))
+assert _spec is not None and _spec.loader is not None
+wire: Any = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(wire)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record BLOB NOT NULL, last_active REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS sessions_last_active ON sessions (last_active);
+CREATE TABLE IF NOT EXISTS history (sid TEXT NOT NULL, n INTEGER NOT NULL, body BLOB NOT NULL,
+                                    PRIMARY KEY (sid, n)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (sid TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL,
+                                   PRIMARY KEY (sid, seq)) WITHOUT ROWID;
+"""
+# Before the writer process, history rows were numbered by one global AUTOINCREMENT column,
+# so a batch sent twice would have doubled them; they are renumbered per session once.
+MIGRATE = """
+INSERT OR IGNORE INTO history (sid, n, body)
+    SELECT sid, ROW_NUMBER() OVER (PARTITION BY sid ORDER BY n), body FROM messages;
+DROP TABLE messages;
+"""
+MAX_TXN_BYTES = 8 * 1024 * 1024  # bytes of batches applied in one transaction at most
+RECV_BYTES = 1024 * 1024
+LOCK_WAIT = 10.0  # seconds to wait for the previous writer of this file to finish
+SQLITE_BUSY_TIMEOUT = 10.0
+
+
+def _not_dumpable() -> None:
+    # As the front process: same-user processes (agent code) must not read this memory.
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE = 4
+    except (OSError, AttributeError):
+        pass
+
+
+def _lock(path: str, wait: float) -> int:
+    """Take the writer lock of ``path``, waiting up to ``wait`` seconds; raise TimeoutError."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                raise TimeoutError(f"another myagent-ws server is writing {path}") from None
+            time.sleep(0.02)
+
+
+def open_db(path: str) -> sqlite3.Connection:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT)
+    os.chmod(path, 0o600)  # conversations: owner only (SQLite gives -wal/-shm the same mode)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.executescript(SCHEMA)
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'").fetchone():
+        conn.executescript("BEGIN;" + MIGRATE + "COMMIT;")
+    return conn
+
+
+class Applier:
+    """Applies decoded batches: one transaction, executemany per table, bounds at the end."""
+
+    def __init__(self, conn: sqlite3.Connection, events_limit: int, history_limit: int) -> None:
+        self.conn = conn
+        self.events_limit = events_limit
+        self.history_limit = history_limit
+
+    def apply(self, payloads: list[bytes]) -> None:
+        conn = self.conn
+        events: list[tuple] = []
+        messages: list[tuple] = []
+        records: list[tuple] = []
+        top_seq: dict[str, int] = {}
+        top_n: dict[str, int] = {}
+
+        def write_pending() -> None:
+            # Rows of different tables commute; a trim/delete/clear must see what came before it.
+            if events:
+                conn.executemany("INSERT OR REPLACE INTO events (sid, seq, body) VALUES (?, ?, ?)", events)
+                events.clear()
+            if messages:
+                conn.executemany("INSERT OR REPLACE INTO history (sid, n, body) VALUES (?, ?, ?)", messages)
+                messages.clear()
+            if records:
+                conn.executemany("INSERT OR REPLACE INTO sessions (id, record, last_active) VALUES (?, ?, ?)",
+                                 records)
+                records.clear()
+
+        conn.execute("BEGIN")
+        try:
+            for payload in payloads:
+                for op in wire.operations(payload):
+                    kind, sid = op[0], op[1]
+                    if kind == "E":
+                        events.append(op[1:])
+                        if op[2] > top_seq.get(sid, 0):
+                            top_seq[sid] = op[2]
+                    elif kind == "M":
+                        messages.append(op[1:])
+                        if op[2] > top_n.get(sid, 0):
+                            top_n[sid] = op[2]
+                    elif kind == "R":
+                        records.append((sid, op[3], op[2]))
+                    else:
+                        write_pending()
+                        if kind == "T":
+                            conn.execute("DELETE FROM events WHERE sid = ? AND seq <= ?", (sid, op[2]))
+                        elif kind == "C":
+                            conn.execute("DELETE FROM history WHERE sid = ?", (sid,))
+                            top_n.pop(sid, None)
+                        else:  # "D"
+                            for table, column in (("sessions", "id"), ("history", "sid"), ("events", "sid")):
+                                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (sid,))
+                            top_seq.pop(sid, None)
+                            top_n.pop(sid, None)
+            write_pending()
+            # Bounds: the newest events_limit events and history_limit messages of each session.
+            if top_seq:
+                conn.executemany("DELETE FROM events WHERE sid = ? AND seq <= ?",
+                                 [(sid, top - self.events_limit) for sid, top in top_seq.items()])
+            if top_n:
+                conn.executemany("DELETE FROM history WHERE sid = ? AND n <= ?",
+                                 [(sid, top - self.history_limit) for sid, top in top_n.items()])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    """Answer the front; False once it is gone (the writer still commits what it has)."""
+    try:
+        sock.sendall(data)
+        return True
+    except OSError:
+        return False
+
+
+def _take(sock: socket.socket, buf: bytearray) -> bool:
+    """Block for data, then take what else is already there; False at end of stream.
+
+    A front that dies with our acknowledgements unread makes the kernel report ECONNRESET
+    once its last bytes are read: that is an end of stream like any other, and what was
+    read before it is applied."""
+    try:
+        chunk = sock.recv(RECV_BYTES)
+        if not chunk:
+            return False
+        buf += chunk
+        sock.setblocking(False)
+        try:
+            while len(buf) < MAX_TXN_BYTES:
+                chunk = sock.recv(RECV_BYTES)
+                if not chunk:
+                    return False
+                buf += chunk
+        except BlockingIOError:
+            pass
+        finally:
+            sock.setblocking(True)
+    except ConnectionResetError:
+        return False
+    return True
+
+
+def serve(sock: socket.socket, applier: Applier) -> None:
+    buf = bytearray()
+    front = True
+    while True:
+        more = _take(sock, buf)
+        frames, used = wire.split_frames(buf)
+        del buf[:used]
+        if frames:
+            try:
+                applier.apply([payload for _, payload in frames])
+                healthy = True
+            except (sqlite3.Error, ValueError) as exc:
+                # Given up, not retried: a broken file or schema does not heal by itself. The
+                # front shows the failure on /ready and /status until a later batch succeeds.
+                healthy = False
+                text = f"sqlite write failed: {exc} ({len(frames)} batches lost)"
+                print(f"myagent-ws sqlite writer: {text}", file=sys.stderr, flush=True)
+                data = text.encode()[:4000]
+                front = front and _send(sock, wire.FAILURE.pack(b"F", len(data)) + data)
+            ack = wire.ACK.pack(b"A", frames[-1][0])
+            front = front and _send(sock, (wire.OK + ack) if healthy else ack)
+        if not more:
+            return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--path", required=True)
+    parser.add_argument("--events-limit", type=int, default=1000)
+    parser.add_argument("--history-limit", type=int, default=2000)
+    parser.add_argument("--lock-wait", type=float, default=LOCK_WAIT)
+    args = parser.parse_args(argv)
+    # The front decides when to stop (it closes the socket); a signal to the whole process
+    # group (Ctrl-C, a service manager) must not cut the last batches short.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _not_dumpable()
+    sock = socket.socket(fileno=args.fd)
+    try:
+        os.makedirs(os.path.dirname(args.path), mode=0o700, exist_ok=True)
+        lock = _lock(args.path, args.lock_wait)
+        conn = open_db(args.path)
+    except (OSError, sqlite3.Error, TimeoutError) as exc:
+        data = f"cannot open {args.path}: {exc}".encode()[:4000]
+        _send(sock, wire.FAILURE.pack(b"F", len(data)) + data)
+        return 2
+    _send(sock, wire.OK)
+    try:
+        serve(sock, Applier(conn, args.events_limit, args.history_limit))
+    finally:
+        conn.close()
+        os.close(lock)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
