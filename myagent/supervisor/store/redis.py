@@ -267,7 +267,7 @@ class RedisStore(SessionStore):
             wake.set()
 
     def put_record(self, record: SessionRecord) -> None:
-        self._put(("rec", record.id, orjson.dumps(record.to_dict()), record.last_active))
+        self._put(("rec", record.id, orjson.dumps(record), record.last_active))  # dataclass: native in orjson
 
     def add_message(self, sid: str, message: str) -> None:
         # Numbered when queued, so a batch sent again writes the same member: no duplicates.

@@ -4,8 +4,9 @@ Writes leave the front process: the hot path appends each operation to a buffer 
 ``struct`` header and the bytes the caller already has; no SQL, no per-event object) and
 a timer hands the buffer, every ``FLUSH_INTERVAL`` at most, as one frame to a writer
 *process* (:mod:`.sqlite_writer`) that applies batches in transactions (WAL,
-synchronous=NORMAL, executemany). In a writer thread the SQLite work was front-process
-CPU and doubled its cost per event; see docs/benchmarks.md.
+synchronous=NORMAL, executemany) and acknowledges them (coalesced: each answer wakes the
+front). In a writer thread the SQLite work was front-process CPU and doubled its cost
+per event; see docs/benchmarks.md.
 
 Durability. A batch the writer has acknowledged is committed. A kill -9 of the front loses
 only what it had not handed over yet (at most ``FLUSH_INTERVAL`` of writes): the writer
@@ -45,15 +46,15 @@ from myagent.supervisor.store.base import SessionRecord, SessionStore, StoredSes
 log = logging.getLogger("myagent.supervisor.store")
 
 WRITER = Path(__file__).with_name("sqlite_writer.py")
-FLUSH_INTERVAL = 0.002    # seconds a write waits in the front for others to join its batch
+FLUSH_INTERVAL = 0.005    # seconds a write waits in the front for others to join its batch
 HARD_FACTOR = 10          # past max_pending * HARD_FACTOR uncommitted operations, writes are dropped
 START_TIMEOUT = 10.0      # seconds for the writer to open the file, on top of its lock wait
 STOP_TIMEOUT = 10.0       # seconds the writer gets to commit what is left at stop
 LOAD_FLUSH_TIMEOUT = 5.0  # seconds a read waits for the writes queued before it
 WRITER_RESTARTS = 5       # writer restarts allowed within RESTART_WINDOW seconds
 RESTART_WINDOW = 60.0
-SOCKET_BUFFER = 4 * 1024 * 1024  # bytes asked for the socket's send buffer
 _HEAD_ROOM = bytes(wire.FRAME_HEAD.size)  # each buffer starts with room for its frame header
+_pack_event = wire.EVENT.pack
 
 
 class _WriterLink(asyncio.Protocol):
@@ -117,6 +118,7 @@ class SQLiteStore(SessionStore):
         super().__init__(**limits)
         self.path = os.path.abspath(path)
         self.lock_wait = lock_wait
+        self._hard = self.max_pending * HARD_FACTOR
         self._buf = bytearray(_HEAD_ROOM)
         self._buf_ops = 0
         # Operations accepted and operations committed (or given up) by the writer; only the
@@ -173,10 +175,10 @@ class SQLiteStore(SessionStore):
     async def _spawn(self) -> None:
         """Start a writer and wait until it has the file open; StoreError if it cannot."""
         assert self._loop is not None
+        # The default socket buffer (~200 KiB): a 4 MiB one made every 10 KiB write cost 3x the
+        # CPU (larger kernel buffers per write). What the front had in the transport's own buffer
+        # when it is killed is lost, so the writer keeps up with the front rather than the buffer.
         ours, theirs = socket.socketpair()
-        # What sits in the kernel's buffer survives a kill -9 of the front, what sits in the
-        # transport's does not: ask for a large one (the kernel caps it at net.core.wmem_max).
-        ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
         cmd = [sys.executable, "-I", str(WRITER), "--fd", str(theirs.fileno()), "--path", self.path,
                "--events-limit", str(self.events_limit), "--history-limit", str(self.history_limit),
                "--lock-wait", str(self.lock_wait)]
@@ -294,78 +296,67 @@ class SQLiteStore(SessionStore):
         log.error("sqlite store %s: %s", self.path, text)
 
     # Write-behind (hot path: O(1) appends, no SQL) ----------------------------------------
-    def _full(self) -> bool:
-        if self._queued - self._done < self.max_pending * HARD_FACTOR:
-            return False
+    def _drop(self) -> None:
         self.dropped += 1
         if self.dropped == 1 or self.dropped % 10000 == 0:
             log.error("sqlite store %s is not keeping up: %d writes dropped", self.path, self.dropped)
         self.error = f"store overloaded: {self.dropped} writes dropped"
-        return True
 
-    def _added(self) -> None:
+    def _append(self, head: bytes, key: bytes, body: bytes) -> None:
+        # The one hot path (inlined in add_event, the hottest caller): a bounds check, three
+        # appends to one bytearray, two counters, and a timer armed once per batch.
+        if self._queued - self._done >= self._hard:
+            self._drop()
+            return
+        buf = self._buf
+        buf += head
+        buf += key
+        buf += body
         self._queued += 1
         self._buf_ops += 1
         if self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._flush_now)
 
     def add_event(self, sid: str, seq: int, data: bytes) -> None:
-        if self._full():
+        if self._queued - self._done >= self._hard:
+            self._drop()
             return
         key = sid.encode()
         buf = self._buf
-        buf += wire.EVENT.pack(b"E", len(key), seq, len(data))
+        buf += _pack_event(b"E", len(key), seq, len(data))
         buf += key
         buf += data
-        self._added()
+        self._queued += 1
+        self._buf_ops += 1
+        if self._timer is None and self._loop is not None:
+            self._timer = self._loop.call_later(FLUSH_INTERVAL, self._flush_now)
 
     def add_message(self, sid: str, message: str) -> None:
-        if self._full():
-            return
         # Numbered when queued, so a batch sent again writes the same row: no duplicates.
         n = self._msg_n.get(sid, 0) + 1
         self._msg_n[sid] = n
         key, body = sid.encode(), message.encode()
-        buf = self._buf
-        buf += wire.MESSAGE.pack(b"M", len(key), n, len(body))
-        buf += key
-        buf += body
-        self._added()
+        self._append(wire.MESSAGE.pack(b"M", len(key), n, len(body)), key, body)
 
     def replace_history(self, sid: str, messages: list[str]) -> None:
-        if self._full():
-            return
         key = sid.encode()
-        self._buf += wire.SID_ONLY.pack(b"C", len(key)) + key
         self._msg_n[sid] = 0
-        self._added()
+        self._append(wire.SID_ONLY.pack(b"C", len(key)), key, b"")
         for message in messages:
             self.add_message(sid, message)
 
     def put_record(self, record: SessionRecord) -> None:
-        if self._full():
-            return
-        key, body = record.id.encode(), orjson.dumps(record.to_dict())
-        buf = self._buf
-        buf += wire.RECORD.pack(b"R", len(key), record.last_active, len(body))
-        buf += key
-        buf += body
-        self._added()
+        key, body = record.id.encode(), orjson.dumps(record)  # orjson encodes dataclasses natively
+        self._append(wire.RECORD.pack(b"R", len(key), record.last_active, len(body)), key, body)
 
     def trim_events(self, sid: str, upto_seq: int) -> None:
-        if self._full():
-            return
         key = sid.encode()
-        self._buf += wire.TRIM.pack(b"T", len(key), upto_seq) + key
-        self._added()
+        self._append(wire.TRIM.pack(b"T", len(key), upto_seq), key, b"")
 
     def delete(self, sid: str) -> None:
-        if self._full():
-            return
         self._msg_n.pop(sid, None)
         key = sid.encode()
-        self._buf += wire.SID_ONLY.pack(b"D", len(key)) + key
-        self._added()
+        self._append(wire.SID_ONLY.pack(b"D", len(key)), key, b"")
 
     @property
     def pending(self) -> int:
@@ -376,16 +367,17 @@ class SQLiteStore(SessionStore):
         if self._buf_ops and self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._flush_now)
 
-    def _flush_now(self) -> None:
-        """Close the current batch and hand it to the writer (kept until acknowledged)."""
+    def _flush_now(self, urgent: bool = False) -> None:
+        """Close the current batch and hand it to the writer (kept until acknowledged).
+        ``urgent``: send one even if empty, and have the writer acknowledge it at once."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._buf_ops:
+        if not self._buf_ops and not urgent:
             return
         self._batch += 1
         buf, ops = self._buf, self._buf_ops
-        wire.FRAME_HEAD.pack_into(buf, 0, len(buf) - 4, self._batch)
+        wire.FRAME_HEAD.pack_into(buf, 0, len(buf) - 4, self._batch | (wire.URGENT if urgent else 0))
         frame = bytes(buf)
         self._buf, self._buf_ops = bytearray(_HEAD_ROOM), 0
         self._unacked.append((self._batch, ops, frame))
@@ -416,10 +408,10 @@ class SQLiteStore(SessionStore):
         """Wait until everything queued so far is committed; StoreError after ``timeout`` s."""
         if self._loop is None:
             return
-        self._flush_now()
         target = self._queued
         if self._done >= target:
             return
+        self._flush_now(urgent=True)
         future = self._loop.create_future()
         self._waiters.append((target, future))
         try:

@@ -1,7 +1,8 @@
 """What the front process and the SQLite writer process say to each other (pure: no I/O).
 
 Front -> writer, over a socketpair: frames, each ``>I`` payload length, then ``>Q`` batch
-number, then the batch's operations back to back. Every operation starts with one op byte
+number (its top bit, ``URGENT``, asks for an immediate acknowledgement), then the batch's
+operations back to back (none in an urgent frame that only asks for the acknowledgement). Every operation starts with one op byte
 and the session id's length (``>H``); then:
 
 ====  =========================  =======================================================
@@ -19,7 +20,7 @@ Every operation is idempotent (rows are keyed by (sid, seq) and (sid, n)), so a 
 whose fate is unknown (the writer died) can be sent again as it was.
 
 Writer -> front: ``A`` + ``>Q``: every batch up to that number is committed (or, after a
-failure it reported, given up); ``F`` + ``>I`` + UTF-8 text: a write failed (safe to show
+failure it reported, given up); acknowledgements are coalesced; ``F`` + ``>I`` + UTF-8 text: a write failed (safe to show
 operators); ``O``: ready / healthy again.
 
 Stdlib only: the writer runs this module's sibling as a script in an isolated interpreter.
@@ -39,6 +40,8 @@ SID_ONLY = struct.Struct(">cH")
 ACK = struct.Struct(">cQ")
 FAILURE = struct.Struct(">cI")
 OK = b"O"
+URGENT = 1 << 63  # set in a batch number: acknowledge at once (someone waits in flush())
+BATCH_MASK = URGENT - 1
 
 
 def split_frames(buf: bytes | bytearray) -> tuple[list[tuple[int, bytes]], int]:

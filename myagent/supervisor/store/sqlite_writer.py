@@ -10,7 +10,8 @@ writer thread that CPU was the front process's and doubled its cost per event.
 
 Loop: block for data, take whatever else has already arrived (up to ``MAX_TXN_BYTES``),
 apply every complete batch in one transaction (executemany per table; a trim, delete or
-clear first writes what came before it), answer with the last batch number committed.
+clear first writes what came before it), answer with the last batch number committed, at
+most every ``ACK_INTERVAL`` unless a batch is marked urgent (each answer wakes the front).
 
 Lifetime: it holds an exclusive lock on ``PATH.lock`` (so a server restarted after a kill -9
 waits until the old writer has committed everything it was handed, and two servers never
@@ -26,6 +27,7 @@ import ctypes
 import fcntl
 import importlib.util
 import os
+import select
 import signal
 import socket
 import sqlite3
@@ -58,6 +60,7 @@ MAX_TXN_BYTES = 8 * 1024 * 1024  # bytes of batches applied in one transaction a
 RECV_BYTES = 1024 * 1024
 LOCK_WAIT = 10.0  # seconds to wait for the previous writer of this file to finish
 SQLITE_BUSY_TIMEOUT = 10.0
+ACK_INTERVAL = 0.02  # seconds between acknowledgements, unless a batch is urgent
 
 
 def _not_dumpable() -> None:
@@ -202,9 +205,21 @@ def _take(sock: socket.socket, buf: bytearray) -> bool:
 
 
 def serve(sock: socket.socket, applier: Applier) -> None:
+    """Apply batches until end of stream. Acknowledgements are coalesced (at most one per
+    ACK_INTERVAL) because each one wakes the front process; a batch marked urgent (a flush
+    is waiting for it) is acknowledged at once."""
     buf = bytearray()
     front = True
+    unacked: int | None = None  # newest batch committed but not acknowledged yet
+    healthy = True
+    last_ack = 0.0
     while True:
+        if unacked is not None:
+            wait = last_ack + ACK_INTERVAL - time.monotonic()
+            if wait <= 0 or not select.select([sock], [], [], wait)[0]:
+                front = front and _send(sock, (wire.OK if healthy else b"") + wire.ACK.pack(b"A", unacked))
+                unacked, last_ack = None, time.monotonic()
+                continue
         more = _take(sock, buf)
         frames, used = wire.split_frames(buf)
         del buf[:used]
@@ -220,8 +235,11 @@ def serve(sock: socket.socket, applier: Applier) -> None:
                 print(f"myagent-ws sqlite writer: {text}", file=sys.stderr, flush=True)
                 data = text.encode()[:4000]
                 front = front and _send(sock, wire.FAILURE.pack(b"F", len(data)) + data)
-            ack = wire.ACK.pack(b"A", frames[-1][0])
-            front = front and _send(sock, (wire.OK + ack) if healthy else ack)
+            unacked = frames[-1][0] & wire.BATCH_MASK
+            urgent = any(batch & wire.URGENT for batch, _ in frames)
+            if urgent or not more or time.monotonic() - last_ack >= ACK_INTERVAL:
+                front = front and _send(sock, (wire.OK if healthy else b"") + wire.ACK.pack(b"A", unacked))
+                unacked, last_ack = None, time.monotonic()
         if not more:
             return
 
