@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import llm  # noqa: E402
-from common import SERVER_TREE, Proc, load_average, median, memory_of, run_load, server_env  # noqa: E402
+from common import (SERVER_TREE, Proc, cpu_of, load_average, median, memory_of, run_load,  # noqa: E402
+                    server_env, split_tree)
 
 STATE = Path(tempfile.mkdtemp(prefix="myagent-bench-"))  # the default store's file lives here, not in ~
 
@@ -62,11 +63,18 @@ def start_server(workers: int, extra: list[str] = (), store: str = "memory:") ->
 
 def run_turns_load(server: Proc, mode: str, sessions: int, connections: int, duration: float,
                    rate: float = 0.0, text: str = "hello") -> dict:
+    """CPU per event (or echo round trip) of the front process, and of the store's writer process."""
+    roles = split_tree(server)
+
+    def sample() -> dict[str, float]:
+        return {"front": cpu_of(roles["front"]), "writer": cpu_of(roles["writer"])}
+
     result = run_load(server, [mode, server.url, "--sessions", str(sessions), "--connections", str(connections),
-                               "--duration", str(duration), "--rate", str(rate), "--text", text])
-    result["server_cpu_s"] = result["cpu"]
+                               "--duration", str(duration), "--rate", str(rate), "--text", text], sample=sample)
+    result["server_cpu_s"] = result["cpu"]["front"]
     count = result.get("events") or result.get("round_trips") or 1
-    result["server_cpu_us_per_unit"] = result["cpu"] / count * 1e6
+    result["server_cpu_us_per_unit"] = result["cpu"]["front"] / count * 1e6
+    result["writer_cpu_us_per_unit"] = result["cpu"]["writer"] / count * 1e6
     return result
 
 
@@ -103,6 +111,7 @@ def routed_vs_echo(sizes: list[int], reps: int, duration: float, workers: int) -
             "sqlite_turns_per_s": median([r["turns_per_s"] for r in sql]),
             "sqlite_turn_p99_ms": median([r["latency_ms"]["p99"] for r in sql]),
             "sqlite_front_cpu_us_per_event": median([r["server_cpu_us_per_unit"] for r in sql]),
+            "sqlite_writer_cpu_us_per_event": median([r["writer_cpu_us_per_unit"] for r in sql]),
             "errors": sum(r["errors"] for r in mem + sql),
             "echo_round_trips_per_s": median([r["round_trips_per_s"] for r in bare]),
             "echo_cpu_us_per_round_trip": median([r["server_cpu_us_per_unit"] for r in bare]),
@@ -116,7 +125,9 @@ def routed_vs_echo(sizes: list[int], reps: int, duration: float, workers: int) -
               f"{row['events_per_s']:.0f} events/s, {row['front_cpu_us_per_event']:.1f} µs/event "
               f"(echo {row['echo_cpu_us_per_round_trip']:.1f} µs/rt, ratio {row['cpu_per_event_ratio']:.2f}); "
               f"default store {row['sqlite_front_cpu_us_per_event']:.1f} µs/event "
-              f"({row['sqlite_vs_memory_cpu']:.2f}x memory)", flush=True)
+              f"({row['sqlite_vs_memory_cpu']:.2f}x memory; writer process "
+              f"{row['sqlite_writer_cpu_us_per_event']:.1f} µs/event), {row['sqlite_turns_per_s']:.0f} turns/s",
+              flush=True)
     return rows
 
 
@@ -261,8 +272,8 @@ def markdown(results: dict) -> str:
     if results.get("routed"):
         lines += ["| sessions | turns/s | events/s | p50 / p99 / p99.9 turn ms | TTFE p50 / p99 ms | front µs/event | "
                   "echo rt/s | echo µs/rt | events/s ÷ echo | CPU/event ÷ echo | default store: turns/s | "
-                  "front µs/event | ÷ memory |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "front µs/event | ÷ memory | writer process µs/event |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results.get("routed", []):
         lines.append(f"| {r['sessions']} | {f(r['turns_per_s'], 0)} | {f(r['events_per_s'], 0)} | "
                      f"{f(r['turn_p50_ms'], 2)} / {f(r['turn_p99_ms'], 2)} / {f(r['turn_p999_ms'], 2)} | "
@@ -270,7 +281,7 @@ def markdown(results: dict) -> str:
                      f"{f(r['echo_round_trips_per_s'], 0)} | {f(r['echo_cpu_us_per_round_trip'])} | "
                      f"{f(r['events_per_s_ratio'], 2)} | {f(r['cpu_per_event_ratio'], 2)} | "
                      f"{f(r['sqlite_turns_per_s'], 0)} | {f(r['sqlite_front_cpu_us_per_event'])} | "
-                     f"{f(r['sqlite_vs_memory_cpu'], 2)} |")
+                     f"{f(r['sqlite_vs_memory_cpu'], 2)} | {f(r.get('sqlite_writer_cpu_us_per_event'))} |")
     for key in ("half_rate", "idle", "churn", "streaming", "sandbox_start"):
         if key in results:
             body = ", ".join(f"{k} {f(v, 2) if isinstance(v, float) else v}" for k, v in results[key].items())

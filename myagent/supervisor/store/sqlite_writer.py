@@ -8,10 +8,9 @@ scrubbed environment). Why a process: SQLite costs 6-25 µs of CPU per row writt
 (B-tree inserts, WAL, checkpoints), more than the front spends on the event itself; in a
 writer thread that CPU was the front process's and doubled its cost per event.
 
-Loop: block for data, take whatever else has already arrived (up to ``MAX_TXN_BYTES``),
-apply every complete batch in one transaction (executemany per table; a trim, delete or
-clear first writes what came before it), answer with the last batch number committed, at
-most every ``ACK_INTERVAL`` unless a batch is marked urgent (each answer wakes the front).
+Loop: gather batches for ``COMMIT_INTERVAL`` after the previous commit (at once for a batch
+marked urgent), apply them in one transaction (executemany per table; a trim, delete or
+clear first writes what came before it), answer with the last batch number committed.
 
 Lifetime: it holds an exclusive lock on ``PATH.lock`` (so a server restarted after a kill -9
 waits until the old writer has committed everything it was handed, and two servers never
@@ -60,7 +59,7 @@ MAX_TXN_BYTES = 8 * 1024 * 1024  # bytes of batches applied in one transaction a
 RECV_BYTES = 1024 * 1024
 LOCK_WAIT = 10.0  # seconds to wait for the previous writer of this file to finish
 SQLITE_BUSY_TIMEOUT = 10.0
-ACK_INTERVAL = 0.02  # seconds between acknowledgements, unless a batch is urgent
+COMMIT_INTERVAL = 0.02  # seconds between two commits at least, unless a batch is urgent
 
 
 def _not_dumpable() -> None:
@@ -205,41 +204,44 @@ def _take(sock: socket.socket, buf: bytearray) -> bool:
 
 
 def serve(sock: socket.socket, applier: Applier) -> None:
-    """Apply batches until end of stream. Acknowledgements are coalesced (at most one per
-    ACK_INTERVAL) because each one wakes the front process; a batch marked urgent (a flush
-    is waiting for it) is acknowledged at once."""
+    """Apply batches until end of stream, one transaction per ``COMMIT_INTERVAL`` at most:
+    SQLite's cost is per row *and* per commit (WAL pages written again for every commit that
+    touches them), and this process shares the machine with the front and the sandboxes.
+    A batch marked urgent (a flush() waits for it) is committed and acknowledged at once."""
     buf = bytearray()
     front = True
-    unacked: int | None = None  # newest batch committed but not acknowledged yet
-    healthy = True
-    last_ack = 0.0
+    waiting: list[tuple[int, bytes]] = []  # complete frames not committed yet
+    last_commit = 0.0
+    more = True
     while True:
-        if unacked is not None:
-            wait = last_ack + ACK_INTERVAL - time.monotonic()
-            if wait <= 0 or not select.select([sock], [], [], wait)[0]:
-                front = front and _send(sock, (wire.OK if healthy else b"") + wire.ACK.pack(b"A", unacked))
-                unacked, last_ack = None, time.monotonic()
-                continue
-        more = _take(sock, buf)
-        frames, used = wire.split_frames(buf)
-        del buf[:used]
-        if frames:
-            try:
-                applier.apply([payload for _, payload in frames])
-                healthy = True
-            except (sqlite3.Error, ValueError) as exc:
-                # Given up, not retried: a broken file or schema does not heal by itself. The
-                # front shows the failure on /ready and /status until a later batch succeeds.
-                healthy = False
-                text = f"sqlite write failed: {exc} ({len(frames)} batches lost)"
-                print(f"myagent-ws sqlite writer: {text}", file=sys.stderr, flush=True)
-                data = text.encode()[:4000]
-                front = front and _send(sock, wire.FAILURE.pack(b"F", len(data)) + data)
-            unacked = frames[-1][0] & wire.BATCH_MASK
-            urgent = any(batch & wire.URGENT for batch, _ in frames)
-            if urgent or not more or time.monotonic() - last_ack >= ACK_INTERVAL:
-                front = front and _send(sock, (wire.OK if healthy else b"") + wire.ACK.pack(b"A", unacked))
-                unacked, last_ack = None, time.monotonic()
+        if more:
+            wait = None if not waiting else last_commit + COMMIT_INTERVAL - time.monotonic()
+            if wait is None or (wait > 0 and select.select([sock], [], [], wait)[0]):
+                more = _take(sock, buf)
+                frames, used = wire.split_frames(buf)
+                del buf[:used]
+                waiting += frames
+        if not waiting:
+            if not more:
+                return
+            continue
+        urgent = any(batch & wire.URGENT for batch, _ in waiting)
+        if more and not urgent and time.monotonic() < last_commit + COMMIT_INTERVAL \
+                and sum(len(p) for _, p in waiting) < MAX_TXN_BYTES:
+            continue
+        try:
+            applier.apply([payload for _, payload in waiting])
+            answer = wire.OK
+        except (sqlite3.Error, ValueError) as exc:
+            # Given up, not retried: a broken file or schema does not heal by itself. The
+            # front shows the failure on /ready and /status until a later batch succeeds.
+            text = f"sqlite write failed: {exc} ({len(waiting)} batches lost)"
+            print(f"myagent-ws sqlite writer: {text}", file=sys.stderr, flush=True)
+            data = text.encode()[:4000]
+            answer = wire.FAILURE.pack(b"F", len(data)) + data
+        front = front and _send(sock, answer + wire.ACK.pack(b"A", waiting[-1][0] & wire.BATCH_MASK))
+        waiting = []
+        last_commit = time.monotonic()
         if not more:
             return
 
