@@ -27,6 +27,7 @@ ROOT = HERE.parent.parent
 SERVER_TREE = Path(os.environ.get("MYAGENT_BENCH_TREE") or ROOT)
 LISTEN = re.compile(r"listening on ws://[^:]+:(\d+)")
 START_TIMEOUT = 60.0  # seconds a server may take to print its listening line
+WARMUP = 1.0          # seconds of load before each measured window (run.py sets 0.5 for --quick)
 STOP_TIMEOUT = 20.0   # seconds a server gets to stop after SIGTERM before SIGKILL
 
 
@@ -171,7 +172,7 @@ def run_load(server: Proc, args: list[str], sample=None, timeout: float = 900) -
     measured window starts and ends. Returns the load generator's JSON plus ``cpu`` (the
     sample's difference: a float or a dict of floats)."""
     sample = sample or server.cpu
-    cmd = [sys.executable, str(HERE / "load.py"), *args]
+    cmd = [sys.executable, str(HERE / "load.py"), *args, "--warmup", str(WARMUP)]
     load = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert load.stdout is not None
     start = end = None

@@ -23,6 +23,7 @@ allows 20) and the per-address connection limit (500 clients on 127.0.0.1; defau
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import subprocess
@@ -30,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 from common import HERE, ROOT, Proc, cpu_of, load_average, memory_of, run_load, server_env, split_tree
 
@@ -75,27 +77,40 @@ def _limits(delay_ms: int, clients: int) -> list[str]:
     return extra
 
 
-def llm_row(delay_ms: int, clients: int, turns_per_session: int, duration: float) -> dict:
-    """One row: a fresh fake LLM and server, the load for ``duration`` seconds (after warm-up)."""
-    extra = _limits(delay_ms, clients)
+@contextlib.contextmanager
+def llm_stack(delay_ms: int, extra: list[str]) -> Iterator[tuple[_FakeProc, Proc]]:
+    """A fake LLM and a server pointed at it; both stopped (by pid) on the way out."""
     fake = start_fake_llm(delay_ms)
     server = None
     try:
         server = start_llm_server(fake, extra)
-        time.sleep(0.5)  # both sandboxes up
-        roles = split_tree(server)
-        roles["fake_llm"] = [fake.ps]
-
-        def sample() -> dict[str, float]:
-            return {role: cpu_of(procs) for role, procs in roles.items()}
-
-        result = run_load(server, ["sessions", server.url, "--clients", str(clients), "--turns-per-session",
-                                   str(turns_per_session), "--duration", str(duration)], sample=sample)
-        server.track()
+        time.sleep(0.2)  # both sandboxes up
+        yield fake, server
     finally:
         if server is not None:
+            server.track()
             server.stop()
         fake.stop()
+
+
+def llm_row(delay_ms: int, clients: int, turns_per_session: int, duration: float,
+            stack: tuple[_FakeProc, Proc] | None = None) -> dict:
+    """One row: the load for ``duration`` seconds (after warm-up), on a fresh fake LLM and
+    server unless ``stack`` (quick mode: one 0-ms stack for everything) is given."""
+    extra = _limits(delay_ms, clients)
+    if stack is None:
+        with llm_stack(delay_ms, extra) as fresh:
+            return llm_row(delay_ms, clients, turns_per_session, duration, fresh)
+    fake, server = stack
+    roles = split_tree(server)
+    roles["fake_llm"] = [fake.ps]
+
+    def sample() -> dict[str, float]:
+        return {role: cpu_of(procs) for role, procs in roles.items()}
+
+    result = run_load(server, ["sessions", server.url, "--clients", str(clients), "--turns-per-session",
+                               str(turns_per_session), "--duration", str(duration)], sample=sample)
+    memory = {role: memory_of(procs)[1] / 2**20 for role, procs in split_tree(server).items()}
     turns = max(1, result["turns"])
     cpu = result["cpu"]
     row = {
@@ -109,6 +124,7 @@ def llm_row(delay_ms: int, clients: int, turns_per_session: int, duration: float
         "fake_llm_cpu_ms_per_turn": cpu["fake_llm"] / turns * 1000,
         "mean_turn_index": result.get("mean_turn_index"),
         "errors": result["errors"], "raised": " ".join(extra) or "none", "load_average": load_average(),
+        "front_uss_mib_after": memory["front"], "sandboxes_uss_mib_after": memory["sandboxes"],
     }
     row["server_cpu_ms_per_turn"] = (row["front_cpu_ms_per_turn"] + row["sandbox_cpu_ms_per_turn"]
                                      + row["writer_cpu_ms_per_turn"])
@@ -120,30 +136,25 @@ def llm_row(delay_ms: int, clients: int, turns_per_session: int, duration: float
     return row
 
 
-def sdk_reference(base_url: str, mode: str, history: int, turns: int) -> dict:
-    run = subprocess.run([sys.executable, str(HERE / "sdk_reference.py"), base_url, "--mode", mode, "--history",
-                          str(history), "--turns", str(turns)], capture_output=True, text=True, timeout=600,
-                         cwd=ROOT)
-    if run.returncode != 0:
-        raise RuntimeError(f"sdk_reference failed: {run.stderr[-2000:]}")
-    return json.loads(run.stdout.strip().splitlines()[-1])
-
-
-def reference_rows(histories: list[int], turns: int) -> list[dict]:
-    """The SDK alone against a 0-ms fake LLM, typed and lean, for each history length."""
-    fake = start_fake_llm(0)
+def reference_rows(histories: list[int], turns: int, base_url: str | None = None) -> list[dict]:
+    """The SDK alone (one process, typed then lean per history length) against a 0-ms fake LLM
+    (``base_url``, or one started here)."""
+    fake = start_fake_llm(0) if base_url is None else None
     try:
-        rows = []
-        for history in histories:
-            for mode in ("typed", "lean"):
-                n = turns if (mode == "lean" or history <= 100) else max(5, turns // 5)
-                row = sdk_reference(fake.base_url, mode, history, n)
-                rows.append(row)
-                print(f"  SDK alone, {mode}, {history} messages of history: "
-                      f"{row['cpu_ms_per_turn']:.2f} CPU ms per 3-request turn", flush=True)
+        url = base_url or fake.base_url
+        run = subprocess.run([sys.executable, str(HERE / "sdk_reference.py"), url, "--mode", "typed,lean",
+                              "--history", ",".join(map(str, histories)), "--turns", str(turns),
+                              "--warmup", "3"], capture_output=True, text=True, timeout=900, cwd=ROOT)
+        if run.returncode != 0:
+            raise RuntimeError(f"sdk_reference failed: {run.stderr[-2000:]}")
+        rows = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
+        for row in rows:
+            print(f"  SDK alone, {row['mode']}, {row['history']} messages of history: "
+                  f"{row['cpu_ms_per_turn']:.2f} CPU ms per 3-request turn", flush=True)
         return rows
     finally:
-        fake.stop()
+        if fake is not None:
+            fake.stop()
 
 
 async def _conversation(url: str, turns: int, sample) -> list[float]:
@@ -170,38 +181,31 @@ async def _conversation(url: str, turns: int, sample) -> list[float]:
         await client.close()
 
 
-def long_conversation(turns: int) -> dict:
+def long_conversation(server: Proc, turns: int) -> dict:
     """CPU of the server tree per turn along one session (1 client, 0 ms): does it grow with
-    the history? Windows of 5 turns: the first, around message 100, the last."""
-    fake = start_fake_llm(0)
-    server = None
-    try:
-        server = start_llm_server(fake, RATE_RAISED)
-        time.sleep(0.5)
-        roles = split_tree(server)
-        procs = roles["front"] + roles["sandboxes"] + roles["writer"]
-        costs = asyncio.run(_conversation(server.url, turns, lambda: cpu_of(procs)))
-        server.track()
-    finally:
-        if server is not None:
-            server.stop()
-        fake.stop()
-
-    def window(first: int) -> float:
-        part = costs[first:first + 5]
-        return sum(part) / len(part) * 1000
-
-    # A turn adds 6 messages (user, 2 tool calls, 2 results, answer): message 100 is reached
-    # at turn 17; the history of turn n holds about 6 * (n - 1) messages.
-    at_100 = min(len(costs) - 5, 16)
-    result = {"turns": len(costs), "first_5_ms": window(0), "around_msg_100_ms": window(at_100),
-              "last_5_ms": window(len(costs) - 5), "history_at_last": 6 * (len(costs) - 1),
-              "load_average": load_average()}
-    result["msg_100_vs_first"] = result["around_msg_100_ms"] / result["first_5_ms"]
+    the history? A least-squares line through every turn's CPU against its history length
+    gives the turn at message 1 and at message 100 (one turn's CPU is noisy: the watchdog,
+    heartbeats and the store's commits land on some turns and not others); the first and last
+    windows of 5 turns are reported raw beside it."""
+    roles = split_tree(server)
+    procs = roles["front"] + roles["sandboxes"] + roles["writer"]
+    costs = [c * 1000 for c in asyncio.run(_conversation(server.url, turns, lambda: cpu_of(procs)))]
+    # A turn adds 6 messages (user, 2 tool calls, 2 results, answer): turn n (from 0) is sent
+    # with 6 * n + 1 messages of history (its own user message included).
+    xs = [6 * n + 1 for n in range(len(costs))]
+    mean_x, mean_y = sum(xs) / len(xs), sum(costs) / len(costs)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, costs)) / sum((x - mean_x) ** 2 for x in xs)
+    at = lambda messages: mean_y + slope * (messages - mean_x)  # noqa: E731
+    result = {"turns": len(costs), "fit_ms_at_msg_1": at(1), "fit_ms_at_msg_100": at(100),
+              "fit_us_per_message": slope * 1000, "first_5_ms": sum(costs[:5]) / 5,
+              "last_5_ms": sum(costs[-5:]) / 5, "history_at_last": xs[-1], "load_average": load_average()}
+    result["msg_100_vs_msg_1"] = result["fit_ms_at_msg_100"] / result["fit_ms_at_msg_1"]
     result["last_vs_first"] = result["last_5_ms"] / result["first_5_ms"]
-    print(f"  long conversation ({len(costs)} turns): CPU ms/turn first {result['first_5_ms']:.2f}, "
-          f"around message 100 {result['around_msg_100_ms']:.2f} ({result['msg_100_vs_first']:.2f}x), last "
-          f"{result['last_5_ms']:.2f} ({result['last_vs_first']:.2f}x)", flush=True)
+    print(f"  long conversation ({len(costs)} turns): CPU ms/turn fitted at message 1 "
+          f"{result['fit_ms_at_msg_1']:.2f}, at message 100 {result['fit_ms_at_msg_100']:.2f} "
+          f"({result['msg_100_vs_msg_1']:.2f}x; {result['fit_us_per_message']:.1f} µs per message of history); "
+          f"raw first 5 {result['first_5_ms']:.2f}, last 5 (~{xs[-1]} messages) {result['last_5_ms']:.2f}",
+          flush=True)
     return result
 
 
@@ -225,58 +229,51 @@ async def _open_sessions(url: str, count: int, per_connection: int = 100, concur
     return clients
 
 
-def idle_memory(count: int) -> dict:
+def idle_memory(server: Proc, count: int) -> dict:
     """Memory per idle session with the OpenAI provider: ``count`` sessions, one turn each
     (50 at a time), then idle; USS of the sandboxes (and of the front) over a warmed baseline."""
-    fake = start_fake_llm(0)
-    server = None
-    try:
-        server = start_llm_server(fake, RATE_RAISED + ["--max-sessions-per-connection", "1000"])
 
-        async def run() -> dict:
-            warm = await _open_sessions(server.url, 4, concurrency=4)  # imports, the shared client
-            await asyncio.sleep(1.0)
-            roles = split_tree(server)
-            base_sand = memory_of(roles["sandboxes"])[1]
-            base_front = memory_of(roles["front"])[1]
-            clients = await _open_sessions(server.url, count)
-            await asyncio.sleep(1.0)
-            roles = split_tree(server)
-            sand = memory_of(roles["sandboxes"])[1]
-            front = memory_of(roles["front"])[1]
-            for client in warm + clients:
-                await client.close()
-            return {"sessions": count, "sandbox_uss_mib": sand / 2**20,
-                    "sandbox_kib_per_idle_session": (sand - base_sand) / count / 1024,
-                    "front_kib_per_idle_session": (front - base_front) / count / 1024,
-                    "load_average": load_average()}
+    async def run() -> dict:
+        warm = await _open_sessions(server.url, 4, concurrency=4)  # imports, the shared client
+        await asyncio.sleep(1.0)
+        roles = split_tree(server)
+        base_sand = memory_of(roles["sandboxes"])[1]
+        base_front = memory_of(roles["front"])[1]
+        clients = await _open_sessions(server.url, count)
+        await asyncio.sleep(1.0)
+        roles = split_tree(server)
+        sand = memory_of(roles["sandboxes"])[1]
+        front = memory_of(roles["front"])[1]
+        for client in warm + clients:
+            await client.close()
+        return {"sessions": count, "sandbox_uss_mib": sand / 2**20,
+                "sandbox_kib_per_idle_session": (sand - base_sand) / count / 1024,
+                "front_kib_per_idle_session": (front - base_front) / count / 1024,
+                "load_average": load_average()}
 
-        result = asyncio.run(run())
-        server.track()
-    finally:
-        if server is not None:
-            server.stop()
-        fake.stop()
+    result = asyncio.run(run())
     print(f"  idle sessions with the OpenAI provider: {result['sandbox_kib_per_idle_session']:.1f} KiB each in the "
           f"sandboxes, {result['front_kib_per_idle_session']:.1f} KiB in the front ({count} sessions)", flush=True)
     return result
 
 
 def llm_part(quick: bool) -> dict:
-    if quick:
-        rows = [(0, 1, 1, 1.5), (0, 50, 1, 2.0), (50, 50, 1, 3.0)]
-        references = reference_rows([2, 100], 10)
-        conversation_turns, idle_count = 30, 100
+    if quick:  # the CI smoke: every kind of figure once, small, on one fake LLM and one server
+        with llm_stack(0, RATE_RAISED) as stack:
+            out = {"reference": reference_rows([2, 100], 5, stack[0].base_url),
+                   "rows": [llm_row(0, 50, 1, 1.5, stack)]}
+            out["long_conversation"] = long_conversation(stack[1], 20)
+            out["idle_memory"] = idle_memory(stack[1], 100)
     else:
         rows = [(0, 1, 1, 6.0), (0, 50, 1, 8.0), (0, 500, 1, 10.0),
                 (0, 1, 100, 6.0), (0, 50, 100, 10.0), (0, 500, 100, 12.0),
                 (50, 1, 1, 10.0), (50, 50, 1, 12.0), (50, 500, 1, 15.0), (50, 50, 100, 15.0)]
-        references = reference_rows([2, 100, 400], 40)
-        conversation_turns, idle_count = 100, 1000
-    out = {"rows": [llm_row(*row) for row in rows], "reference": references}
-    out["long_conversation"] = long_conversation(conversation_turns)
-    out["idle_memory"] = idle_memory(idle_count)
-    ref = {(r["mode"], r["history"]): r["cpu_ms_per_turn"] for r in references}
+        out = {"rows": [llm_row(*row) for row in rows]}
+        with llm_stack(0, RATE_RAISED) as stack:
+            out["reference"] = reference_rows([2, 100, 400], 40, stack[0].base_url)
+            out["long_conversation"] = long_conversation(stack[1], 100)
+            out["idle_memory"] = idle_memory(stack[1], 1000)
+    ref = {(r["mode"], r["history"]): r["cpu_ms_per_turn"] for r in out["reference"]}
     for row in out["rows"]:
         row["vs_sdk_typed"] = row["server_cpu_ms_per_turn"] / ref[("typed", 2)]
         row["vs_sdk_lean"] = row["server_cpu_ms_per_turn"] / ref[("lean", 2)]
@@ -303,9 +300,11 @@ def markdown(part: dict) -> list[str]:
         lines.append(f"| {r['mode']} | {r['history']} | {f(r['cpu_ms_per_turn'], 2)} | "
                      f"{f(r['cpu_ms_per_request'], 2)} |")
     c = part["long_conversation"]
-    lines.append(f"\n**long conversation**: server CPU ms per turn, first 5 turns {f(c['first_5_ms'], 2)}, "
-                 f"around message 100 {f(c['around_msg_100_ms'], 2)} ({f(c['msg_100_vs_first'], 2)}x), last 5 of "
-                 f"{c['turns']} (~{c['history_at_last']} messages) {f(c['last_5_ms'], 2)} ({f(c['last_vs_first'], 2)}x)")
+    lines.append(f"\n**long conversation** ({c['turns']} turns, 1 client, 0 ms): server CPU ms per turn fitted "
+                 f"at message 1 {f(c['fit_ms_at_msg_1'], 2)}, at message 100 {f(c['fit_ms_at_msg_100'], 2)} "
+                 f"(**{f(c['msg_100_vs_msg_1'], 2)}x**; {f(c['fit_us_per_message'], 1)} µs per message of history); "
+                 f"raw: first 5 turns {f(c['first_5_ms'], 2)}, last 5 (~{c['history_at_last']} messages) "
+                 f"{f(c['last_5_ms'], 2)} ({f(c['last_vs_first'], 2)}x)")
     m = part["idle_memory"]
     lines.append(f"\n**idle sessions, OpenAI provider**: {m['sessions']} sessions after one turn each: "
                  f"{f(m['sandbox_kib_per_idle_session'])} KiB each in the sandboxes, "

@@ -46,10 +46,13 @@ class Stats:
         self.ttfe: list[float] = []
 
 
+WARMUP = 1.0  # seconds of load before the measured window (--warmup)
+
+
 async def measured_window(stats: Stats, tasks: list[asyncio.Task], duration: float) -> float:
-    """Warm up for a second, measure for ``duration`` (telling the orchestrator when, so it
+    """Warm up (WARMUP seconds), measure for ``duration`` (telling the orchestrator when, so it
     samples server CPU at both ends), then let the load tasks finish; return the window."""
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(WARMUP)
     print("phase:measure", flush=True)
     stats.measuring = True
     begin = time.perf_counter()
@@ -150,7 +153,7 @@ async def run_turns(args) -> dict:
             if interval:
                 await asyncio.sleep(max(0.0, random.expovariate(1.0 / interval) - (time.perf_counter() - started)))
 
-    deadline = time.perf_counter() + args.duration + 1.0
+    deadline = time.perf_counter() + args.duration + WARMUP
     tasks = [asyncio.create_task(loop_session(c, s)) for c, s in sessions]
     elapsed = await measured_window(stats, tasks, args.duration)
     for conn in conns:
@@ -200,7 +203,7 @@ async def run_sessions(args) -> dict:
             except TimeoutError:
                 stats.errors += 1
 
-    deadline = time.perf_counter() + args.duration + 1.0
+    deadline = time.perf_counter() + args.duration + WARMUP
     tasks = [asyncio.create_task(client(c)) for c in conns]
     elapsed = await measured_window(stats, tasks, args.duration)
     for conn in conns:
@@ -230,7 +233,7 @@ async def run_echo(args) -> dict:
 
     for ws in conns:
         asyncio.get_running_loop().create_task(reader(ws))
-    deadline = time.perf_counter() + args.duration + 1.0
+    deadline = time.perf_counter() + args.duration + WARMUP
 
     async def loop_one(ws) -> None:
         loop = asyncio.get_running_loop()
@@ -255,6 +258,7 @@ async def run_echo(args) -> dict:
 
 
 def main() -> None:
+    global WARMUP
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["turns", "echo", "sessions"])
     parser.add_argument("url")
@@ -265,7 +269,9 @@ def main() -> None:
     parser.add_argument("--text", default="hello")
     parser.add_argument("--clients", type=int, default=1, help="sessions mode: connections, one session each")
     parser.add_argument("--turns-per-session", type=int, default=1, help="sessions mode: turns before closing")
+    parser.add_argument("--warmup", type=float, default=WARMUP, help="seconds of load before measuring")
     args = parser.parse_args()
+    WARMUP = args.warmup
     runner = {"turns": run_turns, "echo": run_echo, "sessions": run_sessions}[args.mode]
     result = uvloop.run(runner(args))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")

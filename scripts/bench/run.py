@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import platform
 import resource
@@ -33,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
@@ -41,6 +43,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
+import common  # noqa: E402
 import llm  # noqa: E402
 from common import (SERVER_TREE, Proc, cpu_of, load_average, median, memory_of, run_load,  # noqa: E402
                     server_env, split_tree)
@@ -131,12 +134,23 @@ def routed_vs_echo(sizes: list[int], reps: int, duration: float, workers: int) -
     return rows
 
 
-def half_rate_latency(max_turns_per_s: float, sessions: int, duration: float, workers: int) -> dict:
+@contextlib.contextmanager
+def server_for(workers: int, shared: Proc | None) -> Iterator[Proc]:
+    """A fresh scripted-model server (stopped after), or ``shared`` (quick mode reuses one)."""
+    if shared is not None:
+        yield shared
+        return
     server = start_server(workers)
     try:
-        result = run_turns_load(server, "turns", sessions, min(sessions, 100), duration, rate=max_turns_per_s / 2)
+        yield server
     finally:
         server.stop()
+
+
+def half_rate_latency(max_turns_per_s: float, sessions: int, duration: float, workers: int,
+                      shared: Proc | None = None) -> dict:
+    with server_for(workers, shared) as server:
+        result = run_turns_load(server, "turns", sessions, min(sessions, 100), duration, rate=max_turns_per_s / 2)
     return {"target_turns_per_s": max_turns_per_s / 2, "turns_per_s": result["turns_per_s"],
             "turn_p50_ms": result["latency_ms"]["p50"], "turn_p99_ms": result["latency_ms"]["p99"],
             "ttfe_p99_ms": result["ttfe_ms"]["p99"]}
@@ -158,9 +172,8 @@ async def _idle_connections(url: str, count: int) -> list:
     return sockets
 
 
-def idle_capacity(count: int, workers: int) -> dict:
-    server = start_server(workers)
-    try:
+def idle_capacity(count: int, workers: int, shared: Proc | None = None) -> dict:
+    with server_for(workers, shared) as server:
         time.sleep(0.5)
         base_rss, base_uss = memory_of(server.tree())
 
@@ -176,13 +189,10 @@ def idle_capacity(count: int, workers: int) -> dict:
                     "total_uss_kib_per_session": uss / count / 1024}
 
         return asyncio.run(hold())
-    finally:
-        server.stop()
 
 
-def churn(duration: float, workers: int) -> dict:
-    server = start_server(workers)
-    try:
+def churn(duration: float, workers: int, shared: Proc | None = None) -> dict:
+    with server_for(workers, shared) as server:
         async def go() -> dict:
             from myagent.client import AgentClient
 
@@ -205,13 +215,10 @@ def churn(duration: float, workers: int) -> dict:
             return {"sessions_created_and_closed_per_s": count / elapsed}
 
         return asyncio.run(go())
-    finally:
-        server.stop()
 
 
-def streaming(duration: float, workers: int) -> dict:
-    server = start_server(workers)
-    try:
+def streaming(duration: float, workers: int, shared: Proc | None = None) -> dict:
+    with server_for(workers, shared) as server:
         async def go() -> dict:
             from myagent.client import AgentClient
 
@@ -228,8 +235,6 @@ def streaming(duration: float, workers: int) -> dict:
             return {"token_deltas_per_s": deltas / elapsed}
 
         return asyncio.run(go())
-    finally:
-        server.stop()
 
 
 def sandbox_start(reps: int) -> dict:
@@ -305,9 +310,11 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     quick = args.quick
+    if quick:
+        common.WARMUP = 0.5
     parts = set(args.only or ["routed", "llm", "other"])
     reps = args.reps or (1 if quick else 3)
-    duration = 1.5 if quick else 4.0
+    duration = 1.0 if quick else 4.0
     sizes = [1, 20] if quick else [1, 100, 1000]
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SERVER_TREE, capture_output=True,
                             text=True).stdout.strip() or str(SERVER_TREE)
@@ -327,14 +334,20 @@ def main() -> None:
             results["llm"] = llm.llm_part(quick)
         if "other" in parts:
             best = max((r["turns_per_s"] for r in results.get("routed", [])), default=1000.0)
-            print("latency at half the max turn rate", flush=True)
-            results["half_rate"] = half_rate_latency(best, sizes[-1], duration, args.workers)
-            print("idle capacity", flush=True)
-            capacity = 200 if quick else min(10000, hard - 500)  # client and server each have their own fd limit
-            results["idle"] = idle_capacity(capacity, args.workers)
-            print("session churn, streaming, sandbox start", flush=True)
-            results["churn"] = churn(1.0 if quick else 3.0, args.workers)
-            results["streaming"] = streaming(1.0 if quick else 3.0, args.workers)
+            shared = start_server(args.workers) if quick else None  # quick: one server for all of these
+            try:
+                print("latency at half the max turn rate", flush=True)
+                results["half_rate"] = half_rate_latency(best, sizes[-1], duration, args.workers, shared)
+                print("session churn, streaming", flush=True)
+                results["churn"] = churn(1.0 if quick else 3.0, args.workers, shared)
+                results["streaming"] = streaming(1.0 if quick else 3.0, args.workers, shared)
+                print("idle capacity", flush=True)
+                capacity = 200 if quick else min(10000, hard - 500)  # client and server each have their own fd limit
+                results["idle"] = idle_capacity(capacity, args.workers, shared)
+            finally:
+                if shared is not None:
+                    shared.stop()
+            print("sandbox start", flush=True)
             results["sandbox_start"] = sandbox_start(3 if quick else 10)
     finally:
         shutil.rmtree(STATE, ignore_errors=True)

@@ -1,6 +1,6 @@
 """The SDK-alone reference: the same three streamed requests a bench turn makes, with no server of ours.
 
-    python scripts/bench/sdk_reference.py BASE_URL --history 2 --turns 50 --mode typed
+    python scripts/bench/sdk_reference.py BASE_URL --history 2,100 --turns 50 --mode typed,lean
 
 One process, one ``AsyncOpenAI`` client (keep-alive), talking to ``myagent-ws fake-llm``
 serving scripts/bench/llm_script.json. A "turn" is the three requests of one user message
@@ -19,9 +19,12 @@ Modes, the request path being the only difference:
 * ``lean``: ``raw`` with ``stream_cls=AsyncStream[object]``: the SDK decodes the SSE stream
   (and raises on error events) but hands each chunk over as the decoded dict instead of
   building pydantic models - the path myagent's OpenAILLM takes.
+* ``lean_aiohttp``: ``lean`` with the SDK's ``DefaultAioHttpClient`` (aiohttp under httpx2;
+  needs ``pip install openai[aiohttp]``): not what OpenAILLM uses; it measures what the next
+  step (a C HTTP parser under the SDK) would save.
 
-Prints one JSON line: CPU ms (this process: user + system) per request and per turn, over
-``--turns`` measured turns after ``--warmup`` unmeasured ones.
+Prints one JSON line per (history, mode): CPU ms (this process: user + system) per request
+and per turn, over ``--turns`` measured turns after ``--warmup`` unmeasured ones.
 """
 
 from __future__ import annotations
@@ -67,25 +70,27 @@ def earlier_history(count: int) -> list[dict]:
     return history[-count:] if count else []
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(base_url: str, mode: str, history: int, turns: int, warmup: int) -> dict[str, Any]:
     import openai
     from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-    client = openai.AsyncOpenAI(base_url=args.base_url, api_key="not-needed", max_retries=0, timeout=30)
-    base = earlier_history(args.history)
+    http_client = openai.DefaultAioHttpClient() if mode.endswith("aiohttp") else None
+    client = openai.AsyncOpenAI(base_url=base_url, api_key="not-needed", max_retries=0, timeout=30,
+                                http_client=http_client)
+    base = earlier_history(history)
     tools_json = orjson.dumps([TOOL])
     chunks = 0
 
     async def request(messages: list[dict], encoded: list[bytes]) -> None:
         nonlocal chunks
-        if args.mode == "typed":
+        if mode == "typed":
             stream = await client.chat.completions.create(model="fake", messages=messages, tools=[TOOL], stream=True)
-        elif args.mode == "extra_body":
+        elif mode == "extra_body":
             stream = await client.chat.completions.create(model="fake", messages=[], stream=True,
                                                           extra_body={"messages": messages, "tools": [TOOL]})
         else:
             body = b'{"model":"fake","stream":true,"tools":' + tools_json + b',"messages":[' + b",".join(encoded) + b"]}"
-            lean = args.mode == "lean"
+            lean = mode.startswith("lean")
             stream = await client.post("/chat/completions", cast_to=object if lean else ChatCompletion, content=body,
                                        stream=True,
                                        stream_cls=openai.AsyncStream[object if lean else ChatCompletionChunk])
@@ -113,28 +118,41 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             encoded.extend(orjson.dumps(m) for m in part)
             await request(messages, encoded)
 
-    for n in range(args.warmup):
+    for n in range(warmup):
         await turn(n)
     chunks = 0
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    for n in range(args.turns):
+    for n in range(turns):
         await turn(n)
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     await client.close()
-    return {"mode": args.mode, "history": args.history, "turns": args.turns,
-            "cpu_ms_per_turn": cpu / args.turns * 1000, "cpu_ms_per_request": cpu / args.turns / 3 * 1000,
-            "wall_ms_per_turn": wall / args.turns * 1000, "chunks_per_turn": chunks / args.turns}
+    return {"mode": mode, "history": history, "turns": turns,
+            "cpu_ms_per_turn": cpu / turns * 1000, "cpu_ms_per_request": cpu / turns / 3 * 1000,
+            "wall_ms_per_turn": wall / turns * 1000, "chunks_per_turn": chunks / turns}
+
+
+MODES = ["typed", "extra_body", "raw", "lean", "lean_aiohttp"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("base_url")
-    parser.add_argument("--history", type=int, default=2, help="earlier messages before each turn")
+    parser.add_argument("--history", default="2", help="earlier messages before each turn (comma-separated list)")
     parser.add_argument("--turns", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--mode", choices=["typed", "extra_body", "raw", "lean"], default="typed")
+    parser.add_argument("--mode", default="typed", help=f"request path(s), comma-separated: {', '.join(MODES)}")
     args = parser.parse_args()
-    sys.stdout.write(json.dumps(asyncio.run(run(args))) + "\n")
+    modes = args.mode.split(",")
+    for mode in modes:
+        if mode not in MODES:
+            parser.error(f"unknown mode {mode!r}")
+    for history in (int(h) for h in args.history.split(",")):
+        for mode in modes:
+            # The typed path is slow with a long history: fewer turns keep the run short.
+            turns = args.turns if mode != "typed" or history <= 100 else max(3, args.turns // 5)
+            result = asyncio.run(run(args.base_url, mode, history, turns, args.warmup))
+            sys.stdout.write(json.dumps(result) + "\n")
+            sys.stdout.flush()
 
 
 if __name__ == "__main__":

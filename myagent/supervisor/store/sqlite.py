@@ -2,14 +2,16 @@
 
 Writes leave the front process: the hot path appends each operation to a buffer (a
 ``struct`` header and the bytes the caller already has; no SQL, no per-event object) and
-a timer hands the buffer, every ``FLUSH_INTERVAL`` at most, as one frame to a writer
+a timer hands the buffer, after ``FLUSH_INTERVAL`` (or once it holds ``FLUSH_BYTES``), as
+one frame to a writer
 *process* (:mod:`.sqlite_writer`) that applies batches in transactions (WAL,
 synchronous=NORMAL, executemany) and acknowledges them (coalesced: each answer wakes the
 front). In a writer thread the SQLite work was front-process CPU and doubled its cost
 per event; see docs/benchmarks.md.
 
 Durability. A batch the writer has acknowledged is committed. A kill -9 of the front loses
-only what it had not handed over yet (at most ``FLUSH_INTERVAL`` of writes): the writer
+only what it had not handed over yet (the last ``FLUSH_INTERVAL`` of writes, plus whatever
+sat in its socket transport if the writer had fallen behind): the writer
 outlives it, commits every batch already sent, and exits at end of stream; a server
 restarted on the same file waits for that (the writer's lock). Batches sent but not yet
 acknowledged are kept, and sent again to a new writer if the writer dies (every operation
@@ -46,7 +48,8 @@ from myagent.supervisor.store.base import SessionRecord, SessionStore, StoredSes
 log = logging.getLogger("myagent.supervisor.store")
 
 WRITER = Path(__file__).with_name("sqlite_writer.py")
-FLUSH_INTERVAL = 0.005    # seconds a write waits in the front for others to join its batch
+FLUSH_INTERVAL = 0.01     # seconds a write waits in the front for others to join its batch
+FLUSH_BYTES = 64 * 1024   # ... unless the batch has grown this large: it goes at once
 HARD_FACTOR = 10          # past max_pending * HARD_FACTOR uncommitted operations, writes are dropped
 START_TIMEOUT = 10.0      # seconds for the writer to open the file, on top of its lock wait
 STOP_TIMEOUT = 10.0       # seconds the writer gets to commit what is left at stop
@@ -316,6 +319,8 @@ class SQLiteStore(SessionStore):
         self._buf_ops += 1
         if self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._flush_now)
+        elif len(buf) > FLUSH_BYTES:
+            self._flush_now()
 
     def add_event(self, sid: str, seq: int, data: bytes) -> None:
         if self._queued - self._done >= self._hard:
@@ -330,6 +335,8 @@ class SQLiteStore(SessionStore):
         self._buf_ops += 1
         if self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._flush_now)
+        elif len(buf) > FLUSH_BYTES:
+            self._flush_now()
 
     def add_message(self, sid: str, message: str) -> None:
         # Numbered when queued, so a batch sent again writes the same row: no duplicates.
