@@ -444,9 +444,12 @@ class SQLiteStore(SessionStore):
             row = self._read.execute("SELECT record FROM sessions WHERE id = ?", (sid,)).fetchone()
             if row is None:
                 return None
-            rows = self._read.execute("SELECT n, body FROM history WHERE sid = ? ORDER BY n", (sid,)).fetchall()
+            # The newest rows within the bounds: the writer deletes older ones with some slack.
+            rows = self._read.execute("SELECT n, body FROM history WHERE sid = ? ORDER BY n DESC LIMIT ?",
+                                      (sid, self.history_limit)).fetchall()[::-1]
             events = [(seq, bytes(body)) for seq, body in self._read.execute(
-                "SELECT seq, body FROM events WHERE sid = ? ORDER BY seq", (sid,))]
+                "SELECT seq, body FROM events WHERE sid = ? ORDER BY seq DESC LIMIT ?",
+                (sid, self.events_limit)).fetchall()[::-1]]
         history = [orjson.loads(body) for _, body in rows]
         stored = StoredSession(SessionRecord.from_dict(orjson.loads(row[0])), history, events)
         return stored, (rows[-1][0] if rows else 0)

@@ -98,18 +98,28 @@ def open_db(path: str) -> sqlite3.Connection:
 
 
 class Applier:
-    """Applies decoded batches: one transaction, executemany per table, bounds at the end."""
+    """Applies decoded batches: one transaction, executemany per table, bounds at the end.
+
+    Bounds are applied with slack: a session's oldest rows are deleted once it is
+    ``events_limit // 8`` (at least 16) rows over its bound, one range delete for many rows
+    rather than a delete per commit; reads return the newest ``events_limit`` (and
+    ``history_limit``) rows, so the slack is never seen.
+    """
 
     def __init__(self, conn: sqlite3.Connection, events_limit: int, history_limit: int) -> None:
         self.conn = conn
         self.events_limit = events_limit
         self.history_limit = history_limit
+        self.events_slack = max(16, events_limit // 8)
+        self.history_slack = max(16, history_limit // 8)
+        self.cut_seq: dict[str, int] = {}  # sid -> events deleted up to this seq (by this process)
+        self.cut_n: dict[str, int] = {}    # sid -> history deleted up to this n
 
     def apply(self, payloads: list[bytes]) -> None:
         conn = self.conn
         events: list[tuple] = []
         messages: list[tuple] = []
-        records: list[tuple] = []
+        records: dict[str, tuple] = {}  # the newest record of each session wins within a batch
         top_seq: dict[str, int] = {}
         top_n: dict[str, int] = {}
 
@@ -123,7 +133,7 @@ class Applier:
                 messages.clear()
             if records:
                 conn.executemany("INSERT OR REPLACE INTO sessions (id, record, last_active) VALUES (?, ?, ?)",
-                                 records)
+                                 records.values())
                 records.clear()
 
         conn.execute("BEGIN")
@@ -140,7 +150,7 @@ class Applier:
                         if op[2] > top_n.get(sid, 0):
                             top_n[sid] = op[2]
                     elif kind == "R":
-                        records.append((sid, op[3], op[2]))
+                        records[sid] = (sid, op[3], op[2])
                     else:
                         write_pending()
                         if kind == "T":
@@ -148,23 +158,39 @@ class Applier:
                         elif kind == "C":
                             conn.execute("DELETE FROM history WHERE sid = ?", (sid,))
                             top_n.pop(sid, None)
+                            self.cut_n.pop(sid, None)  # numbering starts again at 1
                         else:  # "D"
                             for table, column in (("sessions", "id"), ("history", "sid"), ("events", "sid")):
                                 conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (sid,))
                             top_seq.pop(sid, None)
                             top_n.pop(sid, None)
+                            self.cut_seq.pop(sid, None)
+                            self.cut_n.pop(sid, None)
             write_pending()
-            # Bounds: the newest events_limit events and history_limit messages of each session.
-            if top_seq:
-                conn.executemany("DELETE FROM events WHERE sid = ? AND seq <= ?",
-                                 [(sid, top - self.events_limit) for sid, top in top_seq.items()])
-            if top_n:
-                conn.executemany("DELETE FROM history WHERE sid = ? AND n <= ?",
-                                 [(sid, top - self.history_limit) for sid, top in top_n.items()])
+            # Bounds: the newest events_limit events and history_limit messages of each session (with slack).
+            cut_events = self._cuts(top_seq, self.cut_seq, self.events_limit, self.events_slack)
+            if cut_events:
+                conn.executemany("DELETE FROM events WHERE sid = ? AND seq <= ?", cut_events)
+            cut_history = self._cuts(top_n, self.cut_n, self.history_limit, self.history_slack)
+            if cut_history:
+                conn.executemany("DELETE FROM history WHERE sid = ? AND n <= ?", cut_history)
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
+            # What this transaction would have deleted is not deleted: forget those cuts.
+            self.cut_seq.clear()
+            self.cut_n.clear()
             raise
+
+    @staticmethod
+    def _cuts(tops: dict[str, int], done: dict[str, int], limit: int, slack: int) -> list[tuple[str, int]]:
+        cuts = []
+        for sid, top in tops.items():
+            cut = top - limit
+            if cut >= done.get(sid, 0) + slack:
+                cuts.append((sid, cut))
+                done[sid] = cut
+        return cuts
 
 
 def _send(sock: socket.socket, data: bytes) -> bool:

@@ -37,14 +37,14 @@ async def test_reopen_after_stop_keeps_everything(tmp_path):
     # Readable by plain sqlite3 (no hidden state in the process) ...
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT count(*) FROM events WHERE sid = 's_x'").fetchone() == (3,)
-    # ... and by a new store on the same file, with the same bounds applied from then on.
+    # ... and by a new store on the same file, whose own bounds apply (to what it reads, too).
     again = SQLiteStore(str(path), history_limit=10, events_limit=2)
     await again.start()
     try:
         stored = await again.load("s_x")
         assert stored.record.turn_id == "t2" and stored.record.seq == 3
         assert stored.history == [{"role": "user", "content": "persist me"}]
-        assert [s for s, _ in stored.events] == [1, 2, 3]
+        assert [s for s, _ in stored.events] == [2, 3]
         again.add_event("s_x", 4, b'{"seq": 4}')
         await again.flush()
         assert [s for s, _ in (await again.load("s_x")).events] == [3, 4]
@@ -230,6 +230,30 @@ async def test_one_writer_per_file(tmp_path):
     finally:
         await second.stop()
         await first.stop()
+
+
+async def test_bounds_hold_with_slack_over_many_writes(tmp_path):
+    """The writer deletes old rows in ranges (with slack); reads always see exactly the newest
+    events_limit events and history_limit messages, and the file stays bounded."""
+    path = tmp_path / "s.db"
+    store = SQLiteStore(str(path), events_limit=40, history_limit=20)
+    await store.start()
+    try:
+        store.put_record(record("s_k"))
+        for seq in range(1, 1001):
+            store.add_event("s_k", seq, b'{"seq": %d}' % seq)
+            store.add_message("s_k", as_json({"role": "user", "content": f"m{seq}"}))
+            if seq % 97 == 0:
+                await store.flush()
+        await store.flush()
+        stored = await store.load("s_k")
+        assert [s for s, _ in stored.events] == list(range(961, 1001))
+        assert [m["content"] for m in stored.history] == [f"m{n}" for n in range(981, 1001)]
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            assert conn.execute("SELECT count(*) FROM events").fetchone()[0] <= 40 + 16 + 97
+            assert conn.execute("SELECT count(*) FROM history").fetchone()[0] <= 20 + 16 + 97
+    finally:
+        await store.stop()
 
 
 async def test_history_of_the_old_schema_is_migrated(tmp_path):
