@@ -87,7 +87,8 @@ class Conn:
         return await asyncio.wait_for(future, 30)
 
 
-async def load(url: str, sessions: int, connections: int, turns: int, front: psutil.Process) -> dict:
+async def load(url: str, sessions: int, connections: int, turns: int, front: psutil.Process,
+               rate: float = 0.0) -> dict:
     writer = [p for p in front.children() if any("sqlite_writer" in part for part in p.cmdline())]
     conns = []
     for _ in range(connections):
@@ -102,8 +103,13 @@ async def load(url: str, sessions: int, connections: int, turns: int, front: psu
     latencies: list[float] = []
     events_before = sum(c.events for c in conns)
 
-    async def run(conn: Conn, sid: str) -> None:
+    interval = sessions / rate if rate else 0.0  # each session's turns start this far apart
+
+    async def run(conn: Conn, sid: str, offset: float) -> None:
+        begin = time.perf_counter() + offset
         for n in range(turns):
+            if interval:  # a fixed rate: every backend does the same work per second
+                await asyncio.sleep(max(0.0, begin + n * interval - time.perf_counter()))
             started = time.perf_counter()
             outcome = await conn.turn(sid, f"weather please {n}")
             if outcome != "agent.final_answer":
@@ -112,7 +118,7 @@ async def load(url: str, sessions: int, connections: int, turns: int, front: psu
 
     cpu0, wcpu0 = cpu_of([front]), cpu_of(writer)
     t0 = time.perf_counter()
-    await asyncio.gather(*(run(conn, sid) for conn, sid in placed))
+    await asyncio.gather(*(run(conn, sid, interval * i / sessions) for i, (conn, sid) in enumerate(placed)))
     elapsed = time.perf_counter() - t0
     cpu, wcpu = cpu_of([front]) - cpu0, cpu_of(writer) - wcpu0
     events = sum(c.events for c in conns) - events_before
@@ -138,7 +144,7 @@ def one(backend: str, store_url: str, args: argparse.Namespace, state_dir: str) 
     server.start(timeout=30)
     try:
         front = psutil.Process(server.proc.pid)
-        result = asyncio.run(load(server.url, args.sessions, args.connections, args.turns, front))
+        result = asyncio.run(load(server.url, args.sessions, args.connections, args.turns, front, args.rate))
         # Write-behind: the load may end with writes still queued. Time how long the store takes
         # to catch up; "sustained" counts that time too (what the store can keep up with).
         store = server.status()["store"]
@@ -162,6 +168,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="sandbox processes of each server")
     parser.add_argument("--backends", default="memory,sqlite,redis")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="turns/s in total, paced (0: as fast as possible). At a fixed rate every backend's "
+                             "front does the same work per second, so CPU per event compares the store alone")
     args = parser.parse_args()
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]

@@ -62,6 +62,16 @@ SQLITE_BUSY_TIMEOUT = 10.0
 COMMIT_INTERVAL = 0.02  # seconds between two commits at least, unless a batch is urgent
 
 
+def _background_priority() -> None:
+    # The writer batches; turns do not wait for it. SCHED_BATCH: its wake-ups (every commit)
+    # do not preempt the front or a sandbox mid-turn, yet it keeps its normal share of CPU
+    # (nice 10 made it fall 10 000 writes behind at 800 turns/s on 2 cores).
+    try:
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+    except (AttributeError, OSError):
+        pass
+
+
 def _not_dumpable() -> None:
     # As the front process: same-user processes (agent code) must not read this memory.
     try:
@@ -285,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _not_dumpable()
+    _background_priority()
     sock = socket.socket(fileno=args.fd)
     try:
         os.makedirs(os.path.dirname(args.path), mode=0o700, exist_ok=True)
