@@ -134,6 +134,35 @@ def routed_vs_echo(sizes: list[int], reps: int, duration: float, workers: int) -
     return rows
 
 
+def store_cost_at_fixed_rate(sessions: int, rate: float, reps: int, duration: float, workers: int) -> dict:
+    """Front CPU per event with the memory store and with the default store, both at the same
+    paced turn rate: at saturation the default store's writer process takes CPU from the rest
+    on a 2-core machine, fewer turns/s batch less, and CPU per event rises for that reason
+    alone; at one rate both fronts do the same work per second and the store's own cost shows."""
+    runs: dict[str, list[dict]] = {"memory:": [], "sqlite://": []}
+    for _ in range(reps):
+        for store in runs:
+            server = start_server(workers, store=store)
+            try:
+                runs[store].append(run_turns_load(server, "turns", sessions, min(sessions, 100), duration, rate=rate))
+            finally:
+                server.stop()
+    mem, sql = runs["memory:"], runs["sqlite://"]
+    result = {"sessions": sessions, "rate": rate,
+              "memory_turns_per_s": median([r["turns_per_s"] for r in mem]),
+              "sqlite_turns_per_s": median([r["turns_per_s"] for r in sql]),
+              "memory_front_us_per_event": median([r["server_cpu_us_per_unit"] for r in mem]),
+              "sqlite_front_us_per_event": median([r["server_cpu_us_per_unit"] for r in sql]),
+              "sqlite_writer_us_per_event": median([r["writer_cpu_us_per_unit"] for r in sql]),
+              "memory_turn_p99_ms": median([r["latency_ms"]["p99"] for r in mem]),
+              "sqlite_turn_p99_ms": median([r["latency_ms"]["p99"] for r in sql]), "load_average": load_average()}
+    result["sqlite_vs_memory_cpu"] = result["sqlite_front_us_per_event"] / result["memory_front_us_per_event"]
+    print(f"  at a fixed {rate:.0f} turns/s, {sessions} sessions: front {result['memory_front_us_per_event']:.1f} "
+          f"µs/event (memory) vs {result['sqlite_front_us_per_event']:.1f} (default store): "
+          f"{result['sqlite_vs_memory_cpu']:.2f}x", flush=True)
+    return result
+
+
 @contextlib.contextmanager
 def server_for(workers: int, shared: Proc | None) -> Iterator[Proc]:
     """A fresh scripted-model server (stopped after), or ``shared`` (quick mode reuses one)."""
@@ -287,6 +316,13 @@ def markdown(results: dict) -> str:
                      f"{f(r['events_per_s_ratio'], 2)} | {f(r['cpu_per_event_ratio'], 2)} | "
                      f"{f(r['sqlite_turns_per_s'], 0)} | {f(r['sqlite_front_cpu_us_per_event'])} | "
                      f"{f(r['sqlite_vs_memory_cpu'], 2)} | {f(r.get('sqlite_writer_cpu_us_per_event'))} |")
+    if "store_fixed_rate" in results:
+        r = results["store_fixed_rate"]
+        lines.append(f"\n**default store at a fixed rate** ({r['sessions']} sessions paced at {f(r['rate'], 0)} "
+                     f"turns/s, both stores): front µs/event memory {f(r['memory_front_us_per_event'])}, default "
+                     f"store {f(r['sqlite_front_us_per_event'])} (**{f(r['sqlite_vs_memory_cpu'], 2)}x**), writer "
+                     f"process {f(r['sqlite_writer_us_per_event'])} µs/event; turn p99 {f(r['memory_turn_p99_ms'])} "
+                     f"vs {f(r['sqlite_turn_p99_ms'])} ms")
     for key in ("half_rate", "idle", "churn", "streaming", "sandbox_start"):
         if key in results:
             body = ", ".join(f"{k} {f(v, 2) if isinstance(v, float) else v}" for k, v in results[key].items())
@@ -329,6 +365,10 @@ def main() -> None:
         if "routed" in parts:
             print("routed turns vs bare echo (memory store and default store)", flush=True)
             results["routed"] = routed_vs_echo(sizes, reps, duration, args.workers)
+            if not quick:
+                middle = results["routed"][len(sizes) // 2]
+                results["store_fixed_rate"] = store_cost_at_fixed_rate(
+                    middle["sessions"], middle["turns_per_s"] / 2, reps, duration, args.workers)
         if "llm" in parts:
             print("real-LLM rows (OpenAI provider against fake-llm) and the SDK-alone reference", flush=True)
             results["llm"] = llm.llm_part(quick)
