@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import re
 import subprocess
@@ -137,12 +138,14 @@ def llm_row(delay_ms: int, clients: int, turns_per_session: int, duration: float
 
 
 def reference_rows(histories: list[int], turns: int, base_url: str | None = None) -> list[dict]:
-    """The SDK alone (one process, typed then lean per history length) against a 0-ms fake LLM
-    (``base_url``, or one started here)."""
+    """The SDK alone (one process, typed then lean per history length, and lean over aiohttp
+    when installed: the server's provider uses it then) against a 0-ms fake LLM (``base_url``,
+    or one started here)."""
     fake = start_fake_llm(0) if base_url is None else None
     try:
         url = base_url or fake.base_url
-        run = subprocess.run([sys.executable, str(HERE / "sdk_reference.py"), url, "--mode", "typed,lean",
+        modes = "typed,lean" + (",lean_aiohttp" if importlib.util.find_spec("aiohttp") else "")
+        run = subprocess.run([sys.executable, str(HERE / "sdk_reference.py"), url, "--mode", modes,
                               "--history", ",".join(map(str, histories)), "--turns", str(turns),
                               "--warmup", "3"], capture_output=True, text=True, timeout=900, cwd=ROOT)
         if run.returncode != 0:
@@ -274,16 +277,30 @@ def llm_part(quick: bool) -> dict:
             out["long_conversation"] = long_conversation(stack[1], 100)
             out["idle_memory"] = idle_memory(stack[1], 1000)
     ref = {(r["mode"], r["history"]): r["cpu_ms_per_turn"] for r in out["reference"]}
+    # Our provider's own request path alone: lean, over the HTTP client it uses here.
+    own = ref.get(("lean_aiohttp", 2)) if http_transport() == "aiohttp" else None
+    out["http_transport"] = http_transport()
     for row in out["rows"]:
         row["vs_sdk_typed"] = row["server_cpu_ms_per_turn"] / ref[("typed", 2)]
-        row["vs_sdk_lean"] = row["server_cpu_ms_per_turn"] / ref[("lean", 2)]
+        row["vs_sdk_lean"] = row["server_cpu_ms_per_turn"] / (own or ref[("lean", 2)])
     return out
+
+
+def http_transport() -> str:
+    """What the server's OpenAI provider will put under the SDK in this environment."""
+    sys.path.insert(0, str(ROOT))
+    from myagent.agents.llm.openai_client import http_transport as chosen
+
+    return chosen()
 
 
 def markdown(part: dict) -> list[str]:
     f = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
     lines = ["", "**Real-LLM rows** (OpenAI provider, official SDK, against `myagent-ws fake-llm`; "
                  "default server options except what the `raised` column lists)", "",
+             f"HTTP client under the SDK: {part.get('http_transport', 'httpx')}. `÷ SDK typed`: server total over the "
+             "SDK alone as users call it (2-message history); `÷ SDK lean`: over the SDK alone on our provider's own "
+             "request path and HTTP client.", "",
              "| token delay | clients | turns/session | turns/s | p50 / p99 turn ms | TTFE p50 ms | CPU ms/turn: "
              "front | sandboxes | store writer | server total | ÷ SDK typed | ÷ SDK lean | fake LLM | raised |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -7,7 +7,12 @@ Configuration (constructor arguments win over the environment):
 * ``api_key``: ``OPENAI_API_KEY``; ``not-needed`` when only a base_url is set,
   since local servers ignore it;
 * ``timeout``: ``MYAGENT_LLM_TIMEOUT`` seconds, default 60;
-* ``max_retries``: ``MYAGENT_LLM_MAX_RETRIES``, default 2.
+* ``max_retries``: ``MYAGENT_LLM_MAX_RETRIES``, default 2;
+* ``max_connections``: ``MYAGENT_LLM_MAX_CONNECTIONS``, default 1000: connections to the
+  endpoint one process keeps at most (shared by all its agents, all kept alive);
+* the SDK's HTTP client: ``MYAGENT_LLM_HTTP`` ``aiohttp`` or ``httpx``; by default aiohttp
+  when installed (``pip install 'openai[aiohttp]'``: far cheaper with many requests in
+  flight), else httpx.
 
 Time bounds. ``timeout`` caps, as one deadline, everything before the response
 headers arrive: connecting, the SDK's retries and its backoff. It also caps the
@@ -47,7 +52,7 @@ import openai
 import orjson
 
 from .base import LLMError, LLMResponse, TextDelta, ToolCall
-from .openai_client import ClientKey, close_clients, shared_client
+from .openai_client import DEFAULT_MAX_CONNECTIONS, ClientKey, close_clients, http_transport, shared_client
 from .openai_errors import map_openai_error, safe_url
 
 __all__ = ["OpenAILLM", "DEFAULT_MODEL", "DEFAULT_TIMEOUT", "DEFAULT_MAX_RETRIES"]
@@ -185,7 +190,11 @@ class OpenAILLM:
         self.max_retries: int = max_retries
         self.streaming = streaming
         self.name = f"openai:{self.model}"
-        self._key = ClientKey(self.base_url, self._api_key, timeout, min(timeout, CONNECT_TIMEOUT), max_retries)
+        connections = _env_int("MYAGENT_LLM_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)
+        if connections < 1:
+            raise LLMError("MYAGENT_LLM_MAX_CONNECTIONS must be at least 1")
+        self._key = ClientKey(self.base_url, self._api_key, timeout, min(timeout, CONNECT_TIMEOUT), max_retries,
+                              connections, http_transport())
         # The constant head of every request body, encoded once.
         self._head = b'{"model":' + orjson.dumps(self.model) + (b',"stream":true' if streaming else b',"stream":false')
 

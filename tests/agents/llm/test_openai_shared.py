@@ -21,6 +21,9 @@ from myagent.tool.base_tool import BaseTool, ToolResult
 
 from ._samples import WEATHER_TOOL
 
+# Every test with each HTTP client under the SDK (httpx, and aiohttp when installed).
+pytestmark = pytest.mark.usefixtures("http_transport")
+
 # Three streamed requests per user message, as in the benchmark: two tool calls, an answer.
 SCRIPT = {
     "chunk_size": 4,
