@@ -172,3 +172,20 @@ async def test_idle_sessions_are_small(server: FakeLLMServer, openai_env: None) 
     print(f"{per_session / 1024:.1f} KiB per idle session")
     assert per_session <= 64 * 1024, f"{per_session / 1024:.1f} KiB per idle session"
     await prototype.llm.aclose()
+
+
+def test_http_client_choice_and_pool_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from myagent.agents.llm import LLMError
+    from myagent.agents.llm.openai_client import http_transport
+
+    monkeypatch.setenv("MYAGENT_LLM_HTTP", "httpx")
+    assert http_transport() == "httpx"
+    monkeypatch.setenv("MYAGENT_LLM_HTTP", "")
+    assert http_transport() == ("aiohttp" if importlib.util.find_spec("aiohttp") else "httpx")
+    monkeypatch.setenv("MYAGENT_LLM_MAX_CONNECTIONS", "7")
+    assert OpenAILLM(base_url="http://127.0.0.1:9/v1")._key.max_connections == 7
+    monkeypatch.setenv("MYAGENT_LLM_MAX_CONNECTIONS", "0")
+    with pytest.raises(LLMError, match="MYAGENT_LLM_MAX_CONNECTIONS"):
+        OpenAILLM(base_url="http://127.0.0.1:9/v1")
