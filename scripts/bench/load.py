@@ -184,7 +184,11 @@ async def run_sessions(args) -> dict:
     async def client(conn: TurnConnection) -> None:
         await asyncio.sleep(random.uniform(0, 0.2))  # clients do not start in lockstep
         while time.perf_counter() < deadline:
-            sid = await conn.create()
+            try:  # bounded too: a refused session (system.error, no session_created) must not hang us
+                sid = await asyncio.wait_for(conn.create(), TURN_TIMEOUT)
+            except TimeoutError:
+                stats.errors += 1
+                continue
             for index in range(args.turns_per_session):
                 if time.perf_counter() >= deadline:
                     break
