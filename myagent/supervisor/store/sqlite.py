@@ -1,9 +1,9 @@
 """SQLite session store: the single-node default.
 
-Writes leave the front process: the hot path appends each operation to a buffer (a
-``struct`` header and the bytes the caller already has; no SQL, no per-event object) and
-a timer hands the buffer, after ``FLUSH_INTERVAL`` (or once it holds ``FLUSH_BYTES``), as
-one frame to a writer
+Writes leave the front process: the hot path appends each operation to a list (a tuple of
+what the caller already has; no encoding, no SQL, no I/O) and a timer hands the batch,
+after ``FLUSH_INTERVAL`` (or once it holds ``FLUSH_OPS``), encoded in bulk as one frame
+(:mod:`.sqlite_wire`) to a writer
 *process* (:mod:`.sqlite_writer`) that applies batches in transactions (WAL,
 synchronous=NORMAL, executemany) and acknowledges them (coalesced: each answer wakes the
 front). In a writer thread the SQLite work was front-process CPU and doubled its cost
@@ -49,15 +49,17 @@ log = logging.getLogger("myagent.supervisor.store")
 
 WRITER = Path(__file__).with_name("sqlite_writer.py")
 FLUSH_INTERVAL = 0.01     # seconds a write waits in the front for others to join its batch
-FLUSH_BYTES = 64 * 1024   # ... unless the batch has grown this large: it goes at once
+FLUSH_OPS = 2000          # ... unless the batch has grown this large: it goes at once
 HARD_FACTOR = 10          # past max_pending * HARD_FACTOR uncommitted operations, writes are dropped
 START_TIMEOUT = 10.0      # seconds for the writer to open the file, on top of its lock wait
 STOP_TIMEOUT = 10.0       # seconds the writer gets to commit what is left at stop
 LOAD_FLUSH_TIMEOUT = 5.0  # seconds a read waits for the writes queued before it
 WRITER_RESTARTS = 5       # writer restarts allowed within RESTART_WINDOW seconds
 RESTART_WINDOW = 60.0
-_HEAD_ROOM = bytes(wire.FRAME_HEAD.size)  # each buffer starts with room for its frame header
-_pack_event = wire.EVENT.pack
+
+
+def _record_op(record: SessionRecord) -> tuple:
+    return (wire.RECORD, record.id, record.last_active, orjson.dumps(record))  # orjson encodes dataclasses
 
 
 class _WriterLink(asyncio.Protocol):
@@ -122,8 +124,8 @@ class SQLiteStore(SessionStore):
         self.path = os.path.abspath(path)
         self.lock_wait = lock_wait
         self._hard = self.max_pending * HARD_FACTOR
-        self._buf = bytearray(_HEAD_ROOM)
-        self._buf_ops = 0
+        self._ops: list[tuple] = []                   # this batch's operations, in order
+        self._records: dict[str, SessionRecord] = {}  # this batch's newest record of each session
         # Operations accepted and operations committed (or given up) by the writer; only the
         # event loop changes either.
         self._queued = 0
@@ -305,65 +307,80 @@ class SQLiteStore(SessionStore):
             log.error("sqlite store %s is not keeping up: %d writes dropped", self.path, self.dropped)
         self.error = f"store overloaded: {self.dropped} writes dropped"
 
-    def _append(self, head: bytes, key: bytes, body: bytes) -> None:
-        # The one hot path (inlined in add_event, the hottest caller): a bounds check, three
-        # appends to one bytearray, two counters, and a timer armed once per batch.
-        if self._queued - self._done >= self._hard:
-            self._drop()
-            return
-        buf = self._buf
-        buf += head
-        buf += key
-        buf += body
-        self._queued += 1
-        self._buf_ops += 1
-        if self._timer is None and self._loop is not None:
-            self._timer = self._loop.call_later(FLUSH_INTERVAL, self._flush_now)
-        elif len(buf) > FLUSH_BYTES:
+    def _arm(self) -> None:
+        """One timer per batch (armed by its first write) or, past FLUSH_OPS, a batch at once."""
+        if self._timer is None:
+            if self._loop is not None:
+                self._timer = self._loop.call_later(FLUSH_INTERVAL, self._flush_now)
+        elif len(self._ops) >= FLUSH_OPS:
             self._flush_now()
 
+    # The hot path appends a tuple (no encoding, no I/O): the batch is encoded in bulk, with
+    # C-level calls, when it is handed over (sqlite_wire.encode_batch).
     def add_event(self, sid: str, seq: int, data: bytes) -> None:
         if self._queued - self._done >= self._hard:
             self._drop()
             return
-        key = sid.encode()
-        buf = self._buf
-        buf += _pack_event(b"E", len(key), seq, len(data))
-        buf += key
-        buf += data
+        self._ops.append((wire.EVENT, sid, seq, data))
         self._queued += 1
-        self._buf_ops += 1
-        if self._timer is None and self._loop is not None:
-            self._timer = self._loop.call_later(FLUSH_INTERVAL, self._flush_now)
-        elif len(buf) > FLUSH_BYTES:
-            self._flush_now()
+        if self._timer is None or len(self._ops) >= FLUSH_OPS:
+            self._arm()
 
     def add_message(self, sid: str, message: str) -> None:
+        if self._queued - self._done >= self._hard:
+            self._drop()
+            return
         # Numbered when queued, so a batch sent again writes the same row: no duplicates.
         n = self._msg_n.get(sid, 0) + 1
         self._msg_n[sid] = n
-        key, body = sid.encode(), message.encode()
-        self._append(wire.MESSAGE.pack(b"M", len(key), n, len(body)), key, body)
+        self._ops.append((wire.MESSAGE, sid, n, message.encode()))
+        self._queued += 1
+        if self._timer is None or len(self._ops) >= FLUSH_OPS:
+            self._arm()
 
     def replace_history(self, sid: str, messages: list[str]) -> None:
-        key = sid.encode()
+        if self._queued - self._done >= self._hard:
+            self._drop()
+            return
         self._msg_n[sid] = 0
-        self._append(wire.SID_ONLY.pack(b"C", len(key)), key, b"")
+        self._ops.append((wire.CLEAR, sid, 0, wire.NO_BODY))
+        self._queued += 1
+        self._arm()
         for message in messages:
             self.add_message(sid, message)
 
     def put_record(self, record: SessionRecord) -> None:
-        key, body = record.id.encode(), orjson.dumps(record)  # orjson encodes dataclasses natively
-        self._append(wire.RECORD.pack(b"R", len(key), record.last_active, len(body)), key, body)
+        # Only a session's newest record matters: one per session per batch, encoded at hand-over.
+        if record.id in self._records:
+            self._records[record.id] = record
+            return
+        if self._queued - self._done >= self._hard:
+            self._drop()
+            return
+        self._records[record.id] = record
+        self._queued += 1
+        if self._timer is None:
+            self._arm()
 
     def trim_events(self, sid: str, upto_seq: int) -> None:
-        key = sid.encode()
-        self._append(wire.TRIM.pack(b"T", len(key), upto_seq), key, b"")
+        if self._queued - self._done >= self._hard:
+            self._drop()
+            return
+        self._ops.append((wire.TRIM, sid, upto_seq, wire.NO_BODY))
+        self._queued += 1
+        self._arm()
 
     def delete(self, sid: str) -> None:
+        if self._queued - self._done >= self._hard:
+            self._drop()
+            return
         self._msg_n.pop(sid, None)
-        key = sid.encode()
-        self._append(wire.SID_ONLY.pack(b"D", len(key)), key, b"")
+        record = self._records.pop(sid, None)
+        if record is not None:  # queued before the delete: it goes first (and is deleted with the rest)
+            self._ops.append(_record_op(record))
+        self._ops.append((wire.DELETE, sid, 0, wire.NO_BODY))
+        self._queued += 1
+        self._arm()
 
     @property
     def pending(self) -> int:
@@ -371,7 +388,7 @@ class SQLiteStore(SessionStore):
 
     # Batches ------------------------------------------------------------------------------
     def _flush_soon(self) -> None:
-        if self._buf_ops and self._timer is None and self._loop is not None:
+        if (self._ops or self._records) and self._timer is None and self._loop is not None:
             self._timer = self._loop.call_later(FLUSH_INTERVAL, self._flush_now)
 
     def _flush_now(self, urgent: bool = False) -> None:
@@ -380,14 +397,17 @@ class SQLiteStore(SessionStore):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if not self._buf_ops and not urgent:
+        ops = self._ops
+        if self._records:
+            ops.extend(map(_record_op, self._records.values()))
+            self._records = {}
+        if not ops and not urgent:
             return
+        self._ops = []
         self._batch += 1
-        buf, ops = self._buf, self._buf_ops
-        wire.FRAME_HEAD.pack_into(buf, 0, len(buf) - 4, self._batch | (wire.URGENT if urgent else 0))
-        frame = bytes(buf)
-        self._buf, self._buf_ops = bytearray(_HEAD_ROOM), 0
-        self._unacked.append((self._batch, ops, frame))
+        payload = wire.encode_batch(ops)
+        frame = wire.FRAME_HEAD.pack(len(payload) + 8, self._batch | (wire.URGENT if urgent else 0)) + payload
+        self._unacked.append((self._batch, len(ops), frame))
         if self._transport is not None:
             self._transport.write(frame)
 

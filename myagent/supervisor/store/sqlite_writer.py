@@ -59,7 +59,7 @@ MAX_TXN_BYTES = 8 * 1024 * 1024  # bytes of batches applied in one transaction a
 RECV_BYTES = 1024 * 1024
 LOCK_WAIT = 10.0  # seconds to wait for the previous writer of this file to finish
 SQLITE_BUSY_TIMEOUT = 10.0
-COMMIT_INTERVAL = 0.02  # seconds between two commits at least, unless a batch is urgent
+COMMIT_INTERVAL = 0.05  # seconds between two commits at least, unless a batch is urgent
 
 
 def _background_priority() -> None:
