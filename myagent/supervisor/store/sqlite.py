@@ -42,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from myagent.supervisor.store import sqlite_rows as rows
 from myagent.supervisor.store import sqlite_wire as wire
 from myagent.supervisor.store.base import SessionRecord, SessionStore, StoredSession, StoreError
 
@@ -464,15 +465,11 @@ class SQLiteStore(SessionStore):
             row = self._read.execute("SELECT record FROM sessions WHERE id = ?", (sid,)).fetchone()
             if row is None:
                 return None
-            # The newest rows within the bounds: the writer deletes older ones with some slack.
-            rows = self._read.execute("SELECT n, body FROM history WHERE sid = ? ORDER BY n DESC LIMIT ?",
-                                      (sid, self.history_limit)).fetchall()[::-1]
-            events = [(seq, bytes(body)) for seq, body in self._read.execute(
-                "SELECT seq, body FROM events WHERE sid = ? ORDER BY seq DESC LIMIT ?",
-                (sid, self.events_limit)).fetchall()[::-1]]
-        history = [orjson.loads(body) for _, body in rows]
-        stored = StoredSession(SessionRecord.from_dict(orjson.loads(row[0])), history, events)
-        return stored, (rows[-1][0] if rows else 0)
+            history = rows.read_history(self._read, sid, self.history_limit)
+            events = rows.read_events(self._read, sid, self.events_limit)
+        stored = StoredSession(SessionRecord.from_dict(orjson.loads(row[0])),
+                               [orjson.loads(body) for _, body in history], events)
+        return stored, (history[-1][0] if history else 0)
 
     async def expired(self, idle_before: float, limit: int = 1000) -> list[str]:
         def query() -> list[str]:

@@ -35,26 +35,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-_spec = importlib.util.spec_from_file_location("_myagent_sqlite_wire", Path(__file__).with_name("sqlite_wire.py"))
-assert _spec is not None and _spec.loader is not None
-wire: Any = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(wire)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (id TEXT PRIMARY KEY, record BLOB NOT NULL, last_active REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS sessions_last_active ON sessions (last_active);
-CREATE TABLE IF NOT EXISTS history (sid TEXT NOT NULL, n INTEGER NOT NULL, body BLOB NOT NULL,
-                                    PRIMARY KEY (sid, n)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS events (sid TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL,
-                                   PRIMARY KEY (sid, seq)) WITHOUT ROWID;
-"""
-# Before the writer process, history rows were numbered by one global AUTOINCREMENT column,
-# so a batch sent twice would have doubled them; they are renumbered per session once.
-MIGRATE = """
-INSERT OR IGNORE INTO history (sid, n, body)
-    SELECT sid, ROW_NUMBER() OVER (PARTITION BY sid ORDER BY n), body FROM messages;
-DROP TABLE messages;
-"""
+
+def _sibling(name: str) -> Any:
+    """A module of this directory, loaded by path: the isolated interpreter has no package."""
+    spec = importlib.util.spec_from_file_location(f"_myagent_{name}", Path(__file__).with_name(f"{name}.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+wire: Any = _sibling("sqlite_wire")
+rows: Any = _sibling("sqlite_rows")
+
 MAX_TXN_BYTES = 8 * 1024 * 1024  # bytes of batches applied in one transaction at most
 RECV_BYTES = 1024 * 1024
 LOCK_WAIT = 10.0  # seconds to wait for the previous writer of this file to finish
@@ -101,106 +95,9 @@ def open_db(path: str) -> sqlite3.Connection:
     os.chmod(path, 0o600)  # conversations: owner only (SQLite gives -wal/-shm the same mode)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
-    conn.executescript(SCHEMA)
-    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'messages'").fetchone():
-        conn.executescript("BEGIN;" + MIGRATE + "COMMIT;")
+    conn.executescript(rows.SCHEMA)
+    rows.migrate(conn)
     return conn
-
-
-class Applier:
-    """Applies decoded batches: one transaction, executemany per table, bounds at the end.
-
-    Bounds are applied with slack: a session's oldest rows are deleted once it is
-    ``events_limit // 8`` (at least 16) rows over its bound, one range delete for many rows
-    rather than a delete per commit; reads return the newest ``events_limit`` (and
-    ``history_limit``) rows, so the slack is never seen.
-    """
-
-    def __init__(self, conn: sqlite3.Connection, events_limit: int, history_limit: int) -> None:
-        self.conn = conn
-        self.events_limit = events_limit
-        self.history_limit = history_limit
-        self.events_slack = max(16, events_limit // 8)
-        self.history_slack = max(16, history_limit // 8)
-        self.cut_seq: dict[str, int] = {}  # sid -> events deleted up to this seq (by this process)
-        self.cut_n: dict[str, int] = {}    # sid -> history deleted up to this n
-
-    def apply(self, payloads: list[bytes]) -> None:
-        conn = self.conn
-        events: list[tuple] = []
-        messages: list[tuple] = []
-        records: dict[str, tuple] = {}  # the newest record of each session wins within a batch
-        top_seq: dict[str, int] = {}
-        top_n: dict[str, int] = {}
-
-        def write_pending() -> None:
-            # Rows of different tables commute; a trim/delete/clear must see what came before it.
-            if events:
-                conn.executemany("INSERT OR REPLACE INTO events (sid, seq, body) VALUES (?, ?, ?)", events)
-                events.clear()
-            if messages:
-                conn.executemany("INSERT OR REPLACE INTO history (sid, n, body) VALUES (?, ?, ?)", messages)
-                messages.clear()
-            if records:
-                conn.executemany("INSERT OR REPLACE INTO sessions (id, record, last_active) VALUES (?, ?, ?)",
-                                 records.values())
-                records.clear()
-
-        conn.execute("BEGIN")
-        try:
-            for payload in payloads:
-                for op in wire.operations(payload):
-                    kind, sid = op[0], op[1]
-                    if kind == "E":
-                        events.append(op[1:])
-                        if op[2] > top_seq.get(sid, 0):
-                            top_seq[sid] = op[2]
-                    elif kind == "M":
-                        messages.append(op[1:])
-                        if op[2] > top_n.get(sid, 0):
-                            top_n[sid] = op[2]
-                    elif kind == "R":
-                        records[sid] = (sid, op[3], op[2])
-                    else:
-                        write_pending()
-                        if kind == "T":
-                            conn.execute("DELETE FROM events WHERE sid = ? AND seq <= ?", (sid, op[2]))
-                        elif kind == "C":
-                            conn.execute("DELETE FROM history WHERE sid = ?", (sid,))
-                            top_n.pop(sid, None)
-                            self.cut_n.pop(sid, None)  # numbering starts again at 1
-                        else:  # "D"
-                            for table, column in (("sessions", "id"), ("history", "sid"), ("events", "sid")):
-                                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (sid,))
-                            top_seq.pop(sid, None)
-                            top_n.pop(sid, None)
-                            self.cut_seq.pop(sid, None)
-                            self.cut_n.pop(sid, None)
-            write_pending()
-            # Bounds: the newest events_limit events and history_limit messages of each session (with slack).
-            cut_events = self._cuts(top_seq, self.cut_seq, self.events_limit, self.events_slack)
-            if cut_events:
-                conn.executemany("DELETE FROM events WHERE sid = ? AND seq <= ?", cut_events)
-            cut_history = self._cuts(top_n, self.cut_n, self.history_limit, self.history_slack)
-            if cut_history:
-                conn.executemany("DELETE FROM history WHERE sid = ? AND n <= ?", cut_history)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            # What this transaction would have deleted is not deleted: forget those cuts.
-            self.cut_seq.clear()
-            self.cut_n.clear()
-            raise
-
-    @staticmethod
-    def _cuts(tops: dict[str, int], done: dict[str, int], limit: int, slack: int) -> list[tuple[str, int]]:
-        cuts = []
-        for sid, top in tops.items():
-            cut = top - limit
-            if cut >= done.get(sid, 0) + slack:
-                cuts.append((sid, cut))
-                done[sid] = cut
-        return cuts
 
 
 def _send(sock: socket.socket, data: bytes) -> bool:
@@ -239,7 +136,7 @@ def _take(sock: socket.socket, buf: bytearray) -> bool:
     return True
 
 
-def serve(sock: socket.socket, applier: Applier) -> None:
+def serve(sock: socket.socket, applier: Any) -> None:
     """Apply batches until end of stream, one transaction per ``COMMIT_INTERVAL`` at most:
     SQLite's cost is per row *and* per commit (WAL pages written again for every commit that
     touches them), and this process shares the machine with the front and the sandboxes.
@@ -266,7 +163,7 @@ def serve(sock: socket.socket, applier: Applier) -> None:
                 and sum(len(p) for _, p in waiting) < MAX_TXN_BYTES:
             continue
         try:
-            applier.apply([payload for _, payload in waiting])
+            applier.apply(wire.operations(payload) for _, payload in waiting)
             answer = wire.OK
         except (sqlite3.Error, ValueError) as exc:
             # Given up, not retried: a broken file or schema does not heal by itself. The
@@ -307,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _send(sock, wire.OK)
     try:
-        serve(sock, Applier(conn, args.events_limit, args.history_limit))
+        serve(sock, rows.Applier(conn, args.events_limit, args.history_limit))
     finally:
         conn.close()
         os.close(lock)

@@ -13,6 +13,7 @@ import pytest
 from tests.supervisor.store.conftest import as_json
 
 from myagent.supervisor.store import MemoryStore, SessionRecord, StoreError, open_store
+from myagent.supervisor.store import sqlite_rows as rows
 from myagent.supervisor.store.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.timeout(20)
@@ -36,7 +37,7 @@ async def test_reopen_after_stop_keeps_everything(tmp_path):
 
     # Readable by plain sqlite3 (no hidden state in the process) ...
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT count(*) FROM events WHERE sid = 's_x'").fetchone() == (3,)
+        assert [seq for seq, _ in rows.read_events(conn, "s_x", 100)] == [1, 2, 3]
     # ... and by a new store on the same file, whose own bounds apply (to what it reads, too).
     again = SQLiteStore(str(path), history_limit=10, events_limit=2)
     await again.start()
@@ -68,15 +69,14 @@ async def test_failed_write_is_reported_then_cleared(tmp_path):
         store.put_record(record("s_f"))
         await store.flush()
         with sqlite3.connect(path) as side:  # break the schema under the store's feet
-            side.execute("DROP TABLE events")
+            side.execute("DROP TABLE event_chunks")
         store.add_event("s_f", 1, b"{}")
         await store.flush()
         healthy, why = store.health()
-        assert not healthy and "sqlite write failed" in why and "events" in why
+        assert not healthy and "sqlite write failed" in why and "event_chunks" in why
         assert store.pending == 0  # the failed batch is accounted for (and logged as lost)
         with sqlite3.connect(path) as side:
-            side.execute("CREATE TABLE events (sid TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL, "
-                         "PRIMARY KEY (sid, seq)) WITHOUT ROWID")
+            side.executescript(rows.SCHEMA)
         store.add_event("s_f", 2, b"{}")
         await store.flush()
         assert store.health() == (True, "ok")
@@ -138,7 +138,7 @@ def test_open_store_urls(tmp_path, monkeypatch):
 
 def _event_seqs(path) -> list[int]:
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        return [seq for (seq,) in conn.execute("SELECT seq FROM events WHERE sid = 's_k' ORDER BY seq")]
+        return [seq for seq, _ in rows.read_events(conn, "s_k", 10**9)]
 
 
 async def test_a_killed_writer_is_restarted_and_loses_nothing(tmp_path):
@@ -170,6 +170,7 @@ async def test_a_killed_writer_is_restarted_and_loses_nothing(tmp_path):
 
 FRONT_THAT_DIES = """
 import asyncio, os, signal, sys
+from myagent.supervisor.store import sqlite_rows as rows
 from myagent.supervisor.store.sqlite import SQLiteStore
 
 async def main():
@@ -232,6 +233,34 @@ async def test_one_writer_per_file(tmp_path):
         await first.stop()
 
 
+async def test_events_are_stored_in_chunks_and_trimmed_exactly(tmp_path):
+    """A batch's consecutive events of a session are one row; a trim through a chunk keeps exactly
+    the events after it; a batch applied twice (a resend) changes nothing."""
+    path = tmp_path / "s.db"
+    store = SQLiteStore(str(path), events_limit=10_000)
+    await store.start()
+    try:
+        store.put_record(record("s_c"))
+        for seq in range(1, 11):
+            store.add_event("s_c", seq, b'{"seq": %d}' % seq)
+        store._flush_now()
+        frame = store._unacked[-1][2]
+        await store.flush()
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+            assert conn.execute("SELECT first, last FROM event_chunks").fetchall() == [(1, 10)]
+        store.trim_events("s_c", 4)
+        await store.flush()
+        assert [s for s, _ in (await store.load("s_c")).events] == list(range(5, 11))
+        store._transport.write(frame)  # the first batch again, as after a writer restart
+        store.add_event("s_c", 11, b'{"seq": 11}')  # flushed after it: flush() waits for both
+        await store.flush()
+        events = (await store.load("s_c")).events
+        assert [s for s, _ in events] == list(range(1, 12))  # rewritten, each event once
+        assert events[0][1] == b'{"seq": 1}'
+    finally:
+        await store.stop()
+
+
 async def test_bounds_hold_with_slack_over_many_writes(tmp_path):
     """The writer deletes old rows in ranges (with slack); reads always see exactly the newest
     events_limit events and history_limit messages, and the file stays bounded."""
@@ -250,15 +279,16 @@ async def test_bounds_hold_with_slack_over_many_writes(tmp_path):
         assert [s for s, _ in stored.events] == list(range(961, 1001))
         assert [m["content"] for m in stored.history] == [f"m{n}" for n in range(981, 1001)]
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-            assert conn.execute("SELECT count(*) FROM events").fetchone()[0] <= 40 + 16 + 97
+            stored = sum(last - first + 1 for first, last in conn.execute("SELECT first, last FROM event_chunks"))
+            assert stored <= 40 + 16 + 97
             assert conn.execute("SELECT count(*) FROM history").fetchone()[0] <= 20 + 16 + 97
     finally:
         await store.stop()
 
 
-async def test_history_of_the_old_schema_is_migrated(tmp_path):
-    """Files written before the writer process numbered history rows globally; they are renumbered
-    per session, in order, on first start."""
+async def test_files_of_the_old_schema_are_migrated(tmp_path):
+    """Files written before the writer process numbered history rows globally (renumbered per
+    session, in order) and kept one row per event (moved into chunks), on first start."""
     path = tmp_path / "s.db"
     with sqlite3.connect(path) as conn:
         conn.executescript("""
@@ -272,18 +302,26 @@ async def test_history_of_the_old_schema_is_migrated(tmp_path):
         for i, sid in enumerate(["s_m", "s_other", "s_m", "s_m"]):
             conn.execute("INSERT INTO messages (sid, body) VALUES (?, ?)",
                          (sid, as_json({"role": "user", "content": f"m{i}"}).encode()))
+        for seq in (3, 4, 5):
+            conn.execute("INSERT INTO events VALUES (?, ?, ?)", ("s_m", seq, b'{"seq": %d}' % seq))
     store = SQLiteStore(str(path))
     await store.start()
     try:
         stored = await store.load("s_m")
         assert [m["content"] for m in stored.history] == ["m0", "m2", "m3"]
+        assert stored.events == [(seq, b'{"seq": %d}' % seq) for seq in (3, 4, 5)]
+        store.add_event("s_m", 6, b"{}")
+        store.trim_events("s_m", 4)
         store.add_message("s_m", as_json({"role": "user", "content": "m4"}))  # numbered after the migrated ones
         await store.flush()
-        assert [m["content"] for m in (await store.load("s_m")).history] == ["m0", "m2", "m3", "m4"]
+        again = await store.load("s_m")
+        assert [m["content"] for m in again.history] == ["m0", "m2", "m3", "m4"]
+        assert [seq for seq, _ in again.events] == [5, 6]
     finally:
         await store.stop()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'messages'").fetchone() is None
+        names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "messages" not in names and "events" not in names
 
 
 def orjson_dumps(doc: dict) -> bytes:
