@@ -36,6 +36,8 @@ from websockets.asyncio.client import connect
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
+from common import cpu_of  # noqa: E402  (ns-precise CPU of live threads)
 from tests.serverproc import ServerProcess  # noqa: E402
 from tests.supervisor.store.redisproc import RedisServer  # noqa: E402
 from tests.supervisor.store.redisproc import available as redis_available  # noqa: E402
@@ -85,7 +87,9 @@ class Conn:
         return await asyncio.wait_for(future, 30)
 
 
-async def load(url: str, sessions: int, connections: int, turns: int, front: psutil.Process) -> dict:
+async def load(url: str, sessions: int, connections: int, turns: int, front: psutil.Process,
+               rate: float = 0.0) -> dict:
+    writer = [p for p in front.children() if any("sqlite_writer" in part for part in p.cmdline())]
     conns = []
     for _ in range(connections):
         ws = await connect(url, max_size=16 * 1024 * 1024, compression=None, open_timeout=10)
@@ -99,19 +103,24 @@ async def load(url: str, sessions: int, connections: int, turns: int, front: psu
     latencies: list[float] = []
     events_before = sum(c.events for c in conns)
 
-    async def run(conn: Conn, sid: str) -> None:
+    interval = sessions / rate if rate else 0.0  # each session's turns start this far apart
+
+    async def run(conn: Conn, sid: str, offset: float) -> None:
+        begin = time.perf_counter() + offset
         for n in range(turns):
+            if interval:  # a fixed rate: every backend does the same work per second
+                await asyncio.sleep(max(0.0, begin + n * interval - time.perf_counter()))
             started = time.perf_counter()
             outcome = await conn.turn(sid, f"weather please {n}")
             if outcome != "agent.final_answer":
                 raise RuntimeError(f"turn ended with {outcome}")
             latencies.append(time.perf_counter() - started)
 
-    cpu0 = sum(front.cpu_times()[:2])
+    cpu0, wcpu0 = cpu_of([front]), cpu_of(writer)
     t0 = time.perf_counter()
-    await asyncio.gather(*(run(conn, sid) for conn, sid in placed))
+    await asyncio.gather(*(run(conn, sid, interval * i / sessions) for i, (conn, sid) in enumerate(placed)))
     elapsed = time.perf_counter() - t0
-    cpu = sum(front.cpu_times()[:2]) - cpu0
+    cpu, wcpu = cpu_of([front]) - cpu0, cpu_of(writer) - wcpu0
     events = sum(c.events for c in conns) - events_before
     for conn in conns:
         await conn.ws.close()
@@ -124,7 +133,8 @@ async def load(url: str, sessions: int, connections: int, turns: int, front: psu
     return {"turns": done, "seconds": elapsed, "turns_per_s": done / elapsed, "events": events,
             "p50_ms": latencies[len(latencies) // 2] * 1000,
             "p95_ms": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))] * 1000,
-            "front_cpu_ms_per_turn": cpu / done * 1000}
+            "front_cpu_ms_per_turn": cpu / done * 1000, "writer_cpu_ms_per_turn": wcpu / done * 1000,
+            "front_cpu_us_per_event": cpu / max(1, events) * 1e6}
 
 
 def one(backend: str, store_url: str, args: argparse.Namespace, state_dir: str) -> dict:
@@ -134,7 +144,7 @@ def one(backend: str, store_url: str, args: argparse.Namespace, state_dir: str) 
     server.start(timeout=30)
     try:
         front = psutil.Process(server.proc.pid)
-        result = asyncio.run(load(server.url, args.sessions, args.connections, args.turns, front))
+        result = asyncio.run(load(server.url, args.sessions, args.connections, args.turns, front, args.rate))
         # Write-behind: the load may end with writes still queued. Time how long the store takes
         # to catch up; "sustained" counts that time too (what the store can keep up with).
         store = server.status()["store"]
@@ -158,6 +168,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1, help="sandbox processes of each server")
     parser.add_argument("--backends", default="memory,sqlite,redis")
     parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="turns/s in total, paced (0: as fast as possible). At a fixed rate every backend's "
+                             "front does the same work per second, so CPU per event compares the store alone")
     args = parser.parse_args()
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -182,7 +195,8 @@ def main() -> int:
                 result = one(backend, url, args, tmp)
                 runs[backend].append(result)
                 print(f"round {round_ + 1}/{args.rounds} {backend:>6}: {result['turns_per_s']:7.1f} turns/s  "
-                      f"p50 {result['p50_ms']:6.1f} ms  front CPU {result['front_cpu_ms_per_turn']:.2f} ms/turn",
+                      f"p50 {result['p50_ms']:6.1f} ms  front CPU {result['front_cpu_ms_per_turn']:.3f} ms/turn "
+                      f"(writer process {result['writer_cpu_ms_per_turn']:.3f})",
                       file=sys.stderr, flush=True)
     finally:
         if redis is not None:
@@ -196,19 +210,22 @@ def main() -> int:
     print(f"\n{args.sessions} sessions x {args.turns} turns on {args.connections} connections, {args.workers} sandbox(es), "
           f"median of {args.rounds} rounds; {os.cpu_count()} CPUs\n")
     print("| store | turns/s | vs memory | sustained turns/s | turn p50 ms | turn p95 ms | front CPU ms/turn "
-          "| writes queued at the end |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| front CPU ÷ memory | front µs/event | writer process CPU ms/turn | writes queued at the end |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = {}
     for backend in backends:
         tps = med(backend, "turns_per_s")
         cpu = med(backend, "front_cpu_ms_per_turn")
         summary[backend] = {"turns_per_s": tps, "p50_ms": med(backend, "p50_ms"), "p95_ms": med(backend, "p95_ms"),
                             "front_cpu_ms_per_turn": cpu, "events_per_turn": med(backend, "events") /
-                            runs[backend][0]["turns"], "runs": runs[backend]}
+                            runs[backend][0]["turns"], "runs": runs[backend],
+                            "front_cpu_us_per_event": med(backend, "front_cpu_us_per_event"),
+                            "writer_cpu_ms_per_turn": med(backend, "writer_cpu_ms_per_turn")}
         summary[backend]["sustained_turns_per_s"] = med(backend, "sustained_turns_per_s")
         print(f"| {backend} | {tps:.1f} | {tps / base:.2f}x | {summary[backend]['sustained_turns_per_s']:.1f} | "
-              f"{summary[backend]['p50_ms']:.1f} | "
-              f"{summary[backend]['p95_ms']:.1f} | {cpu:.2f} ({cpu - base_cpu:+.2f}) | "
+              f"{summary[backend]['p50_ms']:.1f} | {summary[backend]['p95_ms']:.1f} | {cpu:.3f} | "
+              f"{cpu / base_cpu:.2f}x | {summary[backend]['front_cpu_us_per_event']:.1f} | "
+              f"{summary[backend]['writer_cpu_ms_per_turn']:.3f} | "
               f"{max(r['pending_after'] for r in runs[backend])} |")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ with tool calls runs each call (validated, confirmed when required, output
 truncated) and feeds the results back for the next step.
 
 Invariants: every message appended to the history goes through
-``on_message`` at that moment; the history is valid for an OpenAI-compatible
+``on_message`` at that moment (as a copy); the history is valid for an OpenAI-compatible
 API after every turn, even a cancelled one (unanswered tool calls get a
 synthetic result, streamed text is kept); a completed turn yields exactly one
 FINAL_ANSWER or ERROR, a cancelled one none. Tool failures never escape a
@@ -40,7 +40,7 @@ from .events import (
     ConfirmRequest,
 )
 from .exceptions import AgentRunError, ToolDefinitionError
-from .history import interrupted_tool_message, repair_history
+from .history import History, compact_json, interrupted_tool_message, repair_history
 from .llm.base import LLM, LLMError, LLMResponse, TextDelta, ToolCall, response_to_message
 from .tools import TOOL_NAME_PATTERN, BaseTool, ToolArgumentsError, ToolResult, tool
 
@@ -98,10 +98,13 @@ class Agent:
         self._tools = _check_tools(tools)
         self._tool_map = {t.name: t for t in self._tools}
         self._tools_schema = [t.to_openai_tool() for t in self._tools]
-        # Resolved lazily: the sandbox may fork after the agent file is imported.
-        self._llm: LLM | None = None if llm is None or isinstance(llm, str) else llm
-        self._llm_spec: str | None = llm if isinstance(llm, str) else None
-        self._history: list[dict[str, Any]] = []
+        self._tools_json = compact_json(self._tools_schema) if self._tools_schema else b""
+        self._system_json: tuple[str, bytes] = ("", b"")  # (prompt, its message as JSON), see _system
+        self._system()  # encoded now, so every clone shares it
+        # One cell for the agent and all its clones: the LLM is made once per process, on
+        # first use (the sandbox may fork after the agent file is imported).
+        self._llm_cell = _LLMCell(llm, model)
+        self._history = History()
         self._running = False
 
     # -- configuration -------------------------------------------------------------
@@ -113,38 +116,42 @@ class Agent:
 
     @property
     def llm(self) -> LLM:
-        """The LLM, created on first use from the spec (or the environment)."""
-        if self._llm is None:
-            self._llm = _make_llm(self._llm_spec, self.model)
-        return self._llm
+        """The LLM, created on first use from the spec (or the environment), then shared
+        by this agent and every clone of it."""
+        return self._llm_cell.get()
 
     def clone(self) -> Agent:
-        """A fresh agent with the same configuration and an empty history."""
-        return Agent(
-            name=self.name,
-            tools=self._tools,
-            system_prompt=self.system_prompt,
-            max_steps=self.max_steps,
-            model=self.model,
-            llm=self._llm if self._llm is not None else self._llm_spec,
-            description=self.description,
-            max_tool_calls_per_step=self.max_tool_calls_per_step,
-            max_tool_result_chars=self.max_tool_result_chars,
-            confirm_timeout=self.confirm_timeout,
-        )
+        """A fresh agent with the same configuration and an empty history.
+
+        The clone shares what never changes after creation (the validated tools, their
+        schemas and JSON, the LLM) instead of rebuilding it: a server clones the agent
+        once per session, so this is per-session CPU and memory.
+        """
+        twin = copy.copy(self)
+        twin._history = History()
+        twin._running = False
+        return twin
+
+    def _system(self) -> bytes:
+        """The system message as JSON (b"" for none), re-encoded only if the prompt changed."""
+        prompt, data = self._system_json
+        if prompt is not self.system_prompt:
+            data = compact_json({"role": "system", "content": self.system_prompt}) if self.system_prompt else b""
+            self._system_json = (self.system_prompt, data)
+        return data
 
     # -- history ---------------------------------------------------------------------
 
     @property
     def history(self) -> list[dict[str, Any]]:
         """A copy of the conversation (OpenAI messages, without the system prompt)."""
-        return copy.deepcopy(self._history)
+        return [History.copy_of(data) for data in self._history.encoded]
 
     def load_history(self, messages: Iterable[Any]) -> None:
         """Replace the history with a repaired copy of ``messages``."""
         if self._running:
             raise RuntimeError(f"agent {self.name!r} is running a turn; cannot replace its history")
-        self._history = repair_history(messages)
+        self._history = History(repair_history(messages))
 
     def trim_history(self, max_messages: int, keep: float = 0.75) -> int:
         """Once the history exceeds ``max_messages``, keep its newest ``keep`` share (repaired
@@ -153,7 +160,7 @@ class Agent:
         if self._running or len(self._history) <= max_messages:
             return 0
         before = len(self._history)
-        self._history = repair_history(self._history[-max(1, int(max_messages * keep)):])
+        self._history = History(repair_history(self._history.messages[-max(1, int(max_messages * keep)):]))
         return before - len(self._history)
 
     # -- running -----------------------------------------------------------------------
@@ -224,7 +231,7 @@ class Agent:
         try:
             return await self.arun(text)
         finally:
-            close = getattr(self._llm, "aclose", None)
+            close = getattr(self._llm_cell.llm, "aclose", None)
             if close is not None:
                 await close()
 
@@ -285,13 +292,13 @@ class _Turn:
         self.response: LLMResponse | None = None
 
     def append(self, message: dict[str, Any]) -> None:
-        self.agent._history.append(message)
+        data = self.agent._history.append(message)
         if message["role"] == "assistant":
             self.pending = [call["id"] for call in message.get("tool_calls", ())]
         elif message["role"] == "tool":
             self.pending.remove(message["tool_call_id"])
         if self.on_message is not None:
-            self.on_message(copy.deepcopy(message))
+            self.on_message(History.copy_of(data))
 
     def flush_partial(self) -> None:
         """Keep text the user has already seen as an assistant message."""
@@ -348,10 +355,19 @@ class _Turn:
 
     async def _stream(self, step: int) -> AsyncIterator[AgentEvent]:
         agent = self.agent
-        messages = list(agent._history)
-        if agent.system_prompt:
-            messages.insert(0, {"role": "system", "content": agent.system_prompt})
-        stream = agent.llm.stream(messages, agent._tools_schema)
+        llm = agent.llm
+        stream_json = getattr(llm, "stream_json", None)
+        system = agent._system()
+        if stream_json is not None:
+            # The history as JSON encoded when each message was added: the request body is a
+            # join of these, so a long conversation costs a copy of bytes, not re-encoding.
+            encoded = agent._history.encoded
+            stream = stream_json([system, *encoded] if system else list(encoded), agent._tools_json)
+        else:
+            messages = list(agent._history.messages)
+            if system:
+                messages.insert(0, {"role": "system", "content": agent.system_prompt})
+            stream = llm.stream(messages, agent._tools_schema)
         try:
             async for item in stream:
                 if isinstance(item, TextDelta):
@@ -535,6 +551,24 @@ def _check_tool(item: BaseTool) -> None:
     if not isinstance(item.parameters, dict) or item.parameters.get("type") != "object":
         raise ToolDefinitionError(f"tool {item.name!r}: parameters must be a JSON Schema with \"type\": \"object\"")
     item.compile_parameters()
+
+
+class _LLMCell:
+    """The LLM of an agent and its clones: the object given at creation, or one made from
+    the spec on first use. Providers keep no per-process state in themselves (the OpenAI
+    client lives in a per-process registry), so a cell resolved before a fork is fine after."""
+
+    __slots__ = ("spec", "model", "llm")
+
+    def __init__(self, llm: LLM | str | None, model: str | None) -> None:
+        self.spec: str | None = llm if isinstance(llm, str) else None
+        self.model = model
+        self.llm: LLM | None = None if llm is None or isinstance(llm, str) else llm
+
+    def get(self) -> LLM:
+        if self.llm is None:
+            self.llm = _make_llm(self.spec, self.model)
+        return self.llm
 
 
 def _make_llm(spec: str | None, model: str | None) -> LLM:

@@ -5,6 +5,10 @@ and ``tool``; the system prompt is never part of it (the agent adds it for
 each model call). OpenAI-compatible APIs reject a history in which an
 assistant tool call has no ``tool`` answer, which is exactly what a cancelled
 turn or a crashed sandbox leaves behind; :func:`repair_history` fixes that.
+
+:class:`History` holds an agent's conversation twice: as dicts (what providers
+and the agent read) and as JSON encoded once per message (what a request body
+is joined from), so a long conversation is never re-serialised per request.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from typing import Any, Iterable
 import orjson
 
 __all__ = [
+    "History",
+    "compact_json",
     "INTERRUPTED_TOOL_CONTENT",
     "interrupted_tool_message",
     "repair_history",
@@ -21,6 +27,62 @@ __all__ = [
 ]
 
 INTERRUPTED_TOOL_CONTENT = "Error: interrupted before the tool finished"
+
+
+class History:
+    """A conversation as messages and as their JSON encodings, kept aligned.
+
+    Only :meth:`append` adds to it; anything else (load, trim) builds a new one. The
+    dicts are the agent's own: hand out copies (:meth:`copy_of`), never the dicts.
+    """
+
+    __slots__ = ("messages", "encoded")
+
+    def __init__(self, messages: Iterable[dict[str, Any]] = ()) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.encoded: list[bytes] = []
+        for message in messages:
+            self.append(message)
+
+    def append(self, message: dict[str, Any]) -> bytes:
+        """Add ``message`` (the history keeps this dict); return its JSON."""
+        try:
+            data = compact_json(message)
+        except TypeError:  # orjson refuses lone surrogates, e.g. from a tool's undecodable output
+            message = _scrub(message)
+            data = compact_json(message)
+        self.messages.append(message)
+        self.encoded.append(data)
+        return data
+
+    @staticmethod
+    def copy_of(data: bytes) -> dict[str, Any]:
+        """A fresh deep copy of an encoded message (faster than copy.deepcopy)."""
+        return orjson.loads(data)
+
+    def __len__(self) -> int:
+        return len(self.messages)
+
+
+def compact_json(value: Any) -> bytes:
+    """``orjson.dumps(value)`` in a bytes object of its own size.
+
+    orjson returns its output in a 4 KiB buffer however short the JSON (3.x; measured: a
+    60-byte message held 4 KiB of RSS while alive). Fine for a frame sent at once, not for
+    something kept: a history of 400 short messages held 1.6 MB. The copy costs ~0.1 µs.
+    """
+    return bytes(memoryview(orjson.dumps(value)))
+
+
+def _scrub(value: Any) -> Any:
+    """``value`` with every string made valid UTF-8 (a lone surrogate becomes '?')."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
 
 
 class _Invalid(Exception):

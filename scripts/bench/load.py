@@ -6,6 +6,10 @@ JSON line with the results.
 
     python load.py turns URL --sessions 100 --connections 20 --duration 5 [--rate R]
     python load.py echo URL --sessions 100 --connections 100 --duration 5
+    python load.py sessions URL --clients 50 --turns-per-session 100 --duration 10
+
+``sessions`` is the real-LLM mode's load: each client has its own connection and runs
+sessions of --turns-per-session turns back to back (create, the turns, close).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import uvloop
 from websockets.asyncio.client import connect
 
 TERMINAL = {b"agent.final_answer", b"agent.error", b"agent.interrupted"}
+TURN_TIMEOUT = 120.0  # seconds a sessions-mode turn may take before it counts as an error
 
 
 def pct(samples: list[float], q: float) -> float | None:
@@ -41,10 +46,13 @@ class Stats:
         self.ttfe: list[float] = []
 
 
+WARMUP = 1.0  # seconds of load before the measured window (--warmup)
+
+
 async def measured_window(stats: Stats, tasks: list[asyncio.Task], duration: float) -> float:
-    """Warm up for a second, measure for ``duration`` (telling the orchestrator when, so it
+    """Warm up (WARMUP seconds), measure for ``duration`` (telling the orchestrator when, so it
     samples server CPU at both ends), then let the load tasks finish; return the window."""
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(WARMUP)
     print("phase:measure", flush=True)
     stats.measuring = True
     begin = time.perf_counter()
@@ -64,6 +72,7 @@ class TurnConnection:
         self.stats = stats
         self.waiting: dict[str, list] = {}  # sid -> [first_event_future, terminal_future]
         self.created: asyncio.Queue = asyncio.Queue()
+        self.ended: dict[str, asyncio.Future] = {}  # sid -> agent.session_end
 
     async def reader(self) -> None:
         stats = self.stats
@@ -74,6 +83,11 @@ class TurnConnection:
                 self.created.put_nowait(event["session_id"])
                 continue
             sid = event.get("session_id")
+            if name == "agent.session_end":
+                ended = self.ended.pop(sid, None)
+                if ended is not None and not ended.done():
+                    ended.set_result(None)
+                continue
             slot = self.waiting.get(sid)
             if slot is None:
                 if name == "system.error":
@@ -91,6 +105,12 @@ class TurnConnection:
     async def create(self) -> str:
         await self.ws.send(b'{"event":"user.create_session"}', text=True)
         return await self.created.get()
+
+    async def close(self, sid: str) -> None:
+        ended = self.ended[sid] = asyncio.get_running_loop().create_future()
+        self.waiting.pop(sid, None)
+        await self.ws.send(b'{"event":"user.close_session","session_id":"' + sid.encode() + b'"}', text=True)
+        await ended
 
     async def turn(self, sid: str, text: bytes) -> tuple[float, float]:
         loop = asyncio.get_running_loop()
@@ -133,7 +153,7 @@ async def run_turns(args) -> dict:
             if interval:
                 await asyncio.sleep(max(0.0, random.expovariate(1.0 / interval) - (time.perf_counter() - started)))
 
-    deadline = time.perf_counter() + args.duration + 1.0
+    deadline = time.perf_counter() + args.duration + WARMUP
     tasks = [asyncio.create_task(loop_session(c, s)) for c, s in sessions]
     elapsed = await measured_window(stats, tasks, args.duration)
     for conn in conns:
@@ -141,6 +161,61 @@ async def run_turns(args) -> dict:
     return {"mode": "turns", "sessions": args.sessions, "connections": args.connections, "seconds": elapsed,
             "turns": stats.turns, "events": stats.events, "errors": stats.errors,
             "turns_per_s": stats.turns / elapsed, "events_per_s": stats.events / elapsed,
+            "latency_ms": {"p50": pct(stats.latency, 0.5), "p99": pct(stats.latency, 0.99),
+                           "p999": pct(stats.latency, 0.999)},
+            "ttfe_ms": {"p50": pct(stats.ttfe, 0.5), "p99": pct(stats.ttfe, 0.99)}}
+
+
+async def run_sessions(args) -> dict:
+    """Clients with a connection each, running sessions of N turns back to back."""
+    stats = Stats()
+    conns: list[TurnConnection] = []
+    for start in range(0, args.clients, 100):  # connect in bursts the server's backlog can take
+        batch = await asyncio.gather(*(connect(args.url, compression=None, max_size=2**24, open_timeout=60,
+                                               ping_interval=None) for _ in range(min(100, args.clients - start))))
+        for ws in batch:
+            conn = TurnConnection(ws, stats)
+            asyncio.get_running_loop().create_task(conn.reader())
+            conns.append(conn)
+    text = args.text.encode()
+    history_at: dict[int, list[float]] = {}  # turn index in its session -> latencies (measured window)
+    deadline = 0.0
+
+    async def client(conn: TurnConnection) -> None:
+        await asyncio.sleep(random.uniform(0, 0.2))  # clients do not start in lockstep
+        while time.perf_counter() < deadline:
+            try:  # bounded too: a refused session (system.error, no session_created) must not hang us
+                sid = await asyncio.wait_for(conn.create(), TURN_TIMEOUT)
+            except TimeoutError:
+                stats.errors += 1
+                continue
+            for index in range(args.turns_per_session):
+                if time.perf_counter() >= deadline:
+                    break
+                try:  # bounded: a refused message (an error, not a turn) must not hang the client
+                    ttfe, latency = await asyncio.wait_for(conn.turn(sid, text), TURN_TIMEOUT)
+                except TimeoutError:
+                    stats.errors += 1
+                    break
+                if stats.measuring:
+                    stats.turns += 1
+                    stats.latency.append(latency)
+                    stats.ttfe.append(ttfe)
+                    history_at.setdefault(index, []).append(latency)
+            try:
+                await asyncio.wait_for(conn.close(sid), TURN_TIMEOUT)
+            except TimeoutError:
+                stats.errors += 1
+
+    deadline = time.perf_counter() + args.duration + WARMUP
+    tasks = [asyncio.create_task(client(c)) for c in conns]
+    elapsed = await measured_window(stats, tasks, args.duration)
+    for conn in conns:
+        await conn.ws.close()
+    return {"mode": "sessions", "clients": args.clients, "turns_per_session": args.turns_per_session,
+            "seconds": elapsed, "turns": stats.turns, "events": stats.events, "errors": stats.errors,
+            "turns_per_s": stats.turns / elapsed, "events_per_s": stats.events / elapsed,
+            "mean_turn_index": (sum(i * len(v) for i, v in history_at.items()) / stats.turns) if stats.turns else 0,
             "latency_ms": {"p50": pct(stats.latency, 0.5), "p99": pct(stats.latency, 0.99),
                            "p999": pct(stats.latency, 0.999)},
             "ttfe_ms": {"p50": pct(stats.ttfe, 0.5), "p99": pct(stats.ttfe, 0.99)}}
@@ -162,7 +237,7 @@ async def run_echo(args) -> dict:
 
     for ws in conns:
         asyncio.get_running_loop().create_task(reader(ws))
-    deadline = time.perf_counter() + args.duration + 1.0
+    deadline = time.perf_counter() + args.duration + WARMUP
 
     async def loop_one(ws) -> None:
         loop = asyncio.get_running_loop()
@@ -187,16 +262,22 @@ async def run_echo(args) -> dict:
 
 
 def main() -> None:
+    global WARMUP
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["turns", "echo"])
+    parser.add_argument("mode", choices=["turns", "echo", "sessions"])
     parser.add_argument("url")
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--connections", type=int, default=10)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--rate", type=float, default=0.0, help="target turns/s in total (0 = as fast as possible)")
     parser.add_argument("--text", default="hello")
+    parser.add_argument("--clients", type=int, default=1, help="sessions mode: connections, one session each")
+    parser.add_argument("--turns-per-session", type=int, default=1, help="sessions mode: turns before closing")
+    parser.add_argument("--warmup", type=float, default=WARMUP, help="seconds of load before measuring")
     args = parser.parse_args()
-    result = uvloop.run(run_turns(args) if args.mode == "turns" else run_echo(args))
+    WARMUP = args.warmup
+    runner = {"turns": run_turns, "echo": run_echo, "sessions": run_sessions}[args.mode]
+    result = uvloop.run(runner(args))
     sys.stdout.write(orjson.dumps(result).decode() + "\n")
 
 

@@ -1,170 +1,185 @@
 """myagent-ws benchmark: every figure beside its bare-library reference, in one run.
 
-    python scripts/bench/run.py            # full run (< 10 minutes)
-    python scripts/bench/run.py --quick    # CI smoke configuration (< 1 minute)
+    python scripts/bench/run.py            # full run
+    python scripts/bench/run.py --quick    # CI smoke configuration (about a minute)
+    python scripts/bench/run.py --only llm # one part: routed, llm, other
 
 Starts everything itself on 127.0.0.1, with the load generator in its own
 process, and writes artifacts/bench/results.json and results.md. Figures are
-medians over --reps repetitions; CPU figures are the server process's own CPU
-time (psutil) during the measured window divided by the events it delivered,
-so a busy neighbour on this shared machine does not inflate them.
+medians over --reps repetitions; CPU figures are processes' own CPU time
+(psutil) during the measured window divided by the events or turns delivered,
+so a busy neighbour on this shared machine does not inflate them (it still
+adds noise: the load average is recorded with the results).
+
+Parts: ``routed`` (the scripted model; each row with the memory store and the
+default SQLite store, beside a bare websockets echo server), ``llm`` (the
+OpenAI provider against ``myagent-ws fake-llm``, default server options, beside
+the SDK-alone reference: scripts/bench/llm.py), ``other`` (half-rate latency,
+idle capacity, churn, streaming, sandbox start). Every process started is
+stopped by pid.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import os
 import platform
-import re
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import psutil
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))
-LISTEN = re.compile(r"listening on ws://[^:]+:(\d+)")
+sys.path.insert(0, str(HERE))
+
+import common  # noqa: E402
+import llm  # noqa: E402
+from common import (SERVER_TREE, Proc, cpu_of, load_average, median, memory_of, run_load,  # noqa: E402
+                    server_env, split_tree)
+
+STATE = Path(tempfile.mkdtemp(prefix="myagent-bench-"))  # the default store's file lives here, not in ~
 
 
-class Proc:
-    """A server process we started; its port is read from its 'listening on' line."""
-
-    def __init__(self, cmd: list[str], env: dict | None = None) -> None:
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 60
-        self.port = None
-        assert self.proc.stdout is not None
-        while self.port is None:
-            line = self.proc.stdout.readline()
-            if not line or time.monotonic() > deadline:
-                raise RuntimeError(f"server failed to start: {cmd}")
-            match = LISTEN.search(line)
-            if match:
-                self.port = int(match.group(1))
-        self.ps = psutil.Process(self.proc.pid)
-        # Drain the output so the server never blocks on a full pipe.
-        import threading
-
-        threading.Thread(target=lambda: [None for _ in self.proc.stdout], daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def cpu(self) -> float:
-        times = self.ps.cpu_times()
-        return times.user + times.system
-
-    def tree(self) -> list[psutil.Process]:
-        return [self.ps, *self.ps.children(recursive=True)]
-
-    def stop(self) -> None:
-        pids = [p.pid for p in self.tree()]
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        for pid in pids:
-            try:
-                psutil.Process(pid).kill()
-            except psutil.NoSuchProcess:
-                pass
-
-
-def start_server(workers: int, extra: list[str] = ()) -> Proc:
+def start_server(workers: int, extra: list[str] = (), store: str = "memory:") -> Proc:
+    """The scripted-model server. ``store`` "memory:" or "sqlite://" (the default store, its file
+    in a fresh state dir); everything else as in every earlier run of this benchmark."""
+    state = tempfile.mkdtemp(dir=STATE)
     cmd = [sys.executable, "-m", "myagent.cli", "server", str(HERE / "bench_agent.py"), "--port", "0",
-           "--workers", str(workers), "--store", "memory:", "--rate-limit", "0", "--idle-timeout", "0",
+           "--workers", str(workers), "--store", store, "--state-dir", state, "--rate-limit", "0",
+           "--idle-timeout", "0",
            "--max-sessions-per-connection", "100000", "--max-connections-per-address", "1000000",
            "--max-sessions", "1000000", "--max-connections", "100000", "--sessions-per-worker", "100000",
            "--heartbeat-interval", "0", "--log-level", "warning", *extra]
-    return Proc(cmd, {"MYAGENT_LLM": f"scripted:{HERE / 'bench_script.json'}"})
+    return Proc(cmd, server_env({"MYAGENT_LLM": f"scripted:{HERE / 'bench_script.json'}"}))
 
 
-def run_load(server: Proc, mode: str, sessions: int, connections: int, duration: float,
-             rate: float = 0.0, text: str = "hello") -> dict:
-    cmd = [sys.executable, str(HERE / "load.py"), mode, server.url, "--sessions", str(sessions),
-           "--connections", str(connections), "--duration", str(duration), "--rate", str(rate), "--text", text]
-    load = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    assert load.stdout is not None
-    cpu_start = cpu_end = None
-    result = None
-    for line in load.stdout:
-        line = line.strip()
-        if line == "phase:measure":
-            cpu_start = server.cpu()
-        elif line == "phase:done":
-            cpu_end = server.cpu()
-        elif line.startswith("{"):
-            result = json.loads(line)
-    load.wait(60)
-    if result is None or cpu_start is None or cpu_end is None:
-        raise RuntimeError(f"load generator failed: {cmd}")
-    result["server_cpu_s"] = cpu_end - cpu_start
+def run_turns_load(server: Proc, mode: str, sessions: int, connections: int, duration: float,
+                   rate: float = 0.0, text: str = "hello") -> dict:
+    """CPU per event (or echo round trip) of the front process, and of the store's writer process."""
+    roles = split_tree(server)
+
+    def sample() -> dict[str, float]:
+        return {"front": cpu_of(roles["front"]), "writer": cpu_of(roles["writer"])}
+
+    result = run_load(server, [mode, server.url, "--sessions", str(sessions), "--connections", str(connections),
+                               "--duration", str(duration), "--rate", str(rate), "--text", text], sample=sample)
+    result["server_cpu_s"] = result["cpu"]["front"]
     count = result.get("events") or result.get("round_trips") or 1
-    result["server_cpu_us_per_unit"] = (cpu_end - cpu_start) / count * 1e6
+    result["server_cpu_us_per_unit"] = result["cpu"]["front"] / count * 1e6
+    result["writer_cpu_us_per_unit"] = result["cpu"]["writer"] / count * 1e6
     return result
 
 
-def median(values: list[float | None]) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
 def routed_vs_echo(sizes: list[int], reps: int, duration: float, workers: int) -> list[dict]:
+    """Each row with the memory store and with the default store (SQLite), beside the echo server."""
     rows = []
     for sessions in sizes:
         connections = min(sessions, 100)
-        ours, bare = [], []
+        ours: dict[str, list[dict]] = {"memory:": [], "sqlite://": []}
+        bare: list[dict] = []
         for _ in range(reps):
-            server = start_server(workers)
-            try:
-                ours.append(run_load(server, "turns", sessions, connections, duration))
-            finally:
-                server.stop()
+            for store in ours:
+                server = start_server(workers, store=store)
+                try:
+                    ours[store].append(run_turns_load(server, "turns", sessions, connections, duration))
+                finally:
+                    server.stop()
             echo = Proc([sys.executable, str(HERE / "echo_server.py"), "0"])
             try:
-                bare.append(run_load(echo, "echo", sessions, connections, duration))
+                bare.append(run_turns_load(echo, "echo", sessions, connections, duration))
             finally:
                 echo.stop()
+        mem, sql = ours["memory:"], ours["sqlite://"]
         row = {
             "sessions": sessions, "connections": connections,
-            "turns_per_s": median([r["turns_per_s"] for r in ours]),
-            "events_per_s": median([r["events_per_s"] for r in ours]),
-            "turn_p50_ms": median([r["latency_ms"]["p50"] for r in ours]),
-            "turn_p99_ms": median([r["latency_ms"]["p99"] for r in ours]),
-            "turn_p999_ms": median([r["latency_ms"]["p999"] for r in ours]),
-            "ttfe_p50_ms": median([r["ttfe_ms"]["p50"] for r in ours]),
-            "ttfe_p99_ms": median([r["ttfe_ms"]["p99"] for r in ours]),
-            "front_cpu_us_per_event": median([r["server_cpu_us_per_unit"] for r in ours]),
-            "errors": sum(r["errors"] for r in ours),
+            "turns_per_s": median([r["turns_per_s"] for r in mem]),
+            "events_per_s": median([r["events_per_s"] for r in mem]),
+            "turn_p50_ms": median([r["latency_ms"]["p50"] for r in mem]),
+            "turn_p99_ms": median([r["latency_ms"]["p99"] for r in mem]),
+            "turn_p999_ms": median([r["latency_ms"]["p999"] for r in mem]),
+            "ttfe_p50_ms": median([r["ttfe_ms"]["p50"] for r in mem]),
+            "ttfe_p99_ms": median([r["ttfe_ms"]["p99"] for r in mem]),
+            "front_cpu_us_per_event": median([r["server_cpu_us_per_unit"] for r in mem]),
+            "sqlite_turns_per_s": median([r["turns_per_s"] for r in sql]),
+            "sqlite_turn_p99_ms": median([r["latency_ms"]["p99"] for r in sql]),
+            "sqlite_front_cpu_us_per_event": median([r["server_cpu_us_per_unit"] for r in sql]),
+            "sqlite_writer_cpu_us_per_event": median([r["writer_cpu_us_per_unit"] for r in sql]),
+            "errors": sum(r["errors"] for r in mem + sql),
             "echo_round_trips_per_s": median([r["round_trips_per_s"] for r in bare]),
             "echo_cpu_us_per_round_trip": median([r["server_cpu_us_per_unit"] for r in bare]),
+            "load_average": load_average(),
         }
         row["events_per_s_ratio"] = row["events_per_s"] / row["echo_round_trips_per_s"]
         row["cpu_per_event_ratio"] = row["front_cpu_us_per_event"] / row["echo_cpu_us_per_round_trip"]
+        row["sqlite_vs_memory_cpu"] = row["sqlite_front_cpu_us_per_event"] / row["front_cpu_us_per_event"]
         rows.append(row)
         print(f"  routed turns, {sessions} sessions: {row['turns_per_s']:.0f} turns/s, "
               f"{row['events_per_s']:.0f} events/s, {row['front_cpu_us_per_event']:.1f} µs/event "
-              f"(echo {row['echo_cpu_us_per_round_trip']:.1f} µs/rt, ratio {row['cpu_per_event_ratio']:.2f})",
+              f"(echo {row['echo_cpu_us_per_round_trip']:.1f} µs/rt, ratio {row['cpu_per_event_ratio']:.2f}); "
+              f"default store {row['sqlite_front_cpu_us_per_event']:.1f} µs/event "
+              f"({row['sqlite_vs_memory_cpu']:.2f}x memory; writer process "
+              f"{row['sqlite_writer_cpu_us_per_event']:.1f} µs/event), {row['sqlite_turns_per_s']:.0f} turns/s",
               flush=True)
     return rows
 
 
-def half_rate_latency(max_turns_per_s: float, sessions: int, duration: float, workers: int) -> dict:
+def store_cost_at_fixed_rate(sessions: int, rate: float, reps: int, duration: float, workers: int) -> dict:
+    """Front CPU per event with the memory store and with the default store, both at the same
+    paced turn rate: at saturation the default store's writer process takes CPU from the rest
+    on a 2-core machine, fewer turns/s batch less, and CPU per event rises for that reason
+    alone; at one rate both fronts do the same work per second and the store's own cost shows."""
+    runs: dict[str, list[dict]] = {"memory:": [], "sqlite://": []}
+    for _ in range(reps):
+        for store in runs:
+            server = start_server(workers, store=store)
+            try:
+                runs[store].append(run_turns_load(server, "turns", sessions, min(sessions, 100), duration, rate=rate))
+            finally:
+                server.stop()
+    mem, sql = runs["memory:"], runs["sqlite://"]
+    result = {"sessions": sessions, "rate": rate,
+              "memory_turns_per_s": median([r["turns_per_s"] for r in mem]),
+              "sqlite_turns_per_s": median([r["turns_per_s"] for r in sql]),
+              "memory_front_us_per_event": median([r["server_cpu_us_per_unit"] for r in mem]),
+              "sqlite_front_us_per_event": median([r["server_cpu_us_per_unit"] for r in sql]),
+              "sqlite_writer_us_per_event": median([r["writer_cpu_us_per_unit"] for r in sql]),
+              "memory_turn_p99_ms": median([r["latency_ms"]["p99"] for r in mem]),
+              "sqlite_turn_p99_ms": median([r["latency_ms"]["p99"] for r in sql]), "load_average": load_average()}
+    result["sqlite_vs_memory_cpu"] = result["sqlite_front_us_per_event"] / result["memory_front_us_per_event"]
+    print(f"  at a fixed {rate:.0f} turns/s, {sessions} sessions: front {result['memory_front_us_per_event']:.1f} "
+          f"µs/event (memory) vs {result['sqlite_front_us_per_event']:.1f} (default store): "
+          f"{result['sqlite_vs_memory_cpu']:.2f}x", flush=True)
+    return result
+
+
+@contextlib.contextmanager
+def server_for(workers: int, shared: Proc | None) -> Iterator[Proc]:
+    """A fresh scripted-model server (stopped after), or ``shared`` (quick mode reuses one)."""
+    if shared is not None:
+        yield shared
+        return
     server = start_server(workers)
     try:
-        result = run_load(server, "turns", sessions, min(sessions, 100), duration, rate=max_turns_per_s / 2)
+        yield server
     finally:
         server.stop()
+
+
+def half_rate_latency(max_turns_per_s: float, sessions: int, duration: float, workers: int,
+                      shared: Proc | None = None) -> dict:
+    with server_for(workers, shared) as server:
+        result = run_turns_load(server, "turns", sessions, min(sessions, 100), duration, rate=max_turns_per_s / 2)
     return {"target_turns_per_s": max_turns_per_s / 2, "turns_per_s": result["turns_per_s"],
             "turn_p50_ms": result["latency_ms"]["p50"], "turn_p99_ms": result["latency_ms"]["p99"],
             "ttfe_p99_ms": result["ttfe_ms"]["p99"]}
@@ -186,21 +201,8 @@ async def _idle_connections(url: str, count: int) -> list:
     return sockets
 
 
-def memory_of(procs: list[psutil.Process]) -> tuple[int, int]:
-    rss = uss = 0
-    for proc in procs:
-        try:
-            info = proc.memory_full_info()
-            rss += info.rss
-            uss += info.uss
-        except psutil.NoSuchProcess:
-            pass
-    return rss, uss
-
-
-def idle_capacity(count: int, workers: int) -> dict:
-    server = start_server(workers)
-    try:
+def idle_capacity(count: int, workers: int, shared: Proc | None = None) -> dict:
+    with server_for(workers, shared) as server:
         time.sleep(0.5)
         base_rss, base_uss = memory_of(server.tree())
 
@@ -216,13 +218,10 @@ def idle_capacity(count: int, workers: int) -> dict:
                     "total_uss_kib_per_session": uss / count / 1024}
 
         return asyncio.run(hold())
-    finally:
-        server.stop()
 
 
-def churn(duration: float, workers: int) -> dict:
-    server = start_server(workers)
-    try:
+def churn(duration: float, workers: int, shared: Proc | None = None) -> dict:
+    with server_for(workers, shared) as server:
         async def go() -> dict:
             from myagent.client import AgentClient
 
@@ -245,13 +244,10 @@ def churn(duration: float, workers: int) -> dict:
             return {"sessions_created_and_closed_per_s": count / elapsed}
 
         return asyncio.run(go())
-    finally:
-        server.stop()
 
 
-def streaming(duration: float, workers: int) -> dict:
-    server = start_server(workers)
-    try:
+def streaming(duration: float, workers: int, shared: Proc | None = None) -> dict:
+    with server_for(workers, shared) as server:
         async def go() -> dict:
             from myagent.client import AgentClient
 
@@ -268,8 +264,6 @@ def streaming(duration: float, workers: int) -> dict:
             return {"token_deltas_per_s": deltas / elapsed}
 
         return asyncio.run(go())
-    finally:
-        server.stop()
 
 
 def sandbox_start(reps: int) -> dict:
@@ -307,21 +301,36 @@ def sandbox_start(reps: int) -> dict:
 
 def markdown(results: dict) -> str:
     lines = [f"### {results['when']} · commit {results['commit']} · `{results['command']}`", "",
-             f"Machine: {results['machine']}", "",
-             "| sessions | turns/s | events/s | p50 / p99 / p99.9 turn ms | TTFE p50 / p99 ms | front µs/event | "
-             "echo rt/s | echo µs/rt | events/s ÷ echo | CPU/event ÷ echo |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"Machine: {results['machine']}; servers from {results['server_tree']}", ""]
     f = lambda v, d=1: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
-    for r in results["routed"]:
+    if results.get("routed"):
+        lines += ["| sessions | turns/s | events/s | p50 / p99 / p99.9 turn ms | TTFE p50 / p99 ms | front µs/event | "
+                  "echo rt/s | echo µs/rt | events/s ÷ echo | CPU/event ÷ echo | default store: turns/s | "
+                  "front µs/event | ÷ memory | writer process µs/event |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results.get("routed", []):
         lines.append(f"| {r['sessions']} | {f(r['turns_per_s'], 0)} | {f(r['events_per_s'], 0)} | "
                      f"{f(r['turn_p50_ms'], 2)} / {f(r['turn_p99_ms'], 2)} / {f(r['turn_p999_ms'], 2)} | "
                      f"{f(r['ttfe_p50_ms'], 2)} / {f(r['ttfe_p99_ms'], 2)} | {f(r['front_cpu_us_per_event'])} | "
                      f"{f(r['echo_round_trips_per_s'], 0)} | {f(r['echo_cpu_us_per_round_trip'])} | "
-                     f"{f(r['events_per_s_ratio'], 2)} | {f(r['cpu_per_event_ratio'], 2)} |")
+                     f"{f(r['events_per_s_ratio'], 2)} | {f(r['cpu_per_event_ratio'], 2)} | "
+                     f"{f(r['sqlite_turns_per_s'], 0)} | {f(r['sqlite_front_cpu_us_per_event'])} | "
+                     f"{f(r['sqlite_vs_memory_cpu'], 2)} | {f(r.get('sqlite_writer_cpu_us_per_event'))} |")
+    if "store_fixed_rate" in results:
+        r = results["store_fixed_rate"]
+        lines.append(f"\n**default store at a fixed rate** ({r['sessions']} sessions paced at {f(r['rate'], 0)} "
+                     f"turns/s, both stores): front µs/event memory {f(r['memory_front_us_per_event'])}, default "
+                     f"store {f(r['sqlite_front_us_per_event'])} (**{f(r['sqlite_vs_memory_cpu'], 2)}x**), writer "
+                     f"process {f(r['sqlite_writer_us_per_event'])} µs/event; turn p99 {f(r['memory_turn_p99_ms'])} "
+                     f"vs {f(r['sqlite_turn_p99_ms'])} ms")
     for key in ("half_rate", "idle", "churn", "streaming", "sandbox_start"):
         if key in results:
             body = ", ".join(f"{k} {f(v, 2) if isinstance(v, float) else v}" for k, v in results[key].items())
             lines.append(f"\n**{key}**: {body}")
+    if "llm" in results:
+        lines += llm.markdown(results["llm"])
+    lines.append(f"\nLoad average (1/5/15 min) at the end: {results.get('load_average_end', '?')}; "
+                 f"at the start: {results.get('load_average_start', '?')}")
     return "\n".join(lines) + "\n"
 
 
@@ -329,34 +338,61 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smallest configuration (CI smoke test)")
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=1, help="sandboxes of the routed/other rows' servers")
+    parser.add_argument("--only", choices=["routed", "llm", "other"], action="append",
+                        help="run only these parts (repeatable); default all")
     parser.add_argument("--out", default=str(ROOT / "artifacts" / "bench"))
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     quick = args.quick
+    if quick:
+        common.WARMUP = 0.5
+    parts = set(args.only or ["routed", "llm", "other"])
     reps = args.reps or (1 if quick else 3)
-    duration = 1.5 if quick else 4.0
+    duration = 1.0 if quick else 4.0
     sizes = [1, 20] if quick else [1, 100, 1000]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or "unknown"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=SERVER_TREE, capture_output=True,
+                            text=True).stdout.strip() or str(SERVER_TREE)
+    command = "python scripts/bench/run.py" + (" --quick" if quick else "") + "".join(
+        f" --only {p}" for p in args.only or [])
     results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": commit,
-                     "command": "python scripts/bench/run.py" + (" --quick" if quick else ""),
+                     "command": command, "server_tree": str(SERVER_TREE),
                      "machine": f"{platform.machine()}, {psutil.cpu_count()} CPUs, "
                                 f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Python {platform.python_version()}",
-                     "workers": args.workers}
-    print("routed turns vs bare echo", flush=True)
-    results["routed"] = routed_vs_echo(sizes, reps, duration, args.workers)
-    best = max(r["turns_per_s"] for r in results["routed"])
-    print("latency at half the max turn rate", flush=True)
-    results["half_rate"] = half_rate_latency(best, sizes[-1], duration, args.workers)
-    print("idle capacity", flush=True)
-    capacity = 200 if quick else min(10000, hard - 500)  # client and server each have their own fd limit
-    results["idle"] = idle_capacity(capacity, args.workers)
-    print("session churn, streaming, sandbox start", flush=True)
-    results["churn"] = churn(1.0 if quick else 3.0, args.workers)
-    results["streaming"] = streaming(1.0 if quick else 3.0, args.workers)
-    results["sandbox_start"] = sandbox_start(3 if quick else 10)
+                     "workers": args.workers, "load_average_start": load_average()}
+    try:
+        if "routed" in parts:
+            print("routed turns vs bare echo (memory store and default store)", flush=True)
+            results["routed"] = routed_vs_echo(sizes, reps, duration, args.workers)
+            if not quick:
+                middle = results["routed"][len(sizes) // 2]
+                results["store_fixed_rate"] = store_cost_at_fixed_rate(
+                    middle["sessions"], middle["turns_per_s"] / 2, reps, duration, args.workers)
+        if "llm" in parts:
+            print("real-LLM rows (OpenAI provider against fake-llm) and the SDK-alone reference", flush=True)
+            results["llm"] = llm.llm_part(quick)
+        if "other" in parts:
+            best = max((r["turns_per_s"] for r in results.get("routed", [])), default=1000.0)
+            shared = start_server(args.workers) if quick else None  # quick: one server for all of these
+            try:
+                print("latency at half the max turn rate", flush=True)
+                results["half_rate"] = half_rate_latency(best, sizes[-1], duration, args.workers, shared)
+                print("session churn, streaming", flush=True)
+                results["churn"] = churn(1.0 if quick else 3.0, args.workers, shared)
+                results["streaming"] = streaming(1.0 if quick else 3.0, args.workers, shared)
+                print("idle capacity", flush=True)
+                capacity = 200 if quick else min(10000, hard - 500)  # client and server each have their own fd limit
+                results["idle"] = idle_capacity(capacity, args.workers, shared)
+            finally:
+                if shared is not None:
+                    shared.stop()
+            print("sandbox start", flush=True)
+            results["sandbox_start"] = sandbox_start(3 if quick else 10)
+    finally:
+        shutil.rmtree(STATE, ignore_errors=True)
+        shutil.rmtree(llm.STATE, ignore_errors=True)
+    results["load_average_end"] = load_average()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2))

@@ -605,7 +605,8 @@ def test_llm_is_created_lazily_from_the_environment(monkeypatch: pytest.MonkeyPa
     assert created == []
     assert agent.llm.name == "offline"
     assert created == [None]
-    assert twin._llm is None  # the clone made before first use resolves on its own
+    assert twin.llm is agent.llm  # one LLM for the agent and its clones, made once
+    assert created == [None]
 
 
 def test_model_is_passed_to_the_openai_provider(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -667,3 +668,55 @@ def test_events_are_plain_data() -> None:
     assert AgentEvent(THINKING, "x").metadata == {}
     assert not hasattr(event, "__dict__")
     assert json.dumps(event.to_dict())
+
+
+# -- the encoded request path ----------------------------------------------------------
+
+
+class JSONLLM(FakeLLM):
+    """A provider that takes the history as encoded JSON (as OpenAILLM does)."""
+
+    def __init__(self, *steps: Step | BaseException):
+        super().__init__(*steps)
+        self.sent: list[tuple[list[bytes], bytes]] = []
+
+    def stream_json(self, messages: list[bytes], tools: bytes) -> Any:
+        self.sent.append((list(messages), tools))
+        return self.stream([json.loads(m) for m in messages], json.loads(tools) if tools else [])
+
+
+async def test_json_providers_get_the_history_encoded_once() -> None:
+    llm = JSONLLM(use(call("add", {"a": 1, "b": 2})), answer("3"), answer("again"))
+    agent = make_agent(llm, [AddTool()])
+    await agent.arun("add please")
+    await agent.arun("and again")
+    (first, tools), second, (third, _) = llm.sent
+    assert json.loads(first[0]) == {"role": "system", "content": "You are a test."}
+    assert [t["function"]["name"] for t in json.loads(tools)] == ["add"]
+    encoded = agent._history.encoded
+    # The very bytes objects the history holds (all but the answer the request produced):
+    # nothing was encoded again for a request.
+    assert len(third) == len(encoded)
+    assert all(a is b for a, b in zip(third[1:], encoded[:-1]))
+    assert [json.loads(m) for m in third[1:]] == agent.history[:-1]
+
+
+async def test_on_message_gets_copies() -> None:
+    seen: list[dict] = []
+
+    def on_message(message: dict) -> None:
+        seen.append(message)
+        message["content"] = "mutated by the callback"
+
+    agent = make_agent(FakeLLM(answer("hello")))
+    await agent.arun("hi", on_message=on_message)
+    assert [m["role"] for m in seen] == ["user", "assistant"]
+    assert agent.history == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+
+
+def test_clones_share_the_validated_configuration() -> None:
+    agent = make_agent(FakeLLM(), [AddTool()])
+    twin = agent.clone()
+    assert twin._tools is agent._tools and twin._tools_json is agent._tools_json
+    assert twin._llm_cell is agent._llm_cell
+    assert twin._history is not agent._history and len(twin._history) == 0

@@ -156,3 +156,45 @@ def test_trim_history_keeps_the_tail_and_never_orphans_a_tool_result():
     assert dropped >= 34 and len(kept) <= 6 and kept[-1]["content"] == "a9"
     assert kept[0]["role"] != "tool"  # the orphaned result of a trimmed call is gone
     assert agent.trim_history(100) == 0
+
+
+# -- History: messages and their JSON, aligned ----------------------------------------
+
+
+def test_history_keeps_each_message_and_its_json_aligned() -> None:
+    import orjson
+
+    from myagent.agents.history import History
+
+    messages = [user("héllo 👋"), assistant("c1"), result("c1"), assistant(content="done")]
+    history = History(messages[:2])
+    for message in messages[2:]:
+        data = history.append(message)
+        assert orjson.loads(data) == message
+    assert len(history) == 4
+    assert history.messages == messages
+    assert [orjson.loads(d) for d in history.encoded] == messages
+    copy = History.copy_of(history.encoded[0])
+    copy["content"] = "changed"
+    assert history.messages[0]["content"] == "héllo 👋"
+
+
+def test_history_json_is_compact() -> None:
+    """orjson hands its output over in a 4 KiB buffer; a kept history must not hold that per message."""
+    import sys
+
+    from myagent.agents.history import compact_json
+
+    data = compact_json(user("hi"))
+    assert data == b'{"role":"user","content":"hi"}'
+    assert sys.getsizeof(data) < 100
+    assert bytes(memoryview(data)) == data
+
+
+def test_history_scrubs_lone_surrogates_instead_of_failing() -> None:
+    from myagent.agents.history import History
+
+    history = History()
+    history.append(result("c1", content="bad \ud800 byte"))
+    assert history.messages[0]["content"] == "bad ? byte"
+    assert b"bad ? byte" in history.encoded[0]

@@ -140,6 +140,36 @@ async def test_sqlite_kill9_mid_turn_then_restart(start_server, open_client, tmp
     assert second.status()["totals"]["sessions_restored"] == 1
 
 
+async def test_sqlite_kill9_loses_no_acknowledged_write(start_server, open_client, tmp_path):
+    """What the store has acknowledged (/status pending_writes back to 0) survives a kill -9 of the
+    front process: every event replays byte for byte. The writer process outlives the front only
+    to commit what it was handed, then exits by itself."""
+    db = tmp_path / "sessions.db"
+    args = ("--workers", "1", "--store", f"sqlite://{db}", "--state-dir", str(tmp_path))
+    first = start_server(*args)
+    client = await open_client(first.url)
+    session = await client.create_session()
+    for text in ("one", "two", "three"):
+        await session.ask(text)
+    seen = list(session.history)
+    deadline = time.monotonic() + 5
+    while first.status()["store"]["pending_writes"]:  # a condition, not a guess at the flush delay
+        assert time.monotonic() < deadline, first.status()["store"]
+        await asyncio.sleep(0.01)
+    writers = [p for p in psutil.Process(first.proc.pid).children()
+               if any("sqlite_writer" in part for part in p.cmdline())]
+    assert len(writers) == 1
+    kill9(first)
+    gone, alive = psutil.wait_procs(writers, timeout=5)
+    assert not alive, "the writer did not exit after the front died"
+
+    second = start_server(*args)
+    other = await open_client(second.url)
+    _, replayed = await other.reconnect(session.id, session.resume_token, 0)
+    assert replayed[:-1] == [e for e in seen if "seq" in e]
+    assert replayed[-1]["event"] == "agent.session_resumed"
+
+
 async def test_sqlite_graceful_restart_keeps_sessions(start_server, open_client, tmp_path):
     """SIGTERM (not -9): everything is flushed; the session resumes with nothing to report."""
     db = tmp_path / "sessions.db"

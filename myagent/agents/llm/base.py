@@ -68,6 +68,11 @@ class LLM(Protocol):
         """Yield TextDelta chunks, then exactly one LLMResponse; or raise LLMError."""
         ...
 
+    # Optional: ``stream_json(messages: Sequence[bytes], tools: bytes)``, the same stream for
+    # messages already encoded as JSON (one object each, system prompt first) and the tools
+    # as one JSON array (b"" for none). The agent keeps its history encoded and calls it
+    # instead of stream() when a provider has it (OpenAILLM does): nothing is re-encoded.
+
 
 def response_to_message(response: LLMResponse) -> dict[str, Any]:
     """Convert a response into the OpenAI assistant message to append to history.

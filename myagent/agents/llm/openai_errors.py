@@ -6,6 +6,7 @@ status, never the API key, request bodies or tracebacks.
 
 from __future__ import annotations
 
+import errno
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -62,7 +63,7 @@ def map_openai_error(exc: BaseException, *, url: str | None, attempts: int, api_
     """
     where = safe_url(url)
     tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, openai.APITimeoutError) and not _refused(exc):
         return LLMError(f"LLM endpoint {where} timed out {tries}")
     if isinstance(exc, openai.APIConnectionError):
         return LLMError(f"LLM endpoint unreachable at {where} {tries}")
@@ -76,3 +77,19 @@ def map_openai_error(exc: BaseException, *, url: str | None, attempts: int, api_
     if isinstance(exc, openai.OpenAIError):
         return LLMError(f"LLM client error ({type(exc).__name__}): {redact(str(exc), api_key)}")
     return LLMError(f"LLM request to {where} failed ({type(exc).__name__})")
+
+
+def _refused(exc: BaseException) -> bool:
+    """A connection refused somewhere in the cause chain. The SDK's aiohttp transport maps a
+    refused connection to a connect *timeout*; the user should read "unreachable"."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if isinstance(current, ConnectionRefusedError) or getattr(current, "errno", None) == errno.ECONNREFUSED:
+            return True
+        os_error = getattr(current, "os_error", None)  # aiohttp's ClientConnectorError keeps it here
+        if isinstance(os_error, ConnectionRefusedError):
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False

@@ -7,7 +7,12 @@ Configuration (constructor arguments win over the environment):
 * ``api_key``: ``OPENAI_API_KEY``; ``not-needed`` when only a base_url is set,
   since local servers ignore it;
 * ``timeout``: ``MYAGENT_LLM_TIMEOUT`` seconds, default 60;
-* ``max_retries``: ``MYAGENT_LLM_MAX_RETRIES``, default 2.
+* ``max_retries``: ``MYAGENT_LLM_MAX_RETRIES``, default 2;
+* ``max_connections``: ``MYAGENT_LLM_MAX_CONNECTIONS``, default 1000: connections to the
+  endpoint one process keeps at most (shared by all its agents, all kept alive);
+* the SDK's HTTP client: ``MYAGENT_LLM_HTTP`` ``aiohttp`` or ``httpx``; by default aiohttp
+  when installed (``pip install 'openai[aiohttp]'``: far cheaper with many requests in
+  flight), else httpx.
 
 Time bounds. ``timeout`` caps, as one deadline, everything before the response
 headers arrive: connecting, the SDK's retries and its backoff. It also caps the
@@ -23,6 +28,14 @@ caller has already shown part of it. When the endpoint is down:
   backoff, about 16.5 s with the defaults;
 * a server's Retry-After (honoured by the SDK up to 2 min) is still cut off at
   ``timeout``.
+
+The request path. Every request goes through the official SDK's client (HTTP, keep-alive
+pool, auth, retries, error classes), shared by all agents of the process. Its body is joined
+from JSON encoded once per message (the agent keeps its history so, see :meth:`stream_json`)
+and handed to the SDK's generic ``post`` as bytes, and stream chunks come back as the dicts
+the SDK decoded: the SDK's typed path re-walked the whole history with type introspection on
+every request and built a pydantic model per chunk, which made CPU per request grow with the
+conversation (docs/benchmarks.md has the figures).
 """
 
 from __future__ import annotations
@@ -31,12 +44,15 @@ import asyncio
 import logging
 import os
 import uuid
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Mapping, Sequence
 
 import openai
+import orjson
 
 from .base import LLMError, LLMResponse, TextDelta, ToolCall
+from .openai_client import DEFAULT_MAX_CONNECTIONS, ClientKey, close_clients, http_transport, shared_client
 from .openai_errors import map_openai_error, safe_url
 
 __all__ = ["OpenAILLM", "DEFAULT_MODEL", "DEFAULT_TIMEOUT", "DEFAULT_MAX_RETRIES"]
@@ -48,6 +64,11 @@ DEFAULT_TIMEOUT = 60.0
 DEFAULT_MAX_RETRIES = 2
 CONNECT_TIMEOUT = 5.0
 LOCAL_API_KEY = "not-needed"
+CHAT_PATH = "/chat/completions"
+# The SDK decodes the SSE stream (and raises on error events) and hands every chunk over as
+# its decoded dict: building a pydantic ChatCompletionChunk per chunk cost more CPU than
+# everything else of a request (see docs/benchmarks.md).
+_CHUNKS = openai.AsyncStream[object]
 
 
 def _env_float(name: str, default: float) -> float:
@@ -80,7 +101,7 @@ class _PartialCall:
 
 
 class _StreamAssembler:
-    """Accumulate chunk deltas into one LLMResponse."""
+    """Accumulate chunk deltas (decoded JSON objects) into one LLMResponse."""
 
     def __init__(self) -> None:
         self.content: list[str] = []
@@ -91,24 +112,28 @@ class _StreamAssembler:
     def add_tool_delta(self, delta: Any) -> None:
         # OpenAI sends id and name once, then argument pieces under the same
         # index; servers that omit the index get one call per new id.
-        index = delta.index
-        if index is None:
-            index = len(self.calls) if delta.id or not self.calls else max(self.calls)
+        if not isinstance(delta, Mapping):
+            return
+        index = delta.get("index")
+        call_id = delta.get("id")
+        if not isinstance(index, int):
+            index = len(self.calls) if call_id or not self.calls else max(self.calls)
         call = self.calls.setdefault(index, _PartialCall())
-        if delta.id and not call.id:
-            call.id = delta.id
-        function = delta.function
-        if function is not None:
-            if function.name and not call.name:
-                call.name = function.name
-            if function.arguments:
-                call.arguments.append(function.arguments)
+        if isinstance(call_id, str) and call_id and not call.id:
+            call.id = call_id
+        function = delta.get("function")
+        if isinstance(function, Mapping):
+            name, arguments = function.get("name"), function.get("arguments")
+            if isinstance(name, str) and name and not call.name:
+                call.name = name
+            if isinstance(arguments, str) and arguments:
+                call.arguments.append(arguments)
 
-    def add_reasoning(self, delta: Any) -> None:
+    def add_reasoning(self, delta: Mapping[str, Any]) -> None:
         # Not in the OpenAI schema: DeepSeek/vLLM send reasoning_content,
-        # OpenRouter sends reasoning. Pydantic keeps them as extra fields.
-        for attr in ("reasoning_content", "reasoning"):
-            piece = getattr(delta, attr, None)
+        # OpenRouter sends reasoning.
+        for key in ("reasoning_content", "reasoning"):
+            piece = delta.get(key)
             if isinstance(piece, str) and piece:
                 self.reasoning.append(piece)
                 return
@@ -127,7 +152,12 @@ class _StreamAssembler:
 
 
 class OpenAILLM:
-    """Streamed chat completions from an OpenAI-compatible endpoint (see module doc)."""
+    """Streamed chat completions from an OpenAI-compatible endpoint (see module doc).
+
+    Stateless between requests: one instance may serve every session of a process, and
+    every instance with the same settings shares one SDK client (one connection pool) per
+    process and event loop (:mod:`.openai_client`).
+    """
 
     def __init__(
         self,
@@ -160,41 +190,24 @@ class OpenAILLM:
         self.max_retries: int = max_retries
         self.streaming = streaming
         self.name = f"openai:{self.model}"
-        self._client: openai.AsyncOpenAI | None = None
-        self._client_owner: tuple[int, asyncio.AbstractEventLoop] | None = None
+        connections = _env_int("MYAGENT_LLM_MAX_CONNECTIONS", DEFAULT_MAX_CONNECTIONS)
+        if connections < 1:
+            raise LLMError("MYAGENT_LLM_MAX_CONNECTIONS must be at least 1")
+        self._key = ClientKey(self.base_url, self._api_key, timeout, min(timeout, CONNECT_TIMEOUT), max_retries,
+                              connections, http_transport())
+        # The constant head of every request body, encoded once.
+        self._head = b'{"model":' + orjson.dumps(self.model) + (b',"stream":true' if streaming else b',"stream":false')
 
     def __repr__(self) -> str:
         return f"OpenAILLM(model={self.model!r}, base_url={safe_url(self.base_url)!r})"
 
     def _get_client(self) -> openai.AsyncOpenAI:
-        # Created lazily and per (process, event loop): the process may fork
-        # after import, and run() helpers may use a fresh loop per call, while
-        # the SDK's connection pool is bound to the loop it first ran on.
-        owner = (os.getpid(), asyncio.get_running_loop())
-        if self._client is None or self._client_owner != owner:
-            self._client = openai.AsyncOpenAI(
-                api_key=self._api_key,
-                base_url=self.base_url,
-                timeout=self._sdk_timeout(),
-                max_retries=self.max_retries,
-            )
-            self._client_owner = owner
-            logger.debug("created OpenAI client for %s", safe_url(self.base_url))
-        return self._client
-
-    def _sdk_timeout(self) -> openai.Timeout:
-        return openai.Timeout(self.timeout, connect=min(self.timeout, CONNECT_TIMEOUT))
+        return shared_client(self._key)
 
     async def aclose(self) -> None:
-        """Close the connection pool; call it before a short-lived loop ends.
-
-        Safe to call twice. A pool created on another (possibly closed) loop or
-        in the parent process is only dropped: it cannot be closed from here.
-        """
-        client, owner = self._client, self._client_owner
-        self._client = self._client_owner = None
-        if client is not None and owner == (os.getpid(), asyncio.get_running_loop()):
-            await client.close()
+        """Close this endpoint's shared client on the running loop; call it before a
+        short-lived loop ends (``Agent.run()`` does). Safe to call twice."""
+        await close_clients(self._key)
 
     def _log_failure(self, phase: str, exc: BaseException) -> None:
         # SDK errors are expected (endpoint down, 5xx) and reach the user as
@@ -205,15 +218,27 @@ class OpenAILLM:
     def _error(self, exc: BaseException) -> LLMError:
         return map_openai_error(exc, url=self.base_url, attempts=self.max_retries + 1, api_key=self._api_key)
 
-    async def _open(self, messages: list[dict], tools: list[dict]) -> Any:
-        """Send the request; one deadline covers every attempt and backoff."""
-        kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "stream": self.streaming}
-        if tools:  # OpenAI rejects an empty tools list
-            kwargs["tools"] = tools
-        logger.debug("%s: %d messages, %d tools", self.name, len(messages), len(tools))
+    def _body(self, messages: Sequence[bytes], tools: bytes) -> bytes:
+        """The request body, joined from JSON already encoded: nothing is serialised twice,
+        and no per-message Python runs however long the history (a join copies bytes)."""
+        tools_part = b',"tools":' + tools if tools and tools != b"[]" else b""  # OpenAI rejects []
+        return b"".join((self._head, tools_part, b',"messages":[', b",".join(messages), b"]}"))
+
+    async def _open(self, body: bytes, count: int) -> Any:
+        """Send the request; one deadline covers every attempt and backoff.
+
+        The SDK's generic ``post`` with the body as ``content`` (bytes) is the same request
+        ``chat.completions.create`` makes, with the SDK's HTTP client, auth, retries and
+        errors, minus its per-message transform of the arguments (which walked the whole
+        history with type introspection on every request).
+        """
+        logger.debug("%s: %d messages, %d bytes", self.name, count, len(body))
         try:
             async with asyncio.timeout(self.timeout):
-                return await self._get_client().chat.completions.create(**kwargs)
+                if self.streaming:
+                    return await self._get_client().post(
+                        CHAT_PATH, cast_to=object, content=body, stream=True, stream_cls=_CHUNKS)
+                return await self._get_client().post(CHAT_PATH, cast_to=object, content=body)
         except TimeoutError:
             where = safe_url(self.base_url)
             raise LLMError(f"LLM endpoint {where} did not respond within {self.timeout} s") from None
@@ -225,9 +250,29 @@ class OpenAILLM:
         self, messages: list[dict], tools: list[dict]
     ) -> AsyncIterator[TextDelta | LLMResponse]:
         """Yield content deltas as they arrive, then the assembled LLMResponse."""
-        result = await self._open(messages, tools)
+        try:
+            encoded = [orjson.dumps(m) for m in messages]
+            tools_json = orjson.dumps(tools) if tools else b""
+        except TypeError as exc:
+            raise LLMError(f"the conversation cannot be sent as JSON: {exc}") from None
+        async with aclosing(self.stream_json(encoded, tools_json)) as items:
+            async for item in items:
+                yield item
+
+    async def stream_json(
+        self, messages: Sequence[bytes], tools: bytes
+    ) -> AsyncIterator[TextDelta | LLMResponse]:
+        """:meth:`stream` for messages and tools already encoded as JSON (one object per
+        message; ``tools`` a JSON array, or empty for none). The agent keeps its history so."""
+        result = await self._open(self._body(messages, tools), len(messages))
         if not self.streaming:
-            response = self._from_completion(result)
+            try:
+                response = self._from_completion(result)
+            except LLMError:
+                raise
+            except Exception as exc:
+                self._log_failure("response", exc)
+                raise self._error(exc) from exc
             if response.content:
                 yield TextDelta(response.content)
             yield response
@@ -253,36 +298,44 @@ class OpenAILLM:
     @staticmethod
     def _consume(assembler: _StreamAssembler, chunk: Any) -> list[str]:
         texts: list[str] = []
-        for choice in chunk.choices or []:  # usage-only chunks have no choices
-            if choice.index not in (0, None):
+        choices = chunk.get("choices") if isinstance(chunk, Mapping) else None
+        for choice in choices or ():  # usage-only chunks have no choices
+            if not isinstance(choice, Mapping) or choice.get("index") not in (0, None):
                 continue
-            delta = choice.delta
-            if delta is not None:
-                if delta.content:
-                    assembler.content.append(delta.content)
-                    texts.append(delta.content)
+            delta = choice.get("delta")
+            if isinstance(delta, Mapping):
+                content = delta.get("content")
+                if isinstance(content, str) and content:
+                    assembler.content.append(content)
+                    texts.append(content)
                 assembler.add_reasoning(delta)
-                for tool_delta in delta.tool_calls or []:
+                for tool_delta in delta.get("tool_calls") or ():
                     assembler.add_tool_delta(tool_delta)
-            if choice.finish_reason:
-                assembler.finish_reason = choice.finish_reason
+            finish = choice.get("finish_reason")
+            if isinstance(finish, str) and finish:
+                assembler.finish_reason = finish
         return texts
 
     @staticmethod
     def _from_completion(completion: Any) -> LLMResponse:
-        if not completion.choices:
+        choices = completion.get("choices") if isinstance(completion, Mapping) else None
+        if not choices or not isinstance(choices[0], Mapping):
             raise LLMError("LLM returned no choices")
-        choice = completion.choices[0]
-        message = choice.message
-        calls = [
-            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "")
-            for c in message.tool_calls or []
-            if getattr(c, "function", None) is not None
-        ]
-        reasoning = getattr(message, "reasoning_content", None) or getattr(message, "reasoning", None)
+        choice = choices[0]
+        message = choice.get("message")
+        if not isinstance(message, Mapping):
+            raise LLMError("LLM returned a choice without a message")
+        calls = []
+        for call in message.get("tool_calls") or ():
+            function = call.get("function") if isinstance(call, Mapping) else None
+            if isinstance(function, Mapping):
+                calls.append(ToolCall(id=str(call.get("id") or ""), name=str(function.get("name") or ""),
+                                      arguments=function.get("arguments") or ""))
+        reasoning = message.get("reasoning_content") or message.get("reasoning")
+        content = message.get("content")
         return LLMResponse(
-            content=message.content or "",
+            content=content if isinstance(content, str) else "",
             tool_calls=calls,
             reasoning=reasoning if isinstance(reasoning, str) else None,
-            finish_reason=choice.finish_reason,
+            finish_reason=choice.get("finish_reason"),
         )

@@ -267,13 +267,21 @@ class RedisStore(SessionStore):
             wake.set()
 
     def put_record(self, record: SessionRecord) -> None:
-        self._put(("rec", record.id, orjson.dumps(record.to_dict()), record.last_active))
+        self._put(("rec", record.id, orjson.dumps(record), record.last_active))  # dataclass: native in orjson
 
     def add_message(self, sid: str, message: str) -> None:
         # Numbered when queued, so a batch sent again writes the same member: no duplicates.
         n = self._msg_n.get(sid, 0) + 1
         self._msg_n[sid] = n
         self._put(("msg", sid, b"%012d|" % n + message.encode(), n))
+
+    def replace_history(self, sid: str, messages: list[str]) -> None:
+        # A clear, then the messages numbered from 1: the same members whenever the batch is
+        # sent again, and ordered with the writes queued before and after it.
+        self._msg_n[sid] = 0
+        self._put(("clear", sid))
+        for message in messages:
+            self.add_message(sid, message)
 
     def add_event(self, sid: str, seq: int, data: bytes) -> None:
         self._put(("ev", sid, seq, data))
@@ -406,6 +414,9 @@ class RedisStore(SessionStore):
                 elif kind == "trim":
                     send(sid)
                     pipe.zremrangebyscore(k(sid, "ev"), "-inf", op[2])
+                elif kind == "clear":
+                    send(sid)
+                    pipe.delete(k(sid, "hist"))
                 elif kind == "del":
                     send(sid)
                     index.pop(sid, None)

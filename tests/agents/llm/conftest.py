@@ -26,3 +26,12 @@ def closed_port_url() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"http://127.0.0.1:{port}/v1"
+
+
+@pytest.fixture(params=["httpx", "aiohttp"])
+def http_transport(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with each HTTP client the OpenAI provider can put under the SDK."""
+    if request.param == "aiohttp":
+        pytest.importorskip("aiohttp", reason="pip install 'openai[aiohttp]'")
+    monkeypatch.setenv("MYAGENT_LLM_HTTP", request.param)
+    return request.param

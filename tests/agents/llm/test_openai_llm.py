@@ -15,6 +15,9 @@ from myagent.agents.llm.fake_server import FakeLLMServer
 
 from ._samples import WEATHER_TOOL
 
+# Every test with each HTTP client under the SDK (httpx, and aiohttp when installed).
+pytestmark = pytest.mark.usefixtures("http_transport")
+
 
 @pytest.fixture
 async def llm(fake_llm_server: FakeLLMServer) -> AsyncIterator[OpenAILLM]:

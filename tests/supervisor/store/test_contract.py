@@ -115,6 +115,37 @@ async def test_identical_messages_are_all_kept(make_store):
     assert (await store.load("s_d")).history == [{"role": "user", "content": "again"}] * 3
 
 
+async def test_replace_history(make_store):
+    """A rolled-back turn: the stored history becomes exactly the given messages, in order with
+    the writes queued before and after the replacement (all write-behind, one flush)."""
+    store = await make_store(history_limit=5)
+    store.put_record(record("s_h"))
+    store.put_record(record("s_other"))
+    for i in range(4):
+        store.add_message("s_h", as_json({"role": "user", "content": f"old {i}"}))
+    store.add_message("s_other", as_json({"role": "user", "content": "untouched"}))
+    kept = [as_json({"role": "user", "content": "old 0"}), as_json({"role": "assistant", "content": "kept é"})]
+    store.replace_history("s_h", kept)
+    store.add_message("s_h", as_json({"role": "user", "content": "after"}))
+    await store.flush()
+    assert [m["content"] for m in (await store.load("s_h")).history] == ["old 0", "kept é", "after"]
+    assert [m["content"] for m in (await store.load("s_other")).history] == ["untouched"]
+    # Emptied, then bounded as usual from there on.
+    store.replace_history("s_h", [])
+    await store.flush()
+    assert (await store.load("s_h")).history == []
+    for i in range(8):
+        store.add_message("s_h", as_json({"role": "user", "content": f"new {i}"}))
+    await store.flush()
+    assert [m["content"] for m in (await store.load("s_h")).history] == [f"new {i}" for i in range(3, 8)]
+
+
+async def test_memory_store_accepts_replace_history():
+    from myagent.supervisor.store import MemoryStore
+
+    MemoryStore().replace_history("s_x", [as_json({"role": "user", "content": "x"})])
+
+
 async def test_bounds_keep_the_newest(make_store):
     store = await make_store(history_limit=5, events_limit=7)
     store.put_record(record("s_b"))
