@@ -171,12 +171,15 @@ class Agent:
         *,
         confirm: ConfirmCallback | None = None,
         on_message: MessageCallback | None = None,
+        on_message_json: Callable[[bytes], Any] | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """Run one turn for the user message ``text``, yielding its events.
 
         ``confirm`` approves tools that require confirmation (None denies
         them); ``on_message`` is called with every message appended to the
-        history. Raises RuntimeError if a turn is already running.
+        history (a copy), ``on_message_json`` with the same message as the JSON
+        the history already holds (UTF-8 bytes: nothing is encoded again for a
+        caller that forwards it). Raises RuntimeError if a turn is already running.
         """
         if not isinstance(text, str):
             raise TypeError("the user message must be a string")
@@ -185,7 +188,7 @@ class Agent:
                 f"agent {self.name!r} is already running a turn; use agent.clone() for concurrent conversations"
             )
         self._running = True
-        turn = _Turn(self, confirm, on_message)
+        turn = _Turn(self, confirm, on_message, on_message_json)
         completed = False
         try:
             turn.append({"role": "user", "content": text})
@@ -283,10 +286,12 @@ create_toolcall_agent = create_react_agent
 class _Turn:
     """The state of one running turn, kept so an interruption can be repaired."""
 
-    def __init__(self, agent: Agent, confirm: ConfirmCallback | None, on_message: MessageCallback | None):
+    def __init__(self, agent: Agent, confirm: ConfirmCallback | None, on_message: MessageCallback | None,
+                 on_message_json: Callable[[bytes], Any] | None = None):
         self.agent = agent
         self.confirm = confirm
         self.on_message = on_message
+        self.on_message_json = on_message_json
         self.partial: list[str] = []  # text streamed in this step, not yet in the history
         self.pending: list[str] = []  # tool call ids of the last assistant message without a result
         self.response: LLMResponse | None = None
@@ -299,6 +304,8 @@ class _Turn:
             self.pending.remove(message["tool_call_id"])
         if self.on_message is not None:
             self.on_message(History.copy_of(data))
+        if self.on_message_json is not None:
+            self.on_message_json(data)
 
     def flush_partial(self) -> None:
         """Keep text the user has already seen as an assistant message."""

@@ -720,3 +720,12 @@ def test_clones_share_the_validated_configuration() -> None:
     assert twin._tools is agent._tools and twin._tools_json is agent._tools_json
     assert twin._llm_cell is agent._llm_cell
     assert twin._history is not agent._history and len(twin._history) == 0
+
+
+async def test_on_message_json_gets_the_encoded_history() -> None:
+    seen: list[bytes] = []
+    agent = make_agent(FakeLLM(answer("hello")))
+    async for _ in agent.astream("hi", on_message_json=seen.append):
+        pass
+    assert [json.loads(m) for m in seen] == agent.history
+    assert all(a is b for a, b in zip(seen, agent._history.encoded))  # the very bytes: not encoded twice

@@ -200,15 +200,15 @@ class SQLiteStore(SessionStore):
             theirs.close()
         link = _WriterLink(self)
         transport, _ = await self._loop.connect_accepted_socket(lambda: link, ours)
-        self._proc, self._transport, self._link = proc, transport, link
         try:
             await asyncio.wait_for(asyncio.shield(link.ready), START_TIMEOUT + self.lock_wait)
         except (StoreError, TimeoutError) as exc:
+            # Not ours yet (self._link is not this link): its end is no writer death to react to.
             transport.abort()
-            self._reap(proc, 1.0)
-            self._proc = self._transport = self._link = None
+            await asyncio.to_thread(self._reap, proc, 1.0)
             why = str(exc) or f"the sqlite writer did not open {self.path} in time"
             raise StoreError(why) from None
+        self._proc, self._transport, self._link = proc, transport, link
         log.debug("sqlite writer %d serves %s", proc.pid, self.path)
 
     async def stop(self) -> None:
@@ -255,7 +255,7 @@ class SQLiteStore(SessionStore):
             return
         proc = self._proc
         self._transport = self._link = None
-        if self._stopping or self._loop is None:
+        if self._stopping or self._loop is None or self._restarting is not None:
             return
         code = proc.poll() if proc is not None else None
         self.error = f"the sqlite writer exited (code {code}); restarting it"
@@ -264,25 +264,28 @@ class SQLiteStore(SessionStore):
         self._restarting = self._loop.create_task(self._restart(proc))
 
     async def _restart(self, old: subprocess.Popen | None) -> None:
-        if old is not None:
-            await asyncio.to_thread(self._reap, old, 1.0)
-        now = time.monotonic()
-        while self._restarts and now - self._restarts[0] > RESTART_WINDOW:
-            self._restarts.popleft()
-        if len(self._restarts) >= WRITER_RESTARTS:
-            self.error = (f"the sqlite writer died {WRITER_RESTARTS} times within {RESTART_WINDOW:g}s; "
-                          "not restarting it (writes are queued, then dropped)")
-            log.error("sqlite store %s: %s", self.path, self.error)
-            return
-        await asyncio.sleep(0.1 * 2 ** len(self._restarts))
-        self._restarts.append(time.monotonic())
+        """Start a new writer (attempts bounded: WRITER_RESTARTS in RESTART_WINDOW, with
+        backoff) and send it every batch not acknowledged yet."""
         try:
-            await self._spawn()
-        except StoreError as exc:
-            self.error = f"the sqlite writer cannot restart: {exc}"
-            log.error("sqlite store %s: %s", self.path, self.error)
-            self._restarting = None
-            return
+            if old is not None:
+                await asyncio.to_thread(self._reap, old, 1.0)
+            while True:
+                now = time.monotonic()
+                while self._restarts and now - self._restarts[0] > RESTART_WINDOW:
+                    self._restarts.popleft()
+                if len(self._restarts) >= WRITER_RESTARTS:
+                    self.error = (f"the sqlite writer failed {WRITER_RESTARTS} times within {RESTART_WINDOW:g}s; "
+                                  "not restarting it (writes are queued, then dropped)")
+                    log.error("sqlite store %s: %s", self.path, self.error)
+                    return
+                await asyncio.sleep(0.1 * 2 ** len(self._restarts))
+                self._restarts.append(time.monotonic())
+                try:
+                    await self._spawn()
+                    break
+                except StoreError as exc:
+                    self.error = f"the sqlite writer cannot restart: {exc}"
+                    log.error("sqlite store %s: %s", self.path, self.error)
         finally:
             self._restarting = None
         self.writer_restarts += 1
