@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from myagent.protocol.envelope import event_body, session_envelope, utc_stamp
+from myagent.supervisor.store.base import SessionRecord
 
 import orjson
 
@@ -120,8 +121,6 @@ class Session:
         self.key = self.id.encode()
 
     def record(self) -> Any:
-        from myagent.supervisor.store import SessionRecord
-
         return SessionRecord(self.id, self.owner, self.token_hash.hex(), self.agent, self.created, time.time(),
                              self.seq, self.turn.id if self.turn is not None else None)
 

@@ -159,3 +159,31 @@ async def test_messages_during_a_restore_wait_and_run_without_an_error():
     finally:
         await client.close()
         srv.stop()
+
+
+async def test_a_rollback_reaches_the_durable_store(start_server, tmp_path):
+    """The rolled-back turn is gone from the SQLite store too: after a restart the revived session's
+    history goes straight from "first" to "hello"."""
+    store = ("--workers", "1", "--store", f"sqlite://{tmp_path}/sessions.db")
+    srv = start_server(*store)
+    client = await AgentClient.connect(srv.url)
+    session = await client.create_session()
+    await session.ask("first")
+    slow = await start_slow(session)
+    await send(session, "hello", "rollback")
+    queued, _ = await wait_for_event(session, "agent.message_queued", 5)
+    await turn_events(session, slow)
+    events = await turn_events(session, queued["metadata"]["turn_id"])
+    assert events[-1]["content"].startswith("You said: hello. Before that: first.")
+    sid, token, last = session.id, session.resume_token, session.last_seq
+    await client.close()
+    srv.proc.send_signal(signal.SIGTERM)
+    assert srv.proc.wait(15) == 0
+    again = start_server(*store)
+    client = await AgentClient.connect(again.url)
+    try:
+        revived, _ = await client.reconnect(sid, token, last)
+        final, _ = await revived.ask("after the restart")
+        assert final["content"].startswith("You said: after the restart. Before that: hello. Turn 3."), final
+    finally:
+        await client.close()
