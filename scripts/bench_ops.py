@@ -35,6 +35,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     cmd = [sys.executable, "-m", "myagent.cli", "server", str(ROOT / "examples" / "weather_agent.py"),
            "--host", "127.0.0.1", "--port", "0", "--workers", str(args.workers), "--store", args.store,
            "--max-sessions-per-connection", str(max(100, args.sessions // args.connections + 1)),
+           "--max-sessions-per-address", "0",
            "--sessions-per-worker", str(max(1000, args.sessions // args.workers + 1)),
            "--log-level", "warning"]
     env = {**os.environ, "MYAGENT_LLM": "offline", "PYTHONUNBUFFERED": "1"}

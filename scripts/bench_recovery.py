@@ -41,7 +41,8 @@ from tests.serverproc import AGENTS, SCRIPTS, ServerProcess  # noqa: E402
 AGENT = AGENTS / "chaos_agent.py"
 LLM = f"scripted:{SCRIPTS / 'chaos.json'}"
 SERVER_ARGS = ("--watch-interval", "0.1", "--worker-heartbeat", "0.25", "--kill-grace", "0.5",
-               "--graceful-timeout", "1", "--max-restarts", "100", "--rate-limit", "0")
+               "--graceful-timeout", "1", "--max-restarts", "100", "--rate-limit", "0",
+               "--max-sessions-per-address", "0")
 SESSIONS_PER_CONNECTION = 50
 
 

@@ -73,8 +73,8 @@ def start_llm_server(fake: _FakeProc, extra: list[str] = ()) -> Proc:
 
 def _limits(delay_ms: int, clients: int) -> list[str]:
     extra = list(RATE_RAISED) if delay_ms == 0 else []
-    if clients > 200:
-        extra += ["--max-connections-per-address", str(clients * 2)]
+    if clients > 200:  # one load generator, one address: the per-address caps would refuse it
+        extra += ["--max-connections-per-address", str(clients * 2), "--max-sessions-per-address", "0"]
     return extra
 
 

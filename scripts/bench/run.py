@@ -53,14 +53,16 @@ STATE = Path(tempfile.mkdtemp(prefix="myagent-bench-"))  # the default store's f
 
 def start_server(workers: int, extra: list[str] = (), store: str = "memory:") -> Proc:
     """The scripted-model server. ``store`` "memory:" or "sqlite://" (the default store, its file
-    in a fresh state dir); everything else as in every earlier run of this benchmark."""
+    in a fresh state dir). Default options (info logging, heartbeats) except the limits one load
+    generator on one address must raise: rate, sessions and connections per address/connection."""
     state = tempfile.mkdtemp(dir=STATE)
     cmd = [sys.executable, "-m", "myagent.cli", "server", str(HERE / "bench_agent.py"), "--port", "0",
            "--workers", str(workers), "--store", store, "--state-dir", state, "--rate-limit", "0",
            "--idle-timeout", "0",
            "--max-sessions-per-connection", "100000", "--max-connections-per-address", "1000000",
+           "--max-sessions-per-address", "0",
            "--max-sessions", "1000000", "--max-connections", "100000", "--sessions-per-worker", "100000",
-           "--heartbeat-interval", "0", "--log-level", "warning", *extra]
+           *extra]
     return Proc(cmd, server_env({"MYAGENT_LLM": f"scripted:{HERE / 'bench_script.json'}"}))
 
 
