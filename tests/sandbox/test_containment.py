@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from myagent.sandbox import containment
+from tests.chaos.helpers import namespace_members, own_pid_namespace
 
 ROOT = Path(__file__).resolve().parents[2]
 NEEDS_ROOT = pytest.mark.skipif(os.getuid() != 0, reason="playing the --sandbox-user zygote needs root")
@@ -40,17 +41,9 @@ def run(scenario: str, mode: str = "root", timeout: float = 20.0, shared_proc: b
 
 
 def ns_members(pid: int) -> list[int]:
-    """Host pids of every process in ``pid``'s PID namespace (by pid: /proc/PID/ns/pid)."""
-    ns = os.readlink(f"/proc/{pid}/ns/pid")
-    assert ns != os.readlink("/proc/self/ns/pid"), "not in a PID namespace of its own"
-    out = []
-    for other in psutil.pids():
-        try:
-            if os.readlink(f"/proc/{other}/ns/pid") == ns:
-                out.append(other)
-        except OSError:
-            pass
-    return out
+    """Host pids of every process in ``pid``'s PID namespace, which must be one of its own."""
+    assert own_pid_namespace(pid), "not in a PID namespace of its own"
+    return namespace_members(pid)
 
 
 def start(scenario: str, mode: str) -> tuple[subprocess.Popen, dict]:

@@ -8,15 +8,8 @@ from myagent.protocol.errors import ErrorCode
 from myagent.supervisor.placement import PlacementError
 from myagent.supervisor.sandboxes import DRAINING
 
-from .fakes import SILENT, Core, FakeConnection, FakeStore, answer, pipe, run_until, spin
-
-
-async def setup(store=None, **options):
-    core = Core(store=store, **options)
-    a = core.add_sandbox()
-    conn = FakeConnection()
-    session = await core.session(conn)
-    return core, a, conn, session
+from .fakes import SILENT, Core, FakeStore, answer, pipe, run_until, spin
+from .test_recovery import setup
 
 
 async def test_a_move_scheduled_before_a_turn_started_leaves_the_running_session_alone():
