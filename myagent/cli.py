@@ -95,21 +95,34 @@ def server(ctx: click.Context, agent_file: str, **values: Any) -> None:
 @main.command()
 @click.argument("agent_file", type=click.Path(dir_okay=False))
 def check(agent_file: str) -> None:
-    """Load AGENT_FILE and report its agent, tools and any error."""
+    """Load AGENT_FILE and report its agent, tools, declared environment and any error."""
     from myagent.agents.exceptions import AgentLoadError
     from myagent.agents.loader import load_agent_file
+    from myagent.declared_env import DeclarationError, read_declared, report, unreadable
 
     try:
-        info = load_agent_file(agent_file).describe()
-    except AgentLoadError as exc:
-        click.echo(f"❌ {exc}", err=True)
+        factory = load_agent_file(agent_file)
+        problem = unreadable(factory.env, read_declared(agent_file))  # what the server would refuse
+    except (AgentLoadError, DeclarationError) as exc:
+        click.echo(f"❌ {exc}" if isinstance(exc, AgentLoadError) else f"❌ {agent_file}: {exc}", err=True)
         sys.exit(1)
+    info = factory.describe()
     click.echo(f"✅ {agent_file}: agent {info['name']!r}")
     if info.get("description"):
         click.echo(f"   {info['description']}")
     for tool in info.get("tools", []):
         flag = " (asks for confirmation)" if tool.get("requires_confirmation") else ""
         click.echo(f"   • {tool['name']}{flag}: {tool.get('description', '')}")
+    lines, missing = report(factory.env, os.environ)
+    for line in lines:  # names and set/missing, never values
+        click.echo(f"   🔑 {line}")
+    if problem:
+        click.echo(f"❌ {agent_file} {problem}", err=True)
+    if missing:
+        click.echo(f"❌ not set here: {', '.join(missing)}; `myagent-ws server` refuses to start without "
+                   f"{'it' if len(missing) == 1 else 'them'}", err=True)
+    if problem or missing:
+        sys.exit(1)
 
 
 @main.command()

@@ -131,7 +131,9 @@ def sandbox_env() -> str:
     denied = ", ".join(f"`{p}*`" for p in DENIED_PREFIXES)
     return (f"* passed: {names}, and every variable starting with {prefixes}\n"
             f"* never passed, even when allowed above: {denied} (the server's own settings and secrets)\n"
-            "* added: `PYTHONUNBUFFERED=1`; `--sandbox-env NAME` (repeatable) passes more names")
+            "* added: `PYTHONUNBUFFERED=1`; the names the agent file declares (`env=[...]`, `ENV = [...]`: "
+            "[writing-agents.md](writing-agents.md#secrets-and-other-environment-variables)); "
+            "`--sandbox-env NAME` (repeatable) passes more names")
 
 
 def _wirejson_rows() -> list[tuple[str, str]]:

@@ -39,6 +39,7 @@ from .events import (
     AgentEvent,
     ConfirmRequest,
 )
+from ..declared_env import check_names
 from .exceptions import AgentRunError, ToolDefinitionError
 from .history import History, compact_json, interrupted_tool_message, repair_history
 from .llm.base import LLM, LLMError, LLMResponse, TextDelta, ToolCall, response_to_message
@@ -75,6 +76,7 @@ class Agent:
         max_tool_calls_per_step: int = 16,
         max_tool_result_chars: int = 20000,
         confirm_timeout: float | None = None,
+        env: Iterable[str] | None = None,
     ):
         if not isinstance(name, str) or not name.strip():
             raise ValueError("agent name must be a non-empty string")
@@ -95,6 +97,9 @@ class Agent:
         self.max_tool_calls_per_step = max_tool_calls_per_step
         self.max_tool_result_chars = max_tool_result_chars
         self.confirm_timeout = confirm_timeout
+        # Names of environment variables the tools need: the server passes exactly these (and
+        # its allow list) to the sandboxes, and refuses to start when one is not set.
+        self.env = check_names(env)
         self._tools = _check_tools(tools)
         self._tool_map = {t.name: t for t in self._tools}
         self._tools_schema = [t.to_openai_tool() for t in self._tools]
@@ -253,6 +258,7 @@ def create_react_agent(
     max_tool_calls_per_step: int = 16,
     max_tool_result_chars: int = 20000,
     confirm_timeout: float | None = None,
+    env: Iterable[str] | None = None,
 ) -> Agent:
     """Create a tool-calling agent.
 
@@ -261,7 +267,10 @@ def create_react_agent(
     "offline", "openai", "scripted:PATH") or None for the environment's
     choice; it is created on first use. ``model`` names the OpenAI model.
     ``confirm_timeout`` (seconds, None: wait forever) bounds each confirmation.
-    Raises ToolDefinitionError for invalid tools, ValueError for bad limits.
+    ``env`` names the environment variables the tools need (e.g. ``["SERPER_API_KEY"]``):
+    the server passes them to the sandboxes and refuses to start without them; write
+    the names out, the server reads them without running the file.
+    Raises ToolDefinitionError for invalid tools, ValueError for bad limits or names.
     """
     return Agent(
         name=name,
@@ -274,6 +283,7 @@ def create_react_agent(
         max_tool_calls_per_step=max_tool_calls_per_step,
         max_tool_result_chars=max_tool_result_chars,
         confirm_timeout=confirm_timeout,
+        env=env,
     )
 
 

@@ -2,7 +2,8 @@
 
 An agent file is a Python file defining ``create_agent()`` (called once per
 new agent; it wins when both exist) or a module-level ``agent`` (cloned per
-new agent). Every failure raises :class:`AgentLoadError` with a one-line
+new agent). The environment it needs is the agent's ``env=`` plus a
+module-level ``ENV`` list (see :mod:`myagent.declared_env`). Every failure raises :class:`AgentLoadError` with a one-line
 reason (no traceback), so the server can refuse to start with a clear message.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable
 
+from ..declared_env import MODULE_NAME, DeclarationError, check_names
 from .exceptions import AgentLoadError
 
 __all__ = ["AgentFactory", "is_agent", "load_agent_file"]
@@ -42,6 +44,7 @@ class AgentFactory:
         self.module = module
         self._prototype = prototype
         self._make = make
+        self.env = _declared_env(module, prototype, path)
 
     @property
     def name(self) -> str:
@@ -155,6 +158,18 @@ def _factory(module: ModuleType, shown: str) -> AgentFactory:
             shown, f"`agent` is {_kind(agent)}, not an agent (expected `agent = create_react_agent(...)`)"
         )
     return AgentFactory(shown, module, agent, agent.clone)
+
+
+def _declared_env(module: ModuleType, prototype: Any, shown: str) -> tuple[str, ...]:
+    """The environment variable names the file declares: module-level ``ENV``, then the agent's ``env=``
+    (of our Agent only: a duck-typed agent's ``env`` attribute may mean anything)."""
+    from .agent import Agent
+
+    try:
+        names = check_names(getattr(module, MODULE_NAME, None), MODULE_NAME)
+        return check_names([*names, *(prototype.env if isinstance(prototype, Agent) else ())])
+    except DeclarationError as exc:
+        raise AgentLoadError(shown, str(exc)) from None
 
 
 def _kind(obj: Any) -> str:

@@ -216,7 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     from myagent.agents.llm import describe_llm_choice
 
     # The LLM is described here, in the sandboxes' own environment: the front never imports the runtime.
-    _send(ctrl, {"op": ops.LOADED, "agent": factory.describe(), "llm": describe_llm_choice(), "pid": os.getpid()})
+    # The declared names too: the front checks it read them all from the file (the values are
+    # already in our environment, put there by the front from that read).
+    _send(ctrl, {"op": ops.LOADED, "agent": factory.describe(), "llm": describe_llm_choice(), "pid": os.getpid(),
+                 "env": list(factory.env)})
     # What is loaded now is shared with every sandbox: keep the collector off it (no
     # copy-on-write of its pages by GC bookkeeping, nothing to traverse).
     import gc

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import orjson
 
 from myagent.supervisor.background import Background
+from myagent.supervisor.environment import SandboxEnv
 from myagent.supervisor.exceptions import SandboxNotReady, SandboxStartError
 from myagent.supervisor.restart import RestartPolicy
 from myagent.supervisor.sandboxes import (DEAD, DRAINING, READY, RETIRED, SHUTDOWN, STARTING, Sandbox, signal_tree,
@@ -38,12 +39,15 @@ RECENT_LOSSES = 20
 EXTRA_IDLE = 5.0  # seconds a sandbox beyond --workers stays empty before it is stopped
 
 class SandboxPool:
-    def __init__(self, config: Any, workers: int, env: dict[str, str],
+    def __init__(self, config: Any, workers: int, env: dict[str, str] | Callable[[], SandboxEnv],
                  policy: RestartPolicy | None = None) -> None:
         self.config = config
         self.size = workers
         self.max_size = max(workers, config.max_sandboxes)  # on-demand growth up to --max-sandboxes
-        self.env = env
+        # Prepared again for every zygote: a reload may declare other names (and fail for a missing one).
+        self._prepare_env = env if callable(env) else (lambda: SandboxEnv(dict(env)))
+        self.env: dict[str, str] = {}  # the current zygote's environment (names in /status)
+        self.declared: tuple[str, ...] = ()  # the names its agent file declares
         self.policy = policy or RestartPolicy(config.max_restarts, config.restart_window)
         self.on_ready: Callable[[Sandbox], None] = lambda sandbox: None
         # Returns True when the loss is blamed on sessions (not charged to the restart budget).
@@ -75,7 +79,10 @@ class SandboxPool:
                 "workdir_root": self.workdir_root}
 
     def _new_zygote(self) -> ZygoteClient:
-        return ZygoteClient(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit)
+        prepared = self._prepare_env()  # raises AgentFileError: a declared variable is not set
+        self.env, self.declared = prepared.env, prepared.declared
+        return ZygoteClient(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit,
+                            declared=self.declared)
 
     # Start ------------------------------------------------------------------
     async def start(self) -> dict[str, Any]:

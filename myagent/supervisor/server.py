@@ -10,6 +10,7 @@ exits at once. Signal handlers only set flags; this loop does the work.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -21,7 +22,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from myagent.protocol.errors import ErrorCode
 from myagent.settings import resolve_workers
-from myagent.supervisor.environment import absolute_llm_paths, sandbox_environment
+from myagent.supervisor.environment import prepare, start_lines
 from myagent.supervisor.exceptions import AgentFileError, ConfigError
 from myagent.supervisor.guard import Guard, HostCheck, exposed_to_others, load_tokens, needs_auth_warning
 from myagent.supervisor.http import HttpEndpoints
@@ -59,8 +60,8 @@ class Server:
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = SessionRegistry(Limits(config.max_history_messages, config.max_history_bytes,
                                                config.replay_buffer, config.replay_buffer_bytes), self.store)
-        self.pool = SandboxPool(config, resolve_workers(config), absolute_llm_paths(sandbox_environment(
-                                    config.sandbox_env or ())))
+        self.pool = SandboxPool(config, resolve_workers(config),
+                                functools.partial(prepare, config.agent_file, config.sandbox_env or ()))
         # The core, wired once: Placement owns the session <-> sandbox binding, Turns what runs,
         # Recovery keeps sessions alive, Relay is the sandbox -> client hot path, Router the
         # client -> server side.
@@ -185,6 +186,8 @@ class Server:
         self.announce(f"✅ Agent loaded: {agent.get('name')} ({tools}); "
                       f"{len(self.pool.sandboxes)} sandbox(es), up to {c.sessions_per_worker} sessions each")
         self.announce(self._capacity_line())
+        for line in start_lines(self.pool.declared, self.pool.env):
+            self.announce(line)
         ssl_context = None
         if c.tls_cert:
             import ssl

@@ -30,7 +30,10 @@ def build(server: "Server") -> dict[str, Any]:
         "ready_reason": reason,
         "draining": router.draining,
         "agent": {"name": pool.agent.get("name"), "description": pool.agent.get("description", ""),
-                  "tools": [t["name"] for t in pool.agent.get("tools", [])], "file": c.agent_file},
+                  "tools": [t["name"] for t in pool.agent.get("tools", [])], "file": c.agent_file,
+                  "env": list(pool.declared)},
+        # Names (never values) of the variables the sandboxes get: allow list, --sandbox-env, declared.
+        "sandbox_env": sorted(pool.env),
         "connections": len(router.connections),
         "outbound_queued_bytes": sum(conn.queued_bytes for conn in connections),
         "sessions": {"total": len(router.registry), "active": len(router.registry) - detached,

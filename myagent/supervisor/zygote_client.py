@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import orjson
 
+from myagent.declared_env import unreadable
 from myagent.supervisor.exceptions import AgentFileError, SandboxStartError
 from myagent.wire import ops
 
@@ -29,10 +30,11 @@ class ZygoteClient:
     """A preloaded process that forks sandboxes; one per agent file version."""
 
     def __init__(self, agent_file: str, sandbox_config: dict, env: dict[str, str], cwd: str | None,
-                 on_exit: Callable[[int, int | None, int | None], None]) -> None:
+                 on_exit: Callable[[int, int | None, int | None], None], declared: tuple[str, ...] = ()) -> None:
         self.agent_file = agent_file
         self.sandbox_config = sandbox_config
         self.env = env
+        self.declared = declared  # what the front read from the agent file (and put in env)
         self.cwd = cwd
         self.on_exit = on_exit
         self.agent: dict[str, Any] = {}
@@ -67,6 +69,10 @@ class ZygoteClient:
         except TimeoutError:
             self.kill()
             raise SandboxStartError(f"{self.agent_file}: loading the agent file took longer than {timeout:g}s") from None
+        except AgentFileError:
+            self._close_ctrl()
+            self.kill()  # loaded, but refused (an unreadable declaration): it must fork nothing
+            raise
 
     def _on_readable(self) -> None:
         assert self._ctrl is not None
@@ -87,8 +93,13 @@ class ZygoteClient:
         if op == ops.LOADED:
             self.agent = msg["agent"]
             self.llm = msg.get("llm", "")
+            # A name declared where the front's read of the file did not find it has no value here.
+            hidden = unreadable(msg.get("env", ()), self.declared)
             if self._loaded and not self._loaded.done():
-                self._loaded.set_result(msg["agent"])
+                if hidden:
+                    self._loaded.set_exception(AgentFileError(f"{self.agent_file} {hidden}"))
+                else:
+                    self._loaded.set_result(msg["agent"])
         elif op == ops.LOAD_ERROR:
             if self._loaded and not self._loaded.done():
                 self._loaded.set_exception(AgentFileError(msg.get("reason", "unknown error")))

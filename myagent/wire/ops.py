@@ -29,7 +29,7 @@ Control ops, sandbox -> front:
 
 Zygote control socket (SOCK_SEQPACKET, one JSON document per message):
     front -> zygote: fork {req} + the sandbox's socket as SCM_RIGHTS
-    zygote -> front: loaded {agent, llm} / load_error {reason} / forked {req, pid} /
+    zygote -> front: loaded {agent, llm, env} / load_error {reason} / forked {req, pid} /
                      exited {pid, code, signal}
 """
 
