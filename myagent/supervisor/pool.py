@@ -46,8 +46,6 @@ class SandboxPool:
         self.max_size = max(workers, config.max_sandboxes)  # on-demand growth up to --max-sandboxes
         # Prepared again for every zygote: a reload may declare other names (and fail for a missing one).
         self._prepare_env = env if callable(env) else (lambda: SandboxEnv(dict(env)))
-        self.env: dict[str, str] = {}  # the current zygote's environment (names in /status)
-        self.declared: tuple[str, ...] = ()  # the names its agent file declares
         self.policy = policy or RestartPolicy(config.max_restarts, config.restart_window)
         self.on_ready: Callable[[Sandbox], None] = lambda sandbox: None
         # Returns True when the loss is blamed on sessions (not charged to the restart budget).
@@ -80,9 +78,18 @@ class SandboxPool:
 
     def _new_zygote(self) -> ZygoteClient:
         prepared = self._prepare_env()  # raises AgentFileError: a declared variable is not set
-        self.env, self.declared = prepared.env, prepared.declared
-        return ZygoteClient(self.config.agent_file, self.sandbox_config, self.env, None, self._on_exit,
-                            declared=self.declared)
+        return ZygoteClient(self.config.agent_file, self.sandbox_config, prepared.env, None, self._on_exit,
+                            declared=prepared.declared)
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The environment of the current zygote and its sandboxes (its names are in /status)."""
+        return self.zygotes.current.env if self.zygotes.current is not None else {}
+
+    @property
+    def declared(self) -> tuple[str, ...]:
+        """The names the agent file served by the current zygote declares."""
+        return self.zygotes.current.declared if self.zygotes.current is not None else ()
 
     # Start ------------------------------------------------------------------
     async def start(self) -> dict[str, Any]:

@@ -662,6 +662,15 @@ def test_invalid_limits_fail_at_creation(kwargs: dict) -> None:
         create_react_agent("x", [], "p", llm=FakeLLM(), **kwargs)
 
 
+def test_env_names_the_variables_the_tools_need_and_clones_keep_them() -> None:
+    agent = create_react_agent("x", [], "p", llm=FakeLLM(), env=["SERPER_API_KEY", "SERPER_API_KEY"])
+    assert agent.env == ("SERPER_API_KEY",) and agent.clone().env == ("SERPER_API_KEY",)
+    assert create_react_agent("x", [], "p", llm=FakeLLM()).env == ()
+    for bad in ("SERPER_API_KEY", ["not a name"], ["MYAGENT_WS_AUTH_TOKENS"]):
+        with pytest.raises(ValueError):
+            create_react_agent("x", [], "p", llm=FakeLLM(), env=bad)
+
+
 def test_events_are_plain_data() -> None:
     event = AgentEvent(TOOL_CALL, "Calling tool: add", "c1", {"tool": "add"})
     assert event.to_dict() == {"kind": "tool_call", "content": "Calling tool: add", "step_id": "c1", "metadata": {"tool": "add"}}

@@ -179,3 +179,28 @@ def test_create_agent_failures(tmp_path: Path) -> None:
     assert reason == "create_agent() returned a str, not an agent"
     reason = load_error(write(tmp_path, "create_agent = 3\n")).reason
     assert reason == "create_agent is a int, not a function"
+
+
+# -- declared environment -----------------------------------------------------------------
+
+
+def test_declared_environment_of_the_agent_and_the_module(tmp_path: Path) -> None:
+    path = write(tmp_path, AGENT_HEADER + "agent = create_react_agent(name='a', env=['SERPER_API_KEY'])\n")
+    assert load_agent_file(path).env == ("SERPER_API_KEY",)
+    path = write(tmp_path, AGENT_HEADER + "ENV = ['DB_PASSWORD']\n"
+                 "def create_agent():\n    return create_react_agent(name='a', env=['SERPER_API_KEY'])\n")
+    assert load_agent_file(path).env == ("DB_PASSWORD", "SERPER_API_KEY")
+    assert load_agent_file(write(tmp_path, AGENT_HEADER + "agent = create_react_agent(name='a')\n")).env == ()
+
+
+def test_an_invalid_declaration_is_a_load_error(tmp_path: Path) -> None:
+    reason = load_error(write(tmp_path, AGENT_HEADER + "ENV = 'production'\nagent = create_react_agent(name='a')\n")).reason
+    assert reason.startswith("ENV must be a list of environment variable names")
+    reason = load_error(write(tmp_path, AGENT_HEADER + "agent = create_react_agent(name='a', env='SERPER_API_KEY')\n")).reason
+    assert reason.startswith("import failed: DeclarationError: env must be a list of environment variable names")
+
+
+def test_a_duck_typed_agents_env_attribute_is_not_a_declaration(tmp_path: Path) -> None:
+    path = write(tmp_path, "class A:\n    env = 'gym'\n    async def astream(self, t): yield t\n"
+                 "    def clone(self): return A()\nagent = A()\n")
+    assert load_agent_file(path).env == ()

@@ -274,3 +274,20 @@ async def test_a_lost_sandboxs_scheduled_replacement_counts_as_capacity(world):
     assert not pool.sandboxes and not pool.can_grow
     await run_until(lambda: pool.zygotes.current.forks == 1)  # the replacement is forking: still counted
     assert not pool.can_grow
+
+
+# Environment -------------------------------------------------------------------------------------
+def test_every_new_zygote_gets_an_environment_prepared_for_it():
+    """A reload may declare other names: the environment is prepared again for each zygote, and
+    the pool reports the current zygote's."""
+    from myagent.supervisor.environment import SandboxEnv
+
+    prepared = iter([SandboxEnv({"PATH": "/bin", "A_KEY": "1"}, ("A_KEY",)), SandboxEnv({"PATH": "/bin"})])
+    pool = SandboxPool(make_config(), 1, lambda: next(prepared))
+    assert pool.env == {} and pool.declared == ()
+    first = pool.zygotes.current = pool._new_zygote()
+    assert first.env == {"PATH": "/bin", "A_KEY": "1"} and pool.declared == ("A_KEY",)
+    second = pool._new_zygote()
+    assert second.env == {"PATH": "/bin"} and second.declared == ()
+    assert pool.declared == ("A_KEY",), "a zygote not yet current changes nothing"
+    assert SandboxPool(make_config(), 1, {"PATH": "/bin"})._new_zygote().env == {"PATH": "/bin"}

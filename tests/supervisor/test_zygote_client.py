@@ -112,6 +112,19 @@ async def test_load_error_raises_agent_file_error_with_the_reason(client):
         await task
 
 
+async def test_a_name_declared_where_the_front_did_not_read_it_is_refused_and_the_zygote_killed(signals):
+    zc = ZygoteClient("/srv/agent.py", {}, {"PATH": "/usr/bin", "A_KEY": "a"}, None, lambda *_: None,
+                      declared=("A_KEY",))
+    task = asyncio.ensure_future(zc.start(5))
+    await run_until(lambda: FakePopen.started)
+    zygote = FakePopen.started[-1].ctrl
+    zygote.send(orjson.dumps({"op": "loaded", "agent": {"name": "a"}, "llm": "", "env": ["A_KEY", "B_TOKEN"]}))
+    with pytest.raises(AgentFileError, match=r"^/srv/agent.py declares B_TOKEN in code the server does not run"):
+        await task
+    assert signals == [(FakePopen.started[-1].pid, 9)] and not zc.alive
+    zygote.close()
+
+
 async def test_a_zygote_that_exits_before_loading_is_an_agent_file_error(client):
     task = asyncio.ensure_future(client.start(5))
     await run_until(lambda: FakePopen.started)
