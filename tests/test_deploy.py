@@ -199,3 +199,25 @@ def test_nodes_serve_the_names_clients_use_and_take_secrets_from_the_environment
         secret_args = [a for a in node["command"] if a.startswith(("--auth-token", "--state-secret"))]
         assert secret_args == []
     assert not [a for a in args if a.startswith(("--auth-token", "--state-secret"))]
+
+
+def test_every_name_the_served_agent_declares_is_provided():
+    """The recipes serve deploy/agent.py (compose mounts it, the ConfigMap holds a copy), which
+    declares a second API key: each recipe must provide it, or the nodes refuse to start."""
+    from myagent.agents.loader import load_agent_file
+    from myagent.declared_env import read_declared
+
+    agent = DEPLOY / "agent.py"
+    declared = read_declared(agent)
+    assert "SERPER_API_KEY" in declared and load_agent_file(agent).env == declared
+    objects = k8s_objects()
+    assert objects[("ConfigMap", "myagent-agent")]["data"]["agent.py"] == agent.read_text()
+    secret = objects[("Secret", "myagent-ws")]["stringData"]
+    assert all(secret.get(name) for name in declared), "an empty value counts as unset"
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    for name, node in compose["services"].items():
+        if re.fullmatch(r"node\d+", name):
+            assert "./agent.py:/app/agents/agent.py:ro" in node["volumes"]
+            assert node["command"][0] == "/app/agents/agent.py"
+            for variable in declared:  # required by compose itself: ${NAME:?...}
+                assert str(node["environment"][variable]).startswith(f"${{{variable}:?"), variable

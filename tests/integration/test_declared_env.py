@@ -8,7 +8,9 @@ sandbox sees them.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 
@@ -108,3 +110,55 @@ def test_check_reports_declared_names_set_or_missing_never_values():
     assert missing.stderr.splitlines() == [
         "❌ not set here: SERPER_API_KEY; `myagent-ws server` refuses to start without it"]
     assert check(SERPER_API_KEY="").stdout.count("SERPER_API_KEY: empty") == 1
+
+
+def test_a_name_declared_in_another_module_is_refused_with_the_line_to_write(tmp_path):
+    """The front reads the agent file only: a declaration it cannot see would have no value."""
+    (tmp_path / "built.py").write_text("from myagent import create_react_agent\n"
+                                       "agent = create_react_agent(name='a', env=['SERPER_API_KEY'])\n")
+    (tmp_path / "agent.py").write_text("from built import agent\n")
+    run = subprocess.run([sys.executable, "-m", "myagent.cli", "server", str(tmp_path / "agent.py"), "--host",
+                          "127.0.0.1", "--port", "0", "--workers", "1", "--store", "memory:"],
+                         env=environment(SERPER_API_KEY=DECLARED), cwd=ROOT, capture_output=True, text=True,
+                         timeout=30)
+    assert run.returncode == 2, run.stdout + run.stderr
+    errors = [line for line in run.stderr.splitlines() if line.startswith("❌")]
+    assert errors == [f"❌ {tmp_path / 'agent.py'} declares SERPER_API_KEY in code the server does not run before "
+                      'starting the sandboxes (a computed list, or another module): write the names out in the '
+                      'agent file, env=["SERPER_API_KEY"] or ENV = ["SERPER_API_KEY"]'], run.stderr
+    assert "listening" not in run.stdout
+
+
+async def test_a_reload_reads_the_declaration_again(tmp_path):
+    """SIGHUP: a new declaration of a missing variable fails the reload (the old version serves on);
+    one of a variable that is set reaches the new sandboxes."""
+    agent = tmp_path / "agent.py"
+    source = AGENT.read_text()
+    agent.write_text(source.replace('env=["SERPER_API_KEY"]', "env=[]"))
+    server = ServerProcess(agent, "--workers", "1", env={"SERPER_API_KEY": DECLARED, **UNDECLARED},
+                           llm="offline").start()
+
+    async def status_when(done) -> dict:
+        for _ in range(400):
+            status = server.status()
+            if done(status["reload"]):
+                return status
+            await asyncio.sleep(0.05)
+        raise AssertionError(status["reload"])
+
+    try:
+        assert await tool(server, "/env_value name=SERPER_API_KEY") == "(unset)"
+        assert server.status()["agent"]["env"] == []
+        agent.write_text(source.replace('env=["SERPER_API_KEY"]', 'env=["SERPER_API_KEY", "MISSING_API_KEY"]'))
+        server.signal(signal.SIGHUP)
+        status = await status_when(lambda reload: reload["last_error"])
+        assert "declares MISSING_API_KEY, not set" in status["reload"]["last_error"], status["reload"]
+        assert status["agent"]["env"] == [] and "SERPER_API_KEY" not in status["sandbox_env"]
+        assert await tool(server, "/env_value name=SERPER_API_KEY") == "(unset)"
+        agent.write_text(source)
+        server.signal(signal.SIGHUP)
+        status = await status_when(lambda reload: reload["reloads"] == 1)
+        assert status["agent"]["env"] == ["SERPER_API_KEY"] and "SERPER_API_KEY" in status["sandbox_env"]
+        assert await tool(server, "/env_value name=SERPER_API_KEY") == DECLARED
+    finally:
+        server.stop()
