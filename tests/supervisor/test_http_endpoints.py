@@ -149,13 +149,17 @@ def test_status_shape_and_every_field_is_documented():
     server.metrics.turn_done("agent.interrupted", "CANCELLED", 0.5)
     server.pool.losses.append(Sandbox(id=7, pid=99, state="dead", kill_reason=None, exit_code=6, exited=True,
                                       lost_at=0.0))
+    # The current zygote's environment: /status shows its names, never a value.
+    server.pool.zygotes.current = SimpleNamespace(pid=4000, env={"PATH": "/bin", "SERPER_API_KEY": "serper-value"},
+                                                  declared=("SERPER_API_KEY",))
     response = get(server, "/status")
     assert response.status_code == 200
     status = as_json(response)
     assert status["version"] == __version__
     assert status["ready"] is True and status["ready_reason"] == "ok" and status["draining"] is False
     assert status["agent"] == {"name": "fake-agent", "description": "d", "tools": ["get_weather"],
-                               "file": "/srv/agent.py"}
+                               "file": "/srv/agent.py", "env": ["SERPER_API_KEY"]}
+    assert status["sandbox_env"] == ["PATH", "SERPER_API_KEY"] and b"serper-value" not in response.body
     assert status["connections"] == 2
     assert status["outbound_queued_bytes"] == 123
     assert status["totals"]["events_sent"] == 10
