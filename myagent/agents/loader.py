@@ -3,8 +3,9 @@
 An agent file is a Python file defining ``create_agent()`` (called once per
 new agent; it wins when both exist) or a module-level ``agent`` (cloned per
 new agent). The environment it needs is the agent's ``env=`` plus a
-module-level ``ENV`` list (see :mod:`myagent.declared_env`). Every failure raises :class:`AgentLoadError` with a one-line
-reason (no traceback), so the server can refuse to start with a clear message.
+module-level ``ENV`` list (see :mod:`myagent.declared_env`). Every failure
+raises :class:`AgentLoadError` with a one-line reason (no traceback), so the
+server can refuse to start with a clear message.
 """
 
 from __future__ import annotations

@@ -70,8 +70,9 @@ class ZygoteClient:
             self.kill()
             raise SandboxStartError(f"{self.agent_file}: loading the agent file took longer than {timeout:g}s") from None
         except AgentFileError:
-            self._close_ctrl()
-            self.kill()  # loaded, but refused (an unreadable declaration): it must fork nothing
+            if self.agent:  # loaded, then refused (a declaration the front could not read): fork nothing
+                self._close_ctrl()
+                self.kill()
             raise
 
     def _on_readable(self) -> None:
