@@ -15,7 +15,7 @@ import pytest
 
 from tests.serverproc import alive
 
-from .helpers import assert_turn, create_fails, wait_for_event
+from .helpers import assert_turn, create_fails, system_notice, wait_for_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -72,7 +72,7 @@ async def test_sigterm_drains_running_turn_then_exits_cleanly(start_server, open
     assert body["ready"] is False and body["reason"] == "draining", body
     # Every connection is told, session or not; the log says how long it may take and how to cut it short.
     for who in (client, idle):
-        notice = await _notice(who, "draining")
+        notice = await system_notice(who, "draining", 5)
         assert notice["metadata"]["graceful_timeout"] == 30.0, notice
         assert "session_id" not in notice and "seq" not in notice
     drain_line = next(line for line in srv.text.splitlines() if "draining:" in line)
@@ -100,16 +100,6 @@ async def test_sigterm_drains_running_turn_then_exits_cleanly(start_server, open
     assert "Traceback" not in srv.text
     drained = srv.text.splitlines()[start_lines:]
     assert not [line for line in drained if " WARNING " in line or " ERROR " in line], drained
-
-
-async def _notice(client, key: str, timeout: float = 5.0) -> dict:
-    """The next connection-level system.notice whose metadata has ``key`` (others are skipped)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        event = await asyncio.wait_for(client.system.get(), max(0.01, deadline - loop.time()))
-        if event.get("event") == "system.notice" and (event.get("metadata") or {}).get(key):
-            return event
 
 
 async def test_sigterm_without_activity_exits_quickly(start_server):
