@@ -298,8 +298,7 @@ class Server:
         self.router.draining = True
         self.turns.draining = True
         self.placement.stop_opening()  # an open in flight would hold its connection's close
-        self.router.broadcast_notice("The server is shutting down; running turns get up to "
-                                     f"{grace:g}s to finish. Reconnect later with your resume tokens.",
+        self.router.broadcast_notice(f"The server is shutting down; running turns get up to {grace:g}s to finish.",
                                      {"draining": True, "graceful_timeout": grace})
         for session in self.registry.sessions.values():  # what waits would only be cancelled
             self.turns.drop_queue(session, ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
