@@ -16,6 +16,7 @@ import pytest
 
 from myagent.client import AgentClient, ClientError
 from tests.chaos.helpers import ask_echo, status
+from tests.integration.helpers import wait_for_event
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(120)]
 
@@ -61,8 +62,9 @@ async def test_sigterm_under_sessions_is_quiet(chaos):
         since = len(srv.text.splitlines())
         busy = await chaos.client(srv)
         blocker = await busy.create_session()
-        blocked = asyncio.create_task(blocker.ask("do-block now"))  # the sandbox's loop stops answering
-        await asyncio.sleep(0.3)
+        await busy.send_frame({"event": "user.message", "session_id": blocker.id, "content": "do-block now"})
+        await wait_for_event(blocker, "agent.tool_call", 10)  # the tool blocking the sandbox's loop runs
+        await asyncio.sleep(0.2)
         waiting = await chaos.client(srv)
         opening = asyncio.create_task(waiting.create_session())  # its open waits on that sandbox
         await asyncio.sleep(0.3)
@@ -72,8 +74,6 @@ async def test_sigterm_under_sessions_is_quiet(chaos):
             await asyncio.wait_for(opening, 5)
         assert refused.value.code == "SHUTTING_DOWN"
         assert (await asyncio.to_thread(srv.wait, 15)) == 0
-        blocked.cancel()
-        await asyncio.gather(blocked, return_exceptions=True)
         for client in (busy, waiting):
             assert await _drain_notice(client), "no system.notice {draining: true}"
         assert noise(srv, since) == [], srv.text[-3000:]
