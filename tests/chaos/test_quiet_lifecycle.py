@@ -55,8 +55,9 @@ async def test_twenty_reloads_under_sessions_print_no_traceback(chaos):
 
 
 async def test_sigterm_under_sessions_is_quiet(chaos):
-    """Several SIGTERMs, each with turns running, sessions being created, and one open stuck
-    behind a busy sandbox: exit 0, every client told, nothing at warning level."""
+    """Three SIGTERMs, each with a turn running (its tool blocks the sandbox's loop) and a new
+    session's open stuck behind it: the open ends with SHUTTING_DOWN, exit 0, every client is
+    told, nothing at warning level."""
     for _ in range(3):
         srv = await chaos.astart("--worker-timeout", "60", workers=1)
         since = len(srv.text.splitlines())
