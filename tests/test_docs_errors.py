@@ -113,3 +113,4 @@ def test_every_interruption_reason_is_also_its_error_code(reason):
     assert name == "agent.interrupted"
     assert meta["reason"] == meta["error_code"] == reason
     assert meta["recoverable"] is is_recoverable(reason)
+    assert meta["recoverable"] is (reason != "SESSION_CLOSED")  # "false only for SESSION_CLOSED"
