@@ -51,6 +51,7 @@ COVERED_SUBCOMMANDS = {
                "tests/integration/test_doc_clients.py",     # tokens from the environment, OPENAI_BASE_URL
                "tests/integration/test_hardening.py",       # --auth-tokens-file, --allow-host, --allow-origin, TLS
                "tests/integration/test_lifecycle.py",       # SIGTERM drain, exit codes
+               "tests/integration/test_docs_claims.py",     # MYAGENT_LLM=scripted:RELATIVE
                "tests/chaos/test_reload.py"],               # --reload, SIGHUP
     # `chat URL [-m MESSAGE]`.
     "chat": ["tests/integration/test_doc_clients.py"],      # test_chat_cli_one_shot, test_fake_llm_...

@@ -328,7 +328,14 @@ _SERVER_EVENT_SCHEMAS: dict[str, dict] = {
     ev.AGENT_INTERRUPTED: _turn_event("The turn was interrupted (terminal); metadata says why."),
     ev.AGENT_SESSION_END: _server_event("The session is closed.", _SESSION_SCOPED),
     ev.AGENT_SESSION_RESUMED: _server_event("Answer to user.reconnect, after the replayed events.", _SESSION_SCOPED),
-    ev.AGENT_STATE_EXPORTED: _server_event("Answer to user.request_state: the signed export.", ["session_id"]),
+    ev.AGENT_STATE_EXPORTED: _server_event(
+        "Answer to user.request_state: the signed export, in content.state and (for the original "
+        "MyAgent clients) metadata.signed_state.",
+        ["session_id"],
+        content={"type": "object", "required": ["state"], "properties": {"state": _STRING}},
+        metadata_required=["signed_state"],
+        signed_state=_STRING,
+    ),
     ev.AGENT_STATE_RESTORED: _server_event("Answer to user.reconnect_with_state.", ["session_id"]),
     ev.AGENT_MESSAGE_QUEUED: _server_event(
         "A user.message waits for the running turn (or a restore) to end; it runs as metadata.turn_id.",

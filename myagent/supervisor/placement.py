@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("myagent.supervisor.placement")
 
 MAX_CLOSING = 4096  # sessions a sandbox was told to close and has not confirmed, remembered at most
+STOPPING = "the server is stopping"  # what an open still pending when the server stops resolves to
 
 
 class PlacementError(Exception):
@@ -51,6 +52,7 @@ class Placement:
         self.config = config
         self.metrics = metrics
         self._nonces = itertools.count(1)
+        self.stopping = False  # set on drain: no open starts, pending ones end (SHUTTING_DOWN)
 
     # Choosing --------------------------------------------------------------------
     def choose(self, exclude: Sandbox | None = None) -> Sandbox | None:
@@ -83,6 +85,8 @@ class Placement:
         """Open ``session`` (with its history) on ``sandbox`` or the best one, and bind it once the
         sandbox confirms. Raises PlacementError; the session is then unbound as before."""
         assert session.sandbox is None, "host() is for unbound sessions; use move()"
+        if self.stopping:
+            raise PlacementError(ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
         target = sandbox or self.choose() or await self.pool.grow(self.choose)
         if target is None:
             raise PlacementError(ErrorCode.SERVER_BUSY, "Every sandbox is full; try again later.")
@@ -102,7 +106,7 @@ class Placement:
         sandbox re-opens it with its current history). Opens first, then closes the old one: a
         failed move leaves the session where it was. True if it moved."""
         old = session.sandbox
-        if old is None or session.placing or session.turn is not None:
+        if old is None or session.placing or session.turn is not None or self.stopping:
             return False
         target = target or self.choose(exclude=old)
         if target is None:
@@ -111,8 +115,9 @@ class Placement:
         try:
             await self._open(session, target)
         except PlacementError as exc:
-            log.warning("session %s stays on sandbox %s: %s", session.id, old.id, exc.message,
-                        extra={"session_id": session.id, "sandbox_id": target.id})
+            level = logging.INFO if exc.code is ErrorCode.SHUTTING_DOWN else logging.WARNING
+            log.log(level, "session %s stays on sandbox %s: %s", session.id, old.id, exc.message,
+                    extra={"session_id": session.id, "sandbox_id": target.id})
             return False
         finally:
             session.placing = False
@@ -132,6 +137,16 @@ class Placement:
         """Unbind now and tell the sandbox to forget the session (its answer is not awaited)."""
         if session.sandbox is not None:
             self._unbind(session)
+
+    def stop_opening(self) -> None:
+        """The server is stopping: no open starts from now on, and the pending ones end at once
+        (SHUTTING_DOWN) instead of holding their client's request, and with it the connection's
+        close, until the sandbox is stopped under them."""
+        self.stopping = True
+        for sandbox in self.pool.sandboxes.values():
+            for _, future in sandbox.opening.values():
+                if not future.done():
+                    future.set_result(STOPPING)
 
     def lost(self, sandbox: Sandbox) -> list["Session"]:
         """A sandbox is gone: fail its pending opens and unbind every session it hosted."""
@@ -172,6 +187,10 @@ class Placement:
         if error is not None:
             if session.sandbox is not sandbox:
                 self._forget_on(sandbox, sid)  # it may still open it later: make sure it forgets
+            if self.stopping or self.pool.stopping:  # the server's own doing, not a fault
+                log.info("session %s not opened on sandbox %s: the server is stopping", sid, sandbox.id,
+                         extra={"session_id": sid, "sandbox_id": sandbox.id})
+                raise PlacementError(ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
             log.warning("session %s could not be opened on sandbox %s: %s", sid, sandbox.id, error,
                         extra={"session_id": sid, "sandbox_id": sandbox.id})
             raise PlacementError(ErrorCode.INTERNAL_ERROR, "The agent could not start a session.")

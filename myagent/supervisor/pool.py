@@ -25,7 +25,7 @@ import orjson
 
 from myagent.supervisor.background import Background
 from myagent.supervisor.environment import SandboxEnv
-from myagent.supervisor.exceptions import SandboxNotReady, SandboxStartError
+from myagent.supervisor.exceptions import AgentFileError, SandboxNotReady, SandboxStartError
 from myagent.supervisor.restart import RestartPolicy
 from myagent.supervisor.sandboxes import (DEAD, DRAINING, READY, RETIRED, SHUTDOWN, STARTING, Sandbox, signal_tree,
                                           terminate)
@@ -245,7 +245,10 @@ class SandboxPool:
 
     async def reload(self) -> dict[str, Any]:
         """Load the agent file afresh in a new zygote; raise AgentFileError and keep serving if it fails."""
-        agent = self.agent = await self.zygotes.replace()
+        try:
+            agent = self.agent = await self.zygotes.replace()
+        except SandboxStartError as exc:  # a new zygote too slow to load (a loaded host): a failed reload too
+            raise AgentFileError(str(exc)) from None
         for sandbox in list(self.sandboxes.values()):
             if sandbox.zygote is not self.zygotes.current and sandbox.state == READY:
                 sandbox.state = DRAINING

@@ -55,6 +55,11 @@ class Recovery:
         self.background = Background()
 
 
+    @property
+    def stopping(self) -> bool:
+        """Draining (no new placements) or stopping the pool: nothing is placed again."""
+        return self.placement.stopping or self.pool.stopping
+
     # Sandbox loss and restore ------------------------------------------------------------
     def on_sandbox_lost(self, sandbox: Sandbox, reason: str) -> bool:
         """Interrupt the sandbox's running turns and place its sessions again.
@@ -91,7 +96,7 @@ class Recovery:
         """Place an unhosted session again (bounded by --restore-timeout); a no-op if under way."""
         if session.restoring or session.placing or session.sandbox is not None or session.closed:
             return
-        if self.pool.stopping:  # shutting down: it is revived from the store after the restart
+        if self.stopping:  # shutting down: it is revived from the store after the restart
             return
         session.restoring = True
         self.background.spawn(self._restore(session, reason))
@@ -101,7 +106,7 @@ class Recovery:
         deadline = loop.time() + self.config.restore_timeout
         try:
             while session.sandbox is None:
-                if session.closed or self.pool.stopping:
+                if session.closed or self.stopping:
                     return
                 if self.placement.can_place():
                     try:
@@ -113,7 +118,7 @@ class Recovery:
                         session.emit(ev.SYSTEM_NOTICE, "The session was restored on a new sandbox with its history.",
                                      {"restored": True, "reason": reason, "history_messages": len(session.history)})
                         break
-                    if session.closed or self.pool.stopping:
+                    if session.closed or self.stopping:
                         return
                 if self.pool.unavailable_reason or loop.time() > deadline:
                     session.emit(ev.SYSTEM_ERROR, "The session could not be restored: the agent is unavailable.",

@@ -293,13 +293,20 @@ class Server:
 
     async def drain(self) -> None:
         """Graceful stop: refuse new work, let turns finish, close clients with 1001."""
-        log.info("draining: %d connections, %d sessions", len(self.router.connections), len(self.registry))
+        grace = self.config.graceful_timeout
+        running = sum(1 for s in self.registry.sessions.values() if s.turn is not None)
+        log.info("draining: %d connections, %d sessions, %d turns running; waiting up to %gs "
+                 "(--graceful-timeout) for them to finish. Press Ctrl-C again (or send a second "
+                 "signal) to exit now.", len(self.router.connections), len(self.registry), running, grace)
         self.router.draining = True
         self.turns.draining = True
+        self.placement.stop_opening()  # an open in flight would hold its connection's close
+        self.router.broadcast_notice(f"The server is shutting down; running turns get up to {grace:g}s to finish.",
+                                     {"draining": True, "graceful_timeout": grace})
         for session in self.registry.sessions.values():  # what waits would only be cancelled
             self.turns.drop_queue(session, ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.graceful_timeout
+        deadline = loop.time() + grace
         while any(s.turn is not None for s in self.registry.sessions.values()) and loop.time() < deadline:
             await asyncio.sleep(0.05)
         for session in self.registry.sessions.values():

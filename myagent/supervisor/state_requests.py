@@ -38,9 +38,12 @@ class StateRequests:
             token = export_state(self.secret, doc, now=now, ttl=config.state_ttl, max_size=config.max_state_size)
         except StateError as exc:
             raise ClientError(ErrorCode(exc.code), exc.message) from None
+        # content.state is ours; metadata.signed_state, state_size and message_count are where the
+        # original MyAgent clients read them (they send it back as a top-level signed_state).
         session.emit(ev.AGENT_STATE_EXPORTED, {"state": token}, {
             "expires_at": iso_utc(now + config.state_ttl), "history_messages": len(session.history),
-            "size": len(token)})
+            "size": len(token), "signed_state": token, "state_size": len(token),
+            "message_count": len(session.history)})
 
     async def reconnect_with_state(self, conn: "Connection", frame: dict) -> None:
         try:

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from myagent.client import AgentClient
 from tests.chaos.helpers import (CHAOS_AGENT, ask_echo, assert_gapless, events_named, status, timed_turn,
                                  wait_gone, zombies)
+from tests.integration.helpers import system_notice
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(40)]
 
@@ -28,16 +28,6 @@ def write_version(path: Path, version: str) -> None:
 
 def write_broken(path: Path) -> None:
     path.write_text(CHAOS_AGENT.read_text() + "\nthis is not python (\n")
-
-
-async def system_notice(client: AgentClient, key: str, timeout: float = 10.0) -> dict:
-    """The next connection-level system.notice whose metadata has ``key`` (others are skipped)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        event = await asyncio.wait_for(client.system.get(), max(0.01, deadline - loop.time()))
-        if event.get("event") == "system.notice" and (event.get("metadata") or {}).get(key):
-            return event
 
 
 async def _reload_while_a_turn_runs(srv, chaos, agent_file: Path, trigger) -> dict:

@@ -115,6 +115,16 @@ async def system_error(client: AgentClient, code: str, timeout: float = 5.0) -> 
     return event
 
 
+async def system_notice(client: AgentClient, key: str, timeout: float = 10.0) -> dict:
+    """The next connection-level system.notice whose metadata has ``key`` (others are skipped)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        event = await asyncio.wait_for(client.system.get(), max(0.01, deadline - loop.time()))
+        if event.get("event") == "system.notice" and (event.get("metadata") or {}).get(key):
+            return event
+
+
 async def create_fails(client: AgentClient, code: str) -> ClientError:
     try:
         await client.create_session()

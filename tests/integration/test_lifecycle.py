@@ -15,7 +15,7 @@ import pytest
 
 from tests.serverproc import alive
 
-from .helpers import assert_turn, create_fails, wait_for_event
+from .helpers import assert_turn, create_fails, system_notice, wait_for_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(30)]
 
@@ -58,6 +58,7 @@ async def test_sigterm_drains_running_turn_then_exits_cleanly(start_server, open
     pids = await asyncio.to_thread(_tree, srv)
     loop = asyncio.get_running_loop()
     signalled = loop.time()
+    start_lines = len(srv.text.splitlines())  # (a host without namespaces warns at start: not ours)
     srv.signal(signal.SIGTERM)
 
     # /ready fails first (503, draining); /health still answers.
@@ -69,6 +70,14 @@ async def test_sigterm_drains_running_turn_then_exits_cleanly(start_server, open
         assert loop.time() < deadline, (code, body)
         await asyncio.sleep(0.05)
     assert body["ready"] is False and body["reason"] == "draining", body
+    # Every connection is told, session or not; the log says how long it may take and how to cut it short.
+    for who in (client, idle):
+        notice = await system_notice(who, "draining", 5)
+        assert notice["metadata"]["graceful_timeout"] == 30.0, notice
+        assert "session_id" not in notice and "seq" not in notice
+    drain_line = next(line for line in srv.text.splitlines() if "draining:" in line)
+    assert "1 turns running" in drain_line and "up to 30s (--graceful-timeout)" in drain_line, drain_line
+    assert "Ctrl-C again" in drain_line and "second signal" in drain_line, drain_line
     code, _ = await asyncio.to_thread(srv.get, "/health")
     assert code == 200
     status = await asyncio.to_thread(srv.status)
@@ -89,6 +98,8 @@ async def test_sigterm_drains_running_turn_then_exits_cleanly(start_server, open
     assert loop.time() - signalled < 10
     await _wait_gone(pids, 2)
     assert "Traceback" not in srv.text
+    drained = srv.text.splitlines()[start_lines:]
+    assert not [line for line in drained if " WARNING " in line or " ERROR " in line], drained
 
 
 async def test_sigterm_without_activity_exits_quickly(start_server):

@@ -64,6 +64,10 @@ async def conversation(client: AgentClient) -> tuple[ClientSession, str]:
     assert exported["metadata"]["history_messages"] >= 4  # two user messages, two answers
     assert exported["metadata"]["size"] == len(exported["content"]["state"])
     assert "expires_at" in exported["metadata"]
+    # Where the original MyAgent clients read it, too.
+    assert exported["metadata"]["signed_state"] == exported["content"]["state"]
+    assert exported["metadata"]["state_size"] == exported["metadata"]["size"]
+    assert exported["metadata"]["message_count"] == exported["metadata"]["history_messages"]
     return session, exported["content"]["state"]
 
 
@@ -145,10 +149,16 @@ async def test_tampered_and_malformed_exports_are_refused(start_server, open_cli
 
 
 async def test_legacy_top_level_signed_state(start_server, open_client, tmp_path):
-    """The original clients send the export as top-level ``signed_state``: accepted too."""
+    """The original clients' round trip: they read the export from ``metadata.signed_state`` and send
+    it back as a top-level ``signed_state`` (with their own ``timestamp``)."""
     server = start_server(*args(tmp_path))
-    _, state = await conversation(await open_client(server.url))
-    restored, _ = await restore(await open_client(server.url), {"signed_state": state})
+    session, _ = await conversation(await open_client(server.url))
+    await session.client.send_frame({"event": "user.request_state", "session_id": session.id,
+                                     "timestamp": "2026-01-01T00:00:00.000Z"})
+    exported, _ = await wait_for_event(session, "agent.state_exported", 5)
+    saved = exported["metadata"]["signed_state"]
+    restored, _ = await restore(await open_client(server.url),
+                                {"signed_state": saved, "timestamp": "2026-01-01T00:00:00.000Z"})
     final, _ = await restored.ask("legacy")
     assert final["content"] == "You said: legacy. Before that: I like tea. Turn 3."
 

@@ -282,7 +282,7 @@ def server_examples() -> list[dict]:
                    metadata={**TURN, "reason": "SANDBOX_CRASHED"}, **s),
         make_event(ev.AGENT_SESSION_END, seq=10, **s),
         make_event(ev.AGENT_SESSION_RESUMED, seq=11, metadata={"replayed": 3}, **s),
-        make_event(ev.AGENT_STATE_EXPORTED, content={"state": "tok"}, **s),
+        make_event(ev.AGENT_STATE_EXPORTED, content={"state": "tok"}, metadata={"signed_state": "tok"}, **s),
         make_event(ev.AGENT_STATE_RESTORED, seq=1, **s),
         make_event(ev.AGENT_MESSAGE_QUEUED, seq=12, content="queued",
                    metadata={"turn_id": "t_2", "position": 1, "multitask": "enqueue"}, **s),
@@ -325,6 +325,8 @@ def _broken(event_name: str, change) -> dict:
         (_broken(ev.SYSTEM_CONNECTED, lambda e: e["metadata"].pop("connection_id")), "metadata.connection_id"),
         (_broken(ev.AGENT_SESSION_CREATED, lambda e: e["metadata"].pop("agent_name")), "metadata.agent_name"),
         (_broken(ev.AGENT_USER_CONFIRM, lambda e: e["metadata"].pop("tool_name")), "metadata.tool_name"),
+        # the original MyAgent clients read the export from metadata.signed_state
+        (_broken(ev.AGENT_STATE_EXPORTED, lambda e: e["metadata"].pop("signed_state")), "metadata.signed_state"),
     ],
     ids=lambda x: str(x)[:50],
 )

@@ -102,6 +102,56 @@ async def test_an_open_pending_when_the_sandbox_is_lost_fails_without_a_close():
     assert session.sandbox is None and pipe(sandbox).ops("close") == []
 
 
+# stop_opening() (drain) ----------------------------------------------------------------------
+async def test_stop_opening_ends_pending_opens_with_shutting_down_quietly(caplog):
+    """An open in flight when the server drains must not hold its client's request (and the
+    connection's close) until the sandbox is stopped under it, nor log a warning."""
+    core = Core()
+    sandbox = core.add_sandbox(answer=SILENT)
+    session = unbound_session(core)
+    task = asyncio.ensure_future(core.placement.host(session))
+    await run_until(lambda: sandbox.opening)
+    with caplog.at_level("INFO", logger="myagent.supervisor.placement"):
+        core.placement.stop_opening()
+        with pytest.raises(PlacementError) as failure:
+            await task
+    assert failure.value.code is ErrorCode.SHUTTING_DOWN
+    assert session.sandbox is None and not session.placing and not sandbox.opening
+    assert pipe(sandbox).ops("close") == [{"op": "close", "sid": session.id}]  # it may open it late
+    assert [r.levelname for r in caplog.records] == ["INFO"], caplog.text
+    # From now on nothing is placed: no open is sent at all.
+    later = unbound_session(core)
+    with pytest.raises(PlacementError) as failure:
+        await core.placement.host(later)
+    assert failure.value.code is ErrorCode.SHUTTING_DOWN and len(pipe(sandbox).opens()) == 1
+
+
+async def test_an_open_lost_to_the_pool_stopping_is_shutting_down_not_a_warning(caplog):
+    core = Core()
+    sandbox = core.add_sandbox(answer=SILENT)
+    session = unbound_session(core)
+    task = asyncio.ensure_future(core.placement.host(session))
+    await run_until(lambda: sandbox.opening)
+    core.pool.stopping = True  # SandboxPool.stop(): every sandbox is stopped
+    sandbox.state = DEAD
+    with caplog.at_level("INFO", logger="myagent.supervisor.placement"):
+        core.placement.lost(sandbox)
+        with pytest.raises(PlacementError) as failure:
+            await task
+    assert failure.value.code is ErrorCode.SHUTTING_DOWN
+    assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
+
+
+async def test_stop_opening_keeps_idle_sessions_where_they_are():
+    core = Core()
+    old, new = core.add_sandbox(), core.add_sandbox()
+    session = unbound_session(core)
+    await core.placement.host(session, old)
+    core.placement.stop_opening()
+    assert await core.placement.move(session, new) is False
+    assert session.sandbox is old and pipe(new).opens() == []
+
+
 async def test_opened_from_a_sandbox_that_died_meanwhile_does_not_bind():
     core = Core()
     sandbox = core.add_sandbox(answer=SILENT)

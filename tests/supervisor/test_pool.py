@@ -12,7 +12,7 @@ import pytest
 
 from myagent.supervisor import pool as pool_module
 from myagent.supervisor import sandboxes as sandboxes_module
-from myagent.supervisor.exceptions import SandboxNotReady, SandboxStartError
+from myagent.supervisor.exceptions import AgentFileError, SandboxNotReady, SandboxStartError
 from myagent.supervisor.pool import EXTRA_IDLE, SandboxPool
 from myagent.supervisor.restart import RestartPolicy
 from myagent.supervisor.sandboxes import DEAD, DRAINING, READY, RETIRED, SHUTDOWN, STARTING
@@ -291,3 +291,20 @@ def test_every_new_zygote_gets_an_environment_prepared_for_it():
     assert second.env == {"PATH": "/bin"} and second.declared == ()
     assert pool.declared == ("A_KEY",), "a zygote not yet current changes nothing"
     assert SandboxPool(make_config(), 1, {"PATH": "/bin"})._new_zygote().env == {"PATH": "/bin"}
+
+
+async def test_a_reload_whose_zygote_does_not_start_in_time_fails_like_a_broken_file(world, monkeypatch):
+    """Server.reload reports an AgentFileError as 'reload failed, the previous version keeps serving';
+    a SandboxStartError (the new zygote's load timed out on a busy host) used to escape it as an
+    unhandled task traceback."""
+    pool, *_ = world
+    sandbox = add(pool)
+    current = pool.zygotes.current
+
+    async def slow_start():
+        raise SandboxStartError("agent.py: loading the agent file took longer than 10s")
+
+    monkeypatch.setattr(pool.zygotes, "replace", slow_start)
+    with pytest.raises(AgentFileError, match="took longer than 10s"):
+        await pool.reload()
+    assert pool.zygotes.current is current and sandbox.state == READY

@@ -59,6 +59,21 @@ async def test_a_loss_with_no_running_turn_is_not_blamed_and_interrupts_nothing(
     assert conn.names() == ["system.notice"]
 
 
+async def test_a_restore_under_way_when_the_server_drains_ends_quietly():
+    """Draining: the restore's open ends (SHUTTING_DOWN) and it is not retried nor reported as
+    AGENT_UNAVAILABLE; the session is revived from the store after the restart."""
+    core, a, conn, session = await setup()
+    b = core.add_sandbox(answer=SILENT)
+    core.pool.lose(a, "SANDBOX_CRASHED")
+    await run_until(lambda: b.opening)
+    core.placement.stop_opening()
+    await run_until(lambda: not session.restoring)
+    assert session.sandbox is None and conn.names() == []
+    assert len(pipe(b).opens()) == 1
+    core.recovery.restore(session)  # and none starts again
+    assert not session.restoring
+
+
 @pytest.mark.parametrize("reason, code, blamed", [
     ("SANDBOX_CRASHED", "SANDBOX_CRASHED", True), ("WORKER_TIMEOUT", "WORKER_TIMEOUT", True),
     ("SANDBOX_MISBEHAVED", "SANDBOX_MISBEHAVED", True), ("SHUTTING_DOWN", "SHUTTING_DOWN", False),
