@@ -11,7 +11,8 @@ import click
 from click.core import ParameterSource
 
 from myagent import __version__
-from myagent.settings import SETTINGS, config_from, markdown_table
+from myagent.cli_options import OneLineError, setting_option
+from myagent.settings import SETTINGS, SettingError, check_config, check_system, config_from, markdown_table
 
 
 def _run(coro: Any) -> Any:
@@ -26,19 +27,7 @@ def _run(coro: Any) -> Any:
 def settings_options(func: Callable) -> Callable:
     """Add one click option per row of the settings table (env: MYAGENT_WS_<NAME>)."""
     for s in reversed(SETTINGS):
-        help_text = f"{s.help} [default: {s.default}]"
-        if s.kind == "bool":
-            opt = click.option(f"--{s.name}/--no-{s.name}", s.attr, default=None, envvar=s.env,
-                               show_envvar=True, help=help_text)
-        elif s.kind == "choice":
-            opt = click.option(f"--{s.name}", s.attr, type=click.Choice(s.choices), default=None,
-                               envvar=s.env, show_envvar=True, help=help_text)
-        else:
-            # A secret's option is parsed (so that it can be refused with an explanation) but not
-            # shown: it is set through its environment variable only.
-            opt = click.option(f"--{s.name}", s.attr, default=None, envvar=s.env, show_envvar=True,
-                               multiple=s.multiple, help=help_text, hidden=s.secret)
-        func = opt(func)
+        func = setting_option(s)(func)
     return func
 
 
@@ -76,8 +65,13 @@ def server(ctx: click.Context, agent_file: str, **values: Any) -> None:
 
     try:
         config = config_from(values, agent_file=os.path.abspath(agent_file))
+        check_config(config)
+        check_system(config)
+    except SettingError as exc:
+        from_env = ctx.get_parameter_source(exc.setting.attr) is ParameterSource.ENVIRONMENT
+        raise OneLineError(exc.describe(from_env)) from None
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise OneLineError(str(exc)) from None
     setup_logging(config.log_level, config.log_format, config.debug)
     if not os.path.isfile(agent_file):
         click.echo(f"❌ Agent file not found: {agent_file}", err=True)

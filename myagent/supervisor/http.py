@@ -157,14 +157,19 @@ class HttpEndpoints:
         return http_response(200, body, STATIC_TYPES[ext], extra, cache="no-cache")
 
     # --status-port --------------------------------------------------------------------
-    async def start_status_port(self, host: str, port: int) -> int:
+    async def bind_status_port(self, host: str, port: int) -> int:
+        """Bind the listener (OSError when the port is taken); it serves after start_status_port()."""
         async def no_websocket(ws: ServerConnection) -> None:  # never called: every request is answered
             await ws.close(1008)
 
         self._status_server = await serve(no_websocket, host, port, process_request=self.process_status_request,
-                                          server_header=None, compression=None, open_timeout=10)
+                                          server_header=None, compression=None, open_timeout=10,
+                                          start_serving=False)
         self.status_port = self._status_server.sockets[0].getsockname()[1]
         return self.status_port
+
+    async def start_status_port(self) -> None:
+        await self._status_server.start_serving()
 
     async def close(self) -> None:
         if self._status_server is not None:
