@@ -65,8 +65,8 @@ def server(ctx: click.Context, agent_file: str, **values: Any) -> None:
 
     try:
         config = config_from(values, agent_file=os.path.abspath(agent_file))
-        check_config(config)
         check_system(config)
+        check_config(config)
     except SettingError as exc:
         from_env = ctx.get_parameter_source(exc.setting.attr) is ParameterSource.ENVIRONMENT
         raise OneLineError(exc.describe(from_env)) from None
@@ -146,7 +146,7 @@ def run(agent_file: str, question: str, yes: bool) -> None:
 
 @main.command()
 @click.argument("url", default="ws://127.0.0.1:8080")
-@click.option("--token", envvar="MYAGENT_WS_TOKEN", help="Bearer token, if the server requires one.")
+@click.option("--token", envvar="MYAGENT_WS_TOKEN", show_envvar=True, help="Bearer token, if the server requires one.")
 @click.option("-m", "--message", "messages", multiple=True, help="Send these messages, then exit.")
 def chat(url: str, token: str | None, messages: tuple[str, ...]) -> None:
     """Talk to a running server from the terminal."""
@@ -159,7 +159,7 @@ def chat(url: str, token: str | None, messages: tuple[str, ...]) -> None:
 @click.argument("url", default="http://127.0.0.1:8080")
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True, help="Print the /status JSON as the server sent it.")
-@click.option("--token", envvar="MYAGENT_WS_TOKEN", help="Bearer token, if the server requires one.")
+@click.option("--token", envvar="MYAGENT_WS_TOKEN", show_envvar=True, help="Bearer token, if the server requires one.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each request.")
 def status(url: str, watch: bool, as_json: bool, token: str | None, timeout: float) -> None:
     """Show a running server's sandboxes, sessions and totals (exit 1: not ready, 2: unreachable)."""
