@@ -64,8 +64,12 @@ class SettingOption(click.Option):
             return super().process_value(ctx, value)
         except SettingError as exc:
             raise OneLineError(exc.describe(from_env=self._from_env(ctx))) from None
-        except click.BadParameter as exc:  # click's own types (a boolean flag's environment value)
-            error = SettingError(self.setting, value, exc.message)
+        except click.BadParameter as exc:  # click's own type (a boolean flag's environment value)
+            try:  # our words for the problem when the table refuses the value too
+                self.setting.convert(value)
+                error = SettingError(self.setting, value, exc.message)
+            except SettingError as refused:
+                error = refused
             raise OneLineError(error.describe(from_env=self._from_env(ctx))) from None
 
     def _from_env(self, ctx: click.Context) -> bool:
