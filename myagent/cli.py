@@ -220,8 +220,9 @@ def settings_cmd(markdown: bool) -> None:
         click.echo(markdown_table())
         return
     for s in SETTINGS:
-        option = "(environment only)" if s.secret else f"--{s.name}"
-        click.echo(f"{option:<30} {s.env:<40} default {s.default!s:<10} {s.help}")
+        option = "(environment only)" if s.secret else f"--{s.name} {s.metavar}"
+        allowed = f" ({s.range_text()})" if s.range_text() else ""
+        click.echo(f"{option:<40} {s.env:<40} default {s.default!s:<10} {s.help}{allowed}")
 
 
 if __name__ == "__main__":
