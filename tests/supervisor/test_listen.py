@@ -16,8 +16,9 @@ from myagent.supervisor.listen import bind_error, tls_context
 def certs(tmp_path_factory):
     root = tmp_path_factory.mktemp("certs")
     for name in ("a", "b"):
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(root / f"{name}.key"),
-                        "-out", str(root / f"{name}.crt"), "-days", "1", "-subj", f"/CN={name}"],
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", str(root / f"{name}.key"), "-out", str(root / f"{name}.crt"),
+                        "-days", "1", "-subj", f"/CN={name}"],
                        check=True, capture_output=True)
     return root
 
