@@ -11,7 +11,8 @@ import click
 from click.core import ParameterSource
 
 from myagent import __version__
-from myagent.settings import SETTINGS, config_from, markdown_table
+from myagent.cli_options import OneLineError, setting_option
+from myagent.settings import SETTINGS, SettingError, check_config, check_system, config_from, markdown_table
 
 
 def _run(coro: Any) -> Any:
@@ -26,19 +27,7 @@ def _run(coro: Any) -> Any:
 def settings_options(func: Callable) -> Callable:
     """Add one click option per row of the settings table (env: MYAGENT_WS_<NAME>)."""
     for s in reversed(SETTINGS):
-        help_text = f"{s.help} [default: {s.default}]"
-        if s.kind == "bool":
-            opt = click.option(f"--{s.name}/--no-{s.name}", s.attr, default=None, envvar=s.env,
-                               show_envvar=True, help=help_text)
-        elif s.kind == "choice":
-            opt = click.option(f"--{s.name}", s.attr, type=click.Choice(s.choices), default=None,
-                               envvar=s.env, show_envvar=True, help=help_text)
-        else:
-            # A secret's option is parsed (so that it can be refused with an explanation) but not
-            # shown: it is set through its environment variable only.
-            opt = click.option(f"--{s.name}", s.attr, default=None, envvar=s.env, show_envvar=True,
-                               multiple=s.multiple, help=help_text, hidden=s.secret)
-        func = opt(func)
+        func = setting_option(s)(func)
     return func
 
 
@@ -76,8 +65,13 @@ def server(ctx: click.Context, agent_file: str, **values: Any) -> None:
 
     try:
         config = config_from(values, agent_file=os.path.abspath(agent_file))
+        check_system(config)
+        check_config(config)
+    except SettingError as exc:
+        from_env = ctx.get_parameter_source(exc.setting.attr) is ParameterSource.ENVIRONMENT
+        raise OneLineError(exc.describe(from_env)) from None
     except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+        raise OneLineError(str(exc)) from None
     setup_logging(config.log_level, config.log_format, config.debug)
     if not os.path.isfile(agent_file):
         click.echo(f"❌ Agent file not found: {agent_file}", err=True)
@@ -165,7 +159,7 @@ def run(agent_file: str, question: str, yes: bool) -> None:
 
 @main.command()
 @click.argument("url", default="ws://127.0.0.1:8080")
-@click.option("--token", envvar="MYAGENT_WS_TOKEN", help="Bearer token, if the server requires one.")
+@click.option("--token", envvar="MYAGENT_WS_TOKEN", show_envvar=True, help="Bearer token, if the server requires one.")
 @click.option("-m", "--message", "messages", multiple=True, help="Send these messages, then exit.")
 def chat(url: str, token: str | None, messages: tuple[str, ...]) -> None:
     """Talk to a running server from the terminal."""
@@ -178,7 +172,7 @@ def chat(url: str, token: str | None, messages: tuple[str, ...]) -> None:
 @click.argument("url", default="http://127.0.0.1:8080")
 @click.option("--watch", is_flag=True, help="Refresh every second until Ctrl-C.")
 @click.option("--json", "as_json", is_flag=True, help="Print the /status JSON as the server sent it.")
-@click.option("--token", envvar="MYAGENT_WS_TOKEN", help="Bearer token, if the server requires one.")
+@click.option("--token", envvar="MYAGENT_WS_TOKEN", show_envvar=True, help="Bearer token, if the server requires one.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for each request.")
 def status(url: str, watch: bool, as_json: bool, token: str | None, timeout: float) -> None:
     """Show a running server's sandboxes, sessions and totals (exit 1: not ready, 2: unreachable)."""
@@ -239,8 +233,9 @@ def settings_cmd(markdown: bool) -> None:
         click.echo(markdown_table())
         return
     for s in SETTINGS:
-        option = "(environment only)" if s.secret else f"--{s.name}"
-        click.echo(f"{option:<30} {s.env:<40} default {s.default!s:<10} {s.help}")
+        option = "(environment only)" if s.secret else f"--{s.name} {s.metavar}"
+        allowed = f" ({s.range_text()})" if s.range_text() else ""
+        click.echo(f"{option:<40} {s.env:<40} default {s.default!s:<10} {s.help}{allowed}")
 
 
 if __name__ == "__main__":

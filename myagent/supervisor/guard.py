@@ -222,6 +222,14 @@ def redact(path: str) -> str:
     return path.split("?", 1)[0] + ("?…" if "?" in path else "")
 
 
+def unauthorized(token: str | None) -> str:
+    """The body of a 401: what was wrong and how a token is passed (the two ways
+    ``presented_token`` reads one); never echoes what was sent."""
+    problem = "invalid token" if token else "a token is required"
+    return (f"{problem}: send the header 'Authorization: Bearer <token>' or add ?token=<token> to the URL "
+            "(myagent-ws chat and status read it from MYAGENT_WS_TOKEN)")
+
+
 @dataclass(frozen=True)
 class Refusal:
     status: int
@@ -284,9 +292,10 @@ class Guard:
         """Decide on an upgrade: (principal, None) to accept or (None, Refusal)."""
         if not self.host_allowed(headers):
             return None, Refusal(403, "host not allowed")
-        principal = self.principal(self.presented_token(path, headers))
+        token = self.presented_token(path, headers)
+        principal = self.principal(token)
         if principal is None:
-            return None, Refusal(401, "missing or invalid token")
+            return None, Refusal(401, unauthorized(token))
         origin, single = single_header(headers, "Origin")
         if not single or not self.origin_allowed(origin, single_header(headers, "Host")[0]):
             return None, Refusal(403, "origin not allowed")

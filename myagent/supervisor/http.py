@@ -23,7 +23,7 @@ from websockets.http11 import Request, Response
 
 from myagent.supervisor import prom
 from myagent.supervisor import status as status_mod
-from myagent.supervisor.guard import client_address, single_header
+from myagent.supervisor.guard import client_address, single_header, unauthorized
 
 if TYPE_CHECKING:
     from myagent.supervisor.server import Server
@@ -41,6 +41,7 @@ PAGE_HEADERS = [("Content-Security-Policy", "default-src 'self'; connect-src 'se
                  "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
                 ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff")]
 PAGES = {"/": "console.html", "/dashboard": "dashboard.html"}
+BEARER_CHALLENGE = [("WWW-Authenticate", 'Bearer realm="myagent-ws"')]  # RFC 6750: how to authenticate
 PROTECTED = frozenset({"/status", "/metrics"})
 # The Host is not echoed: the body says what to do, not what was sent.
 HOST_REFUSED = {"error": "host not allowed: this server does not serve that name (see --allow-host)"}
@@ -55,8 +56,8 @@ def http_response(status: int, body: bytes | str, content_type: str = "applicati
     return Response(status, REASONS.get(status, "OK"), headers, body)
 
 
-def json_response(status: int, obj: Any) -> Response:
-    return http_response(status, orjson.dumps(obj, option=orjson.OPT_INDENT_2))
+def json_response(status: int, obj: Any, extra: list[tuple[str, str]] | None = None) -> Response:
+    return http_response(status, orjson.dumps(obj, option=orjson.OPT_INDENT_2), extra=extra)
 
 
 def load_static() -> dict[str, bytes]:
@@ -104,7 +105,8 @@ class HttpEndpoints:
             principal, refusal = self.server.guard.admit(request.path, request.headers, address)
             if refusal is not None:
                 self.server.metrics.connections_refused[str(refusal.status)] += 1
-                return json_response(refusal.status, {"error": refusal.reason})
+                return json_response(refusal.status, {"error": refusal.reason},
+                                     BEARER_CHALLENGE if refusal.status == 401 else None)
             connection.principal = principal  # read by the connection handler
             if self.server.router.draining:
                 self.server.metrics.connections_refused["draining"] += 1
@@ -119,7 +121,7 @@ class HttpEndpoints:
             # ops listener: bind it to a private address.
             token = self.server.guard.presented_token(request.path, request.headers)
             if self.server.guard.principal(token) is None:
-                return json_response(401, {"error": "missing or invalid token"})
+                return json_response(401, {"error": unauthorized(token)}, BEARER_CHALLENGE)
         return self.route(path, pages=True)
 
     def process_status_request(self, connection: ServerConnection, request: Request) -> Response | None:
@@ -157,14 +159,19 @@ class HttpEndpoints:
         return http_response(200, body, STATIC_TYPES[ext], extra, cache="no-cache")
 
     # --status-port --------------------------------------------------------------------
-    async def start_status_port(self, host: str, port: int) -> int:
+    async def bind_status_port(self, host: str, port: int) -> int:
+        """Bind the listener (OSError when the port is taken); it serves after start_status_port()."""
         async def no_websocket(ws: ServerConnection) -> None:  # never called: every request is answered
             await ws.close(1008)
 
         self._status_server = await serve(no_websocket, host, port, process_request=self.process_status_request,
-                                          server_header=None, compression=None, open_timeout=10)
+                                          server_header=None, compression=None, open_timeout=10,
+                                          start_serving=False)
         self.status_port = self._status_server.sockets[0].getsockname()[1]
         return self.status_port
+
+    async def start_status_port(self) -> None:
+        await self._status_server.start_serving()
 
     async def close(self) -> None:
         if self._status_server is not None:

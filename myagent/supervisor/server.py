@@ -1,7 +1,8 @@
 """The front process: WebSockets and HTTP on one port, the pool behind them.
 
-Lifecycle: load the agent in the zygote (a broken file stops us before we
-listen), fill the pool, listen, serve. On SIGTERM/SIGINT: /ready turns 503 and
+Lifecycle: bind the ports (a port in use stops us before any sandbox starts),
+load the agent in the zygote (a broken file stops us before we serve), fill
+the pool, serve. On SIGTERM/SIGINT: /ready turns 503 and
 upgrades are refused, running turns get ``--graceful-timeout`` to finish,
 clients are closed with 1001, sandboxes are stopped, exit 0. A second signal
 exits at once. Signal handlers only set flags; this loop does the work.
@@ -27,6 +28,7 @@ from myagent.supervisor.exceptions import AgentFileError, ConfigError
 from myagent.supervisor.guard import Guard, HostCheck, exposed_to_others, load_tokens, needs_auth_warning
 from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.inbound import serve_connection
+from myagent.supervisor.listen import bind_error, tls_context
 from myagent.supervisor.metrics import Metrics
 from myagent.supervisor.placement import Placement
 from myagent.supervisor.pool import SandboxPool
@@ -55,8 +57,11 @@ class Server:
         store_url = config.store
         if store_url in ("sqlite://", "sqlite:///"):  # the default file lives in the state directory
             store_url = "sqlite://" + os.path.join(os.path.abspath(self.state_dir), "sessions.db")
-        self.store = open_store(store_url, history_limit=config.max_history_messages,
-                                events_limit=config.replay_buffer) if store_url else MemoryStore()
+        try:
+            self.store = open_store(store_url, history_limit=config.max_history_messages,
+                                    events_limit=config.replay_buffer) if store_url else MemoryStore()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.registry = SessionRegistry(Limits(config.max_history_messages, config.max_history_bytes,
                                                config.replay_buffer, config.replay_buffer_bytes), self.store)
@@ -70,8 +75,13 @@ class Server:
         self.recovery = Recovery(config, self.registry, self.placement, self.turns, self.pool, self.metrics,
                                  self.store, self.node_id)
         self.relay = Relay(self.placement, self.turns, config.sandbox_max_event_size)
+        try:
+            secret = load_secret(state_secret(config), self.state_dir)
+        except OSError as exc:
+            raise ConfigError(f"--state-dir {self.state_dir}: cannot keep the state secret there: "
+                              f"{exc.strerror or exc}") from None
         self.router = Router(config, self.pool, self.registry, self.metrics, self.placement, self.turns,
-                             self.recovery, self.store, load_secret(state_secret(config), self.state_dir), self.node_id)
+                             self.recovery, self.store, secret, self.node_id)
         self.turns.on_idle = self.recovery.idle
         self.turns.on_unplaced = self.recovery.restore
         self.pool.on_ready = lambda sandbox: self.recovery.migrate_idle()
@@ -165,21 +175,23 @@ class Server:
                 await self.reload("changed: " + ", ".join(sorted(changed)[:5]))
 
     async def start(self) -> None:
-        """Load the agent, fill the pool and listen. Raises AgentFileError for a broken agent file."""
+        """Bind, load the agent, fill the pool, serve. ConfigError (a port in use, a TLS file that
+        does not load) comes before any sandbox starts; AgentFileError for a broken agent file."""
         c = self.config
         raise_open_files_limit(c.max_connections)
         # Same-user agent code must not read our environment (auth tokens) or memory via /proc.
         not_dumpable()
+        ssl_context = tls_context(c.tls_cert, c.tls_key)
+        await self._bind(ssl_context)
+        try:
+            await self.store.start()
+        except StoreError as exc:
+            raise ConfigError(f"session store {c.store}: {exc}") from None
         self.announce(f"🔍 Loading agent file: {c.agent_file}")
         agent = await self.pool.start()
         if self.pool.zygotes.current is not None and self.pool.zygotes.current.llm:
             self.announce(f"🧠 LLM: {self.pool.zygotes.current.llm}")
         self.registry.agent = agent.get("name", "")
-        try:
-            await self.store.start()
-        except StoreError as exc:
-            await self.pool.stop()
-            raise ConfigError(f"session store {c.store}: {exc}") from None
         if self.store.durable:
             self.announce(f"💾 Sessions stored in {self.store.name}: {self.store.describe()}")
         tools = ", ".join(t["name"] for t in agent.get("tools", [])) or "no tools"
@@ -188,12 +200,6 @@ class Server:
         self.announce(self._capacity_line())
         for line in start_lines(self.pool.declared, self.pool.env):
             self.announce(line)
-        ssl_context = None
-        if c.tls_cert:
-            import ssl
-
-            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-            ssl_context.load_cert_chain(c.tls_cert, c.tls_key or None)
         if needs_auth_warning(c.host, self.guard.auth_enabled):
             self.announce(f"⚠️  WARNING: listening on {c.host} without authentication: anyone who can reach "
                           "this port can use the agent. Set MYAGENT_WS_AUTH_TOKENS or --auth-tokens-file.")
@@ -202,27 +208,45 @@ class Server:
             if mode:
                 self.announce(f"⚠️  WARNING: {option} {path} is open to other users (mode {mode}): chmod 600 it.")
         self.announce(f"🛡️  {self.guard.hosts.describe()}")
-        self._ws_server = await serve(
-            self.handle, c.host, c.port,
-            process_request=self.http.process_request,
-            compression="deflate" if c.compression == "deflate" else None,
-            max_size=c.max_message_size,
-            open_timeout=c.open_timeout or None,
-            ping_interval=c.ping_interval or None,
-            ping_timeout=c.ping_timeout or None,
-            close_timeout=c.close_timeout or None,
-            server_header=None,
-            ssl=ssl_context,
-        )
-        self.port = self._ws_server.sockets[0].getsockname()[1]
+        try:  # listen(): a server that bound the same port meanwhile (SO_REUSEADDR) takes it first
+            await self._ws_server.start_serving()
+        except OSError as exc:
+            raise bind_error(exc, c.host, self.port) from None
         scheme = "wss" if ssl_context else "ws"
         tune_gc()
         self.announce(f"🚀 myagent-ws listening on {scheme}://{c.host}:{self.port}  "
                       f"(health: {'https' if ssl_context else 'http'}://{c.host}:{self.port}/health)")
         if c.status_port:
-            status_port = await self.http.start_status_port(c.host, c.status_port)
-            self.announce(f"📊 status port: http://{c.host}:{status_port}/status (also /health /ready /metrics "
-                          "/dashboard)")
+            await self.http.start_status_port()
+            self.announce(f"📊 status port: http://{c.host}:{self.http.status_port}/status (also /health /ready "
+                          "/metrics /dashboard)")
+
+    async def _bind(self, ssl_context: Any) -> None:
+        """Bind the main port and the --status-port without serving yet: a port in use or a foreign
+        address stops the start here, before the agent is loaded."""
+        c = self.config
+        try:
+            self._ws_server = await serve(
+                self.handle, c.host, c.port,
+                process_request=self.http.process_request,
+                compression="deflate" if c.compression == "deflate" else None,
+                max_size=c.max_message_size,
+                open_timeout=c.open_timeout or None,
+                ping_interval=c.ping_interval or None,
+                ping_timeout=c.ping_timeout or None,
+                close_timeout=c.close_timeout or None,
+                server_header=None,
+                ssl=ssl_context,
+                start_serving=False,
+            )
+        except OSError as exc:
+            raise bind_error(exc, c.host, c.port) from None
+        self.port = self._ws_server.sockets[0].getsockname()[1]
+        if c.status_port:
+            try:
+                await self.http.bind_status_port(c.host, c.status_port)
+            except OSError as exc:
+                raise bind_error(exc, c.host, c.status_port, "--status-port") from None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()

@@ -160,3 +160,13 @@ def test_remembered_host_decisions_are_bounded():
     assert not any(check.allowed(f"n{i}.evil.example") for i in range(3000))
     assert len(check._decided) <= 1024
     assert check.allowed("localhost:1") and not check.allowed("n2999.evil.example")
+
+
+def test_a_401_says_how_to_pass_a_token_and_never_echoes_it():
+    guard = Guard(["s3cret"], [], 0)
+    missing = guard.admit("/", {}, "a")[1].reason
+    wrong = guard.admit("/?token=nope-123", {}, "a")[1].reason
+    assert missing.startswith("a token is required") and wrong.startswith("invalid token")
+    for reason in (missing, wrong):  # the two ways presented_token() reads a token
+        assert "Authorization: Bearer <token>" in reason and "?token=<token>" in reason
+        assert "MYAGENT_WS_TOKEN" in reason and "nope-123" not in reason

@@ -418,3 +418,12 @@ def test_allow_host_serves_more_names():
         assert get(server, "/health", host=host).status_code == 200, host
     assert get(server, "/health", host="other.example.com").status_code == 421
     assert get(make_server(allow_host=("*",)), "/health", host=FOREIGN).status_code == 200
+
+
+@pytest.mark.parametrize("path, upgrade", [("/status", False), ("/metrics", False), ("/", True)])
+def test_a_401_carries_the_token_hint_and_a_bearer_challenge(path, upgrade):
+    server = make_server(auth_token=("s3cret",))
+    response = get(server, path, upgrade=upgrade)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "Authorization: Bearer <token>" in orjson.loads(response.body)["error"]
