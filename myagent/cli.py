@@ -150,12 +150,21 @@ def run(agent_file: str, question: str, yes: bool) -> None:
     sys.exit(_run(go()))
 
 
-@main.command()
+@main.command(epilog="Exit codes: 0 done; 1 a turn ended in an error or was interrupted (with -m), or the "
+                    "session was lost; 2 cannot connect; 130 Ctrl-C.")
 @click.argument("url", default="ws://127.0.0.1:8080")
-@click.option("--token", envvar="MYAGENT_WS_TOKEN", help="Bearer token, if the server requires one.")
-@click.option("-m", "--message", "messages", multiple=True, help="Send these messages, then exit.")
+@click.option("--token", envvar="MYAGENT_WS_TOKEN", show_envvar=True,
+              help="Bearer token, if the server requires one (prefer the variable: `ps` shows options).")
+@click.option("-m", "--message", "messages", multiple=True,
+              help="Send these messages one after the other, close the session, exit.")
 def chat(url: str, token: str | None, messages: tuple[str, ...]) -> None:
-    """Talk to a running server from the terminal."""
+    """Talk to a running server from the terminal.
+
+    URL: ws://, wss://, http://, https:// or HOST:PORT. When the connection
+    drops, the chat reconnects (0.3 s doubling to 5 s, for up to 60 s) and
+    resumes the session, replaying what it missed. Ctrl-C cancels the running
+    turn (twice: quits) and quits at the prompt.
+    """
     from myagent.client.chat import chat as run_chat
 
     sys.exit(_run(run_chat(url, token, list(messages))))
