@@ -63,7 +63,7 @@ class EventPrinter:
         if self.prompt_text is not None:
             self.console.print()
         self._newline()
-        self.console.print(Text.assemble(*parts))
+        self.console.print(Text.assemble(*(plain(p) if isinstance(p, str) else (plain(p[0]), p[1]) for p in parts)))
         if self.prompt_text is not None:
             self.console.print(self.prompt_text, end="")
 
