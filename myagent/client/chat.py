@@ -45,6 +45,7 @@ class Chat:
         self.link = self._new_link()
         self.in_turn = False
         self.cancel_requested = False
+        self.sent = False  # whether the current turn's message left (before its session was lost)
         self.quitting = False
         self._main: asyncio.Task | None = None
 
@@ -136,6 +137,8 @@ class Chat:
             except SessionLost:
                 if not await self._start_over():
                     return EXIT_TURN_FAILED
+                if not self.sent:  # lost before it left: it goes to the new session
+                    await self.turn(text, interactive)
 
     async def _start_over(self) -> bool:
         """After a lost session, an interactive chat goes on in a new one (as the console does)."""
@@ -166,25 +169,29 @@ class Chat:
             return {"event": ev.USER_MESSAGE, "session_id": sid, "content": text,
                     "metadata": {"message_id": message_id}}
 
-        self.in_turn, self.cancel_requested = True, False
+        self.in_turn, self.cancel_requested, self.sent = True, False, False
         try:
-            await self.link.send(message)
-            return await self._follow(message, message_id, interactive)
+            sent_at = await self.link.send(message)
+            self.sent = True
+            return await self._follow(message, message_id, sent_at, interactive)
         finally:
             self.in_turn = False
             self.printer.end()
 
-    async def _follow(self, message: Callable[[str], dict], message_id: str, interactive: bool) -> str:
+    async def _follow(self, message: Callable[[str], dict], message_id: str, sent_at: int,
+                      interactive: bool) -> str:
         turn_id = None
         while True:
             event = await self.link.next_event()
             name, meta = event.get("event"), event.get("metadata") or {}
             if name == ev.AGENT_SESSION_RESUMED:
-                if not meta.get("turn_running") and not meta.get("queued"):
+                # A resume after the message was sent, and nothing runs or waits: the message never got
+                # there (or was refused while the server drained). A resume before it says nothing.
+                if event.get("seq", 0) > sent_at and not meta.get("turn_running") and not meta.get("queued"):
                     if turn_id is not None:
                         self.printer.error("the end of this turn could not be replayed")
                         return FAILED
-                    await self.link.send(message)  # it never reached the server, or was refused while draining
+                    sent_at = await self.link.send(message)
                 continue
             if name == ev.SYSTEM_ERROR and "seq" not in event:  # a refused request, not a turn's end
                 if meta.get("request_event") in _IGNORED_REFUSALS:

@@ -160,14 +160,15 @@ class ResumingSession:
         self._backlog.clear()
         return out + (self.session.received() if self.session is not None else [])
 
-    async def send(self, frame_for: Callable[[str], dict]) -> None:
-        """Send ``frame_for(session_id)``, after resuming if the connection is down."""
+    async def send(self, frame_for: Callable[[str], dict]) -> int:
+        """Send ``frame_for(session_id)``, after resuming if the connection is down. Returns the
+        highest seq received when it was sent: events up to it (a resume included) came before."""
         while True:
             await self.resumed()
             assert self.client is not None and self.session is not None
             try:
                 await self.client.send_frame(frame_for(self.session.id))
-                return
+                return self.session.last_seq
             except ConnectionLost:
                 continue
 
