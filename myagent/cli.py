@@ -120,6 +120,7 @@ def run(agent_file: str, question: str, yes: bool) -> None:
     """Run AGENT_FILE once on QUESTION, streaming its events to the terminal."""
     from myagent.agents.exceptions import AgentLoadError
     from myagent.agents.loader import load_agent_file
+    from myagent.client.prompt import LineReader
     from myagent.client.render import EventPrinter
 
     try:
@@ -135,8 +136,13 @@ def run(agent_file: str, question: str, yes: bool) -> None:
         if not sys.stdin.isatty():
             click.echo(f"   (denied {request.tool_name}: no terminal to ask; pass --yes to approve)", err=True)
             return False
-        return await asyncio.to_thread(click.confirm, f"Run {request.tool_name}({request.tool_args})?",
-                                       default=False)
+        # Read on the loop, not in a thread: Ctrl-C then quits at once instead of after Enter.
+        printer.prompt(f"Run {request.tool_name}({request.tool_args})? [y/N] ")
+        try:
+            answer = await LineReader().readline()
+        finally:
+            printer.prompt_done()
+        return (answer or "").strip().lower() in ("y", "yes")
 
     async def go() -> int:
         code = 0

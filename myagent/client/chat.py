@@ -194,13 +194,16 @@ class Chat:
                     sent_at = await self.link.send(message)
                 continue
             if name == ev.SYSTEM_ERROR and "seq" not in event:  # a refused request, not a turn's end
-                if meta.get("request_event") in _IGNORED_REFUSALS:
+                request = meta.get("request_event")
+                if request in _IGNORED_REFUSALS:
                     continue
-                if meta.get("error_code") == "SHUTTING_DOWN":
+                if request == ev.USER_MESSAGE and meta.get("error_code") == "SHUTTING_DOWN":
                     self.printer.note("the server is restarting: the message is sent again once resumed", "yellow")
                     continue
                 self.printer.show(name, event.get("content"), meta)
-                return FAILED
+                if request == ev.USER_MESSAGE:  # the message will not run
+                    return FAILED
+                continue  # say a refused confirmation: the turn goes on
             if name == ev.SYSTEM_NOTICE and meta.get("duplicate") and meta.get("message_id") == message_id:
                 self.printer.error("the message had reached the server already; its answer could not be replayed")
                 return FAILED
@@ -221,7 +224,7 @@ class Chat:
         if interactive:
             answer = await self.ask("Approve? [y/N] ")
         else:
-            self.printer.note("denied: chat -m does not ask (approve in an interactive chat)", "yellow")
+            self.printer.note("denied: nobody to ask (-m, or no terminal); approve in an interactive chat", "yellow")
             answer = "n"
         confirmed = (answer or "").strip().lower() in ("y", "yes")
         step_id = event.get("step_id")

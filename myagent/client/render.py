@@ -76,7 +76,7 @@ class EventPrinter:
     def prompt(self, text: str) -> None:
         self._newline()
         self.prompt_text = text
-        self.console.print(Text(text, style="bold"), end="")
+        self.console.print(Text(plain(text), style="bold"), end="")
 
     def prompt_done(self) -> None:
         self.prompt_text = None

@@ -110,6 +110,20 @@ def test_run_prints_markup_literally_too():
     assert "[high] buy milk; the tool said [/x] [red]Paris: sunny, 25°C" in result.stdout
 
 
+def test_run_quits_at_once_on_ctrl_c_at_its_confirmation():
+    child = pexpect.spawn(sys.executable, ["-m", "myagent.cli", "run", str(TEST_AGENT), "danger"], cwd=str(ROOT),
+                          env={**os.environ, "TERM": "dumb", "MYAGENT_LLM": CHAT_LLM}, encoding="utf-8", timeout=30)
+    try:
+        child.expect(r"Run dangerous\(\{\}\)\? \[y/N\] ")
+        started = time.monotonic()
+        child.sendintr()  # before: nothing until Enter (the question ran in a thread)
+        child.expect(pexpect.EOF, timeout=5)
+        took = time.monotonic() - started
+    finally:
+        child.close(force=True)
+    assert took < 2.0 and child.exitstatus != 0, (took, child.exitstatus)
+
+
 # -m: exit codes and closing ------------------------------------------------------------
 
 
