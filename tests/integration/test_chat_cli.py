@@ -248,6 +248,23 @@ def test_two_ctrl_c_in_a_turn_quit(server):
     assert status == 130 and took < 1.5, (status, took, chat.transcript)
 
 
+def test_the_interactive_chat_asks_before_a_tool_that_needs_approval(server):
+    chat = Chat(server.url)
+    try:
+        chat.expect("you: ")
+        chat.child.sendline("danger")
+        chat.expect(r"Approve\? \[y/N\] ")
+        chat.child.sendline("y")
+        chat.expect("Outcome: dangerous thing done")
+        chat.expect("you: ")
+        chat.child.sendeof()  # Ctrl-D: done
+        chat.child.expect(pexpect.EOF, timeout=10)
+        chat.child.close()
+    finally:
+        chat.close()
+    assert chat.child.exitstatus == 0, chat.transcript
+
+
 # Reconnecting --------------------------------------------------------------------------
 
 
