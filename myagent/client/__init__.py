@@ -172,7 +172,12 @@ class AgentClient:
     async def _read(self) -> None:
         try:
             async for message in self.ws:
-                event = orjson.loads(message)
+                try:
+                    event = orjson.loads(message)
+                except orjson.JSONDecodeError:
+                    continue  # not a myagent-ws server, or a bug there: nothing to route
+                if not isinstance(event, dict):
+                    continue
                 name = event.get("event")
                 sid = event.get("session_id")
                 if name in (ev.AGENT_SESSION_CREATED, ev.AGENT_SESSION_RESUMED) and sid not in self.sessions \

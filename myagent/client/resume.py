@@ -132,8 +132,10 @@ class ResumingSession:
         except (ConnectionLost, TimeoutError):
             await client.close()
             return "the connection dropped while resuming"
-        self.client, self.session = client, session
+        # Unread events of the old connection first (their seqs are below the replayed ones).
+        self._backlog.extend(old.received())
         self._backlog.extend(replayed)
+        self.client, self.session = client, session
         resumed = (replayed[-1].get("metadata") or {}) if replayed else {}
         missed = resumed.get("replayed") or 0
         self.notify(f"resumed session {session.id}" + (f" ({missed} missed events replayed)" if missed else ""),
