@@ -63,6 +63,12 @@ class Chat:
     def expect(self, pattern: str, timeout: float = 30) -> None:
         self.child.expect(pattern, timeout=timeout)
 
+    def say(self, text: str, until: str) -> None:
+        """At the prompt, type ``text``; wait for ``until`` (a regex)."""
+        self.expect("you: ")
+        self.child.sendline(text)
+        self.expect(until)
+
     def exit_after_ctrl_c(self, within: float) -> tuple[int, float]:
         """Press Ctrl-C; the exit status and how long the chat took to end."""
         started = time.monotonic()
@@ -214,19 +220,17 @@ def test_ctrl_c_at_the_prompt_exits_at_once_and_closes_the_session(server):
     assert "Traceback" not in chat.transcript
 
 
-def test_ctrl_c_cancels_the_running_turn_then_quits_at_the_prompt(server):
+@pytest.mark.parametrize("second", ["in the turn", "at the prompt"])
+def test_ctrl_c_cancels_the_running_turn_and_a_second_one_quits(server, second):
     chat = Chat(server.url)
     try:
-        chat.expect("you: ")
-        chat.child.sendline("slow please")
-        chat.expect("→ slow")
+        chat.say("slow please", "→ slow")
         chat.child.sendintr()
         chat.expect("cancelling the turn")
-        chat.expect(r"interrupted \(CANCELLED\)")
-        chat.expect("you: ")
-        chat.child.sendline("hello")  # the session goes on
-        chat.expect(r"You said: hello\.")
-        chat.expect("you: ")
+        if second == "at the prompt":
+            chat.expect(r"interrupted \(CANCELLED\)")
+            chat.say("hello", r"You said: hello\.")  # the session goes on
+            chat.expect("you: ")
         status, took = chat.exit_after_ctrl_c(within=5)
     finally:
         chat.close()
@@ -234,26 +238,10 @@ def test_ctrl_c_cancels_the_running_turn_then_quits_at_the_prompt(server):
     assert "Traceback" not in chat.transcript
 
 
-def test_two_ctrl_c_in_a_turn_quit(server):
-    chat = Chat(server.url)
-    try:
-        chat.expect("you: ")
-        chat.child.sendline("slow please")
-        chat.expect("→ slow")
-        chat.child.sendintr()
-        chat.expect("cancelling the turn")
-        status, took = chat.exit_after_ctrl_c(within=5)
-    finally:
-        chat.close()
-    assert status == 130 and took < 1.5, (status, took, chat.transcript)
-
-
 def test_the_interactive_chat_asks_before_a_tool_that_needs_approval(server):
     chat = Chat(server.url)
     try:
-        chat.expect("you: ")
-        chat.child.sendline("danger")
-        chat.expect(r"Approve\? \[y/N\] ")
+        chat.say("danger", r"Approve\? \[y/N\] ")
         chat.child.sendline("y")
         chat.expect("Outcome: dangerous thing done")
         chat.expect("you: ")
@@ -268,43 +256,64 @@ def test_the_interactive_chat_asks_before_a_tool_that_needs_approval(server):
 # Reconnecting --------------------------------------------------------------------------
 
 
-def restartable(tmp_path, store: str = "sqlite") -> tuple[str, ...]:
-    db = tmp_path / "sessions.db"
-    return ("--port", str(free_port()), "--state-dir", str(tmp_path),
-            "--store", f"sqlite://{db}" if store == "sqlite" else "memory:")
+@pytest.fixture
+def restartable(tmp_path):
+    """``start_on(store)``: a server on the same port and state directory each time (stopped after the test)."""
+    port, started = free_port(), []
+
+    def start_on(store: str = "sqlite") -> ServerProcess:
+        url = f"sqlite://{tmp_path / 'sessions.db'}" if store == "sqlite" else "memory:"
+        started.append(start("--port", str(port), "--state-dir", str(tmp_path), "--store", url))
+        return started[-1]
+
+    yield start_on
+    for srv in started:
+        srv.stop()
 
 
-def test_chat_resumes_after_a_server_restart(tmp_path):
-    args = restartable(tmp_path)
-    first, second = start(*args), None
+def chat_through_a_restart(start_on, store: str) -> Chat:
+    """An interactive chat with one answered turn, whose server has just been stopped (SIGTERM)."""
+    first = start_on(store)
     chat = Chat(first.url)
+    chat.say("hello", r"You said: hello\.")
+    first.signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    # Before: a ConnectionClosedOK traceback, the resume token never used.
+    chat.expect("reconnecting…")
+    return chat
+
+
+def test_chat_resumes_after_a_server_restart(restartable):
+    chat = chat_through_a_restart(restartable, "sqlite")
     try:
-        chat.expect("you: ")
-        chat.child.sendline("hello")
-        chat.expect(r"You said: hello\.")
-        chat.expect("you: ")
-        first.signal(signal.SIGTERM)
-        assert first.wait(30) == 0
-        # Before: a ConnectionClosedOK traceback, the resume token never used.
-        chat.expect("reconnecting…")
         chat.child.sendline("typed while it was down")  # sent once the session is back
-        second = start(*args)
+        restartable("sqlite")
         chat.expect("resumed session")
         chat.expect(r"You said: typed while it was down\. Before that: hello\.")  # the same conversation
         chat.expect("you: ")
         status, _ = chat.exit_after_ctrl_c(within=5)
     finally:
         chat.close()
-        first.stop()
-        if second is not None:
-            second.stop()
-    assert status == 130, chat.transcript
-    assert "Traceback" not in chat.transcript
+    assert status == 130 and "Traceback" not in chat.transcript, chat.transcript
 
 
-def test_a_turn_cut_by_kill_9_of_the_front_ends_on_resume(tmp_path):
-    args = restartable(tmp_path)
-    first, second = start(*args), None
+def test_an_expired_session_is_said_clearly_and_a_new_one_starts(restartable):
+    chat = chat_through_a_restart(restartable, "memory")
+    try:
+        restartable("memory")  # the session is gone
+        chat.expect(r"could not be resumed \(SESSION_NOT_FOUND\): it expired or the server no longer has it")
+        chat.child.sendline("again")  # goes to a new session
+        chat.expect("this is a new session")
+        chat.expect(r"You said: again\. Before that: \.")
+        chat.expect("you: ")
+        status, _ = chat.exit_after_ctrl_c(within=5)
+    finally:
+        chat.close()
+    assert status == 130 and "Traceback" not in chat.transcript, chat.transcript
+
+
+def test_a_turn_cut_by_kill_9_of_the_front_ends_on_resume(restartable):
+    first = restartable("sqlite")
     pids = first.track_children()
     chat = Chat(first.url, "-m", "slow please")
     try:
@@ -314,49 +323,18 @@ def test_a_turn_cut_by_kill_9_of_the_front_ends_on_resume(tmp_path):
             time.sleep(0.05)  # what the store acknowledged survives a kill -9; the last writes may not
         first.proc.kill()
         first.wait(10)
-        deadline = time.monotonic() + 10
-        while alive(pids) and time.monotonic() < deadline:  # the sandboxes die with the front
+        while alive(pids) and time.monotonic() < deadline + 10:  # the sandboxes die with the front
             time.sleep(0.05)
         chat.expect("reconnecting…")
-        second = start(*args)
+        restartable("sqlite")
         chat.expect("resumed session")
         chat.expect(r"interrupted \(SERVER_RESTARTED\)")
         chat.child.expect(pexpect.EOF, timeout=10)
         chat.child.close()
     finally:
         chat.close()
-        first.stop()
-        if second is not None:
-            second.stop()
     assert chat.child.exitstatus == 1, chat.transcript
     assert "Traceback" not in chat.transcript
-
-
-def test_an_expired_session_is_said_clearly_and_a_new_one_starts(tmp_path):
-    args = restartable(tmp_path, store="memory")
-    first, second = start(*args), None
-    chat = Chat(first.url)
-    try:
-        chat.expect("you: ")
-        chat.child.sendline("hello")
-        chat.expect(r"You said: hello\.")
-        chat.expect("you: ")
-        first.signal(signal.SIGTERM)
-        assert first.wait(30) == 0
-        chat.expect("reconnecting…")
-        second = start(*args)  # a memory store: the session is gone
-        chat.expect(r"could not be resumed \(SESSION_NOT_FOUND\): it expired or the server no longer has it")
-        chat.child.sendline("again")  # goes to a new session
-        chat.expect("this is a new session")
-        chat.expect(r"You said: again\. Before that: \.")
-        chat.expect("you: ")
-        status, _ = chat.exit_after_ctrl_c(within=5)
-    finally:
-        chat.close()
-        first.stop()
-        if second is not None:
-            second.stop()
-    assert status == 130 and "Traceback" not in chat.transcript, chat.transcript
 
 
 class Proxy:
