@@ -10,10 +10,13 @@ closed, so that it does not wait detached for the server's TTL.
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
 import sys
 from typing import Callable
+
+from rich.text import Text
 
 from myagent.client import ClientError, ConnectionLost
 from myagent.client.backoff import Backoff
@@ -152,9 +155,12 @@ class Chat:
     async def ask(self, prompt: str) -> str | None:
         self.printer.prompt(prompt)
         try:
-            return await self.reader.readline()
+            text = await self.reader.readline()
         finally:
             self.printer.prompt_done()
+        if text is not None and not os.isatty(self.reader.fd):  # a terminal echoes what is typed; a pipe not
+            self.printer.console.print(Text(plain(text)))
+        return text
 
     # One turn ----------------------------------------------------------------------------
 
