@@ -32,3 +32,15 @@ def test_bad_urls_are_refused_with_a_reason(typed, says):
     for convert in (ws_url, http_url):
         with pytest.raises(ValueError, match=says):
             convert(typed)
+
+
+def test_status_refuses_a_bad_url_in_one_line_with_exit_2():
+    import io
+
+    from rich.console import Console
+
+    from myagent.client.status import EXIT_UNREACHABLE, run
+
+    out = io.StringIO()
+    assert run("ftp://h:1", console=Console(file=out, width=200)) == EXIT_UNREACHABLE
+    assert out.getvalue().strip() == "'ftp://h:1': unsupported scheme 'ftp'; use ws://, wss://, http://, https:// or HOST:PORT"
