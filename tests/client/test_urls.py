@@ -43,4 +43,5 @@ def test_status_refuses_a_bad_url_in_one_line_with_exit_2():
 
     out = io.StringIO()
     assert run("ftp://h:1", console=Console(file=out, width=200)) == EXIT_UNREACHABLE
-    assert out.getvalue().strip() == "'ftp://h:1': unsupported scheme 'ftp'; use ws://, wss://, http://, https:// or HOST:PORT"
+    assert out.getvalue().strip() == ("'ftp://h:1': unsupported scheme 'ftp'; use ws://, wss://, http://, "
+                                      "https:// or HOST:PORT")
