@@ -127,6 +127,7 @@ def run(agent_file: str, question: str, yes: bool) -> None:
     """Run AGENT_FILE once on QUESTION, streaming its events to the terminal."""
     from myagent.agents.exceptions import AgentLoadError
     from myagent.agents.loader import load_agent_file
+    from myagent.client.prompt import LineReader
     from myagent.client.render import EventPrinter
 
     try:
@@ -142,8 +143,13 @@ def run(agent_file: str, question: str, yes: bool) -> None:
         if not sys.stdin.isatty():
             click.echo(f"   (denied {request.tool_name}: no terminal to ask; pass --yes to approve)", err=True)
             return False
-        return await asyncio.to_thread(click.confirm, f"Run {request.tool_name}({request.tool_args})?",
-                                       default=False)
+        # Read on the loop, not in a thread: Ctrl-C then quits at once instead of after Enter.
+        printer.prompt(f"Run {request.tool_name}({request.tool_args})? [y/N] ")
+        try:
+            answer = await LineReader().readline()
+        finally:
+            printer.prompt_done()
+        return (answer or "").strip().lower() in ("y", "yes")
 
     async def go() -> int:
         code = 0
@@ -157,12 +163,21 @@ def run(agent_file: str, question: str, yes: bool) -> None:
     sys.exit(_run(go()))
 
 
-@main.command()
+@main.command(epilog="Exit codes: 0 done; 1 a turn ended in an error or was interrupted (with -m), or the "
+                    "session was lost; 2 cannot connect; 130 Ctrl-C.")
 @click.argument("url", default="ws://127.0.0.1:8080")
-@click.option("--token", envvar="MYAGENT_WS_TOKEN", show_envvar=True, help="Bearer token, if the server requires one.")
-@click.option("-m", "--message", "messages", multiple=True, help="Send these messages, then exit.")
+@click.option("--token", envvar="MYAGENT_WS_TOKEN", show_envvar=True,
+              help="Bearer token, if the server requires one (prefer the variable: `ps` shows options).")
+@click.option("-m", "--message", "messages", multiple=True,
+              help="Send these messages one after the other, close the session, exit.")
 def chat(url: str, token: str | None, messages: tuple[str, ...]) -> None:
-    """Talk to a running server from the terminal."""
+    """Talk to a running server from the terminal.
+
+    URL: ws://, wss://, http://, https:// or HOST:PORT. When the connection
+    drops, the chat reconnects (0.3 s doubling to 5 s, for up to 60 s) and
+    resumes the session, replaying what it missed. Ctrl-C cancels the running
+    turn (twice: quits) and quits at the prompt.
+    """
     from myagent.client.chat import chat as run_chat
 
     sys.exit(_run(run_chat(url, token, list(messages))))

@@ -54,7 +54,8 @@ COVERED_SUBCOMMANDS = {
                "tests/integration/test_docs_claims.py",     # MYAGENT_LLM=scripted:RELATIVE
                "tests/chaos/test_reload.py"],               # --reload, SIGHUP
     # `chat URL [-m MESSAGE]`.
-    "chat": ["tests/integration/test_doc_clients.py"],      # test_chat_cli_one_shot, test_fake_llm_...
+    "chat": ["tests/integration/test_doc_clients.py",       # test_chat_cli_one_shot, test_fake_llm_...
+             "tests/integration/test_chat_cli.py"],         # URL forms, Ctrl-C, exit codes, resuming
     # `status [URL] [--watch] [--json]`.
     "status": ["tests/integration/test_ops_status_cli.py"],
     # `fake-llm --port N [--script FILE]` + OPENAI_BASE_URL.

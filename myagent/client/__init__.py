@@ -7,7 +7,10 @@
 
 One reader task routes every incoming event to its session's queue; events
 with no session go to ``client.system``. ``send`` yields one turn's events and
-stops after its terminal event.
+stops after its terminal event. When the connection closes, every wait on it
+(``next_event``, ``send_frame``, a pending create or reconnect) raises
+:class:`ConnectionLost` instead of hanging; resuming is the caller's choice
+(``myagent.client.resume`` does it for the terminal chat).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from myagent.protocol import events as ev
 
 TERMINAL = ev.TERMINAL_EVENTS
 _ids = itertools.count(1)
+_CLOSED: dict = {"event": "<connection closed>"}  # queued to wake every waiter once the reader ends
 
 
 class ClientError(Exception):
@@ -34,6 +38,10 @@ class ClientError(Exception):
         self.code = meta.get("error_code")
         self.event = event
         super().__init__(f"{self.code}: {event.get('content')}")
+
+
+class ConnectionLost(Exception):
+    """The connection closed (server restart, network drop, idle timeout): resume to go on."""
 
 
 class ClientSession:
@@ -54,12 +62,31 @@ class ClientSession:
     def _deliver(self, event: dict) -> None:
         seq = event.get("seq")
         if isinstance(seq, int):
-            self.last_seq = max(self.last_seq, seq)
+            if seq <= self.last_seq:  # replayed on top of what we had (docs/protocol.md: drop it)
+                return
+            self.last_seq = seq
         self.history.append(event)
         self.queue.put_nowait(event)
 
     async def next_event(self, timeout: float | None = 30.0) -> dict:
-        return await asyncio.wait_for(self.queue.get(), timeout)
+        """The next event (TimeoutError after ``timeout``; ConnectionLost once the connection closed
+        and every event received before was taken)."""
+        event = await asyncio.wait_for(self.queue.get(), timeout)
+        if event is _CLOSED:
+            self.queue.put_nowait(_CLOSED)  # for the next caller too
+            raise ConnectionLost(self.client.close_reason)
+        return event
+
+    def received(self) -> list[dict]:
+        """The events received and not taken yet, without waiting."""
+        out = []
+        while not self.queue.empty():
+            event = self.queue.get_nowait()
+            if event is _CLOSED:
+                self.queue.put_nowait(_CLOSED)
+                break
+            out.append(event)
+        return out
 
     async def send(self, text: str, *, message_id: str | None = None, multitask: str | None = None,
                    timeout: float | None = 60.0) -> AsyncIterator[dict]:
@@ -145,7 +172,12 @@ class AgentClient:
     async def _read(self) -> None:
         try:
             async for message in self.ws:
-                event = orjson.loads(message)
+                try:
+                    event = orjson.loads(message)
+                except orjson.JSONDecodeError:
+                    continue  # not a myagent-ws server, or a bug there: nothing to route
+                if not isinstance(event, dict):
+                    continue
                 name = event.get("event")
                 sid = event.get("session_id")
                 if name in (ev.AGENT_SESSION_CREATED, ev.AGENT_SESSION_RESUMED) and sid not in self.sessions \
@@ -168,12 +200,30 @@ class AgentClient:
             pass
         finally:
             self.closed.set()
+            for queue in (self._pending, *(s.queue for s in self.sessions.values())):
+                queue.put_nowait(_CLOSED)
+
+    @property
+    def close_reason(self) -> str:
+        """How the connection ended, for people ("" while it is open)."""
+        if not self.closed.is_set():
+            return ""
+        rcvd = self.ws.protocol.close_rcvd
+        if rcvd is None:
+            return "the connection dropped"
+        return f"closed by the server ({rcvd.code}{' ' + rcvd.reason if rcvd.reason else ''})"
 
     async def send_frame(self, frame: dict) -> None:
-        await self.ws.send(orjson.dumps(frame), text=True)
+        try:
+            await self.ws.send(orjson.dumps(frame), text=True)
+        except ConnectionClosed:
+            raise ConnectionLost(self.close_reason or "the connection dropped") from None
 
     async def _await_pending(self, timeout: float) -> dict:
         event = await asyncio.wait_for(self._pending.get(), timeout)
+        if event is _CLOSED:
+            self._pending.put_nowait(_CLOSED)
+            raise ConnectionLost(self.close_reason)
         if event.get("event") == ev.SYSTEM_ERROR:
             raise ClientError(event)
         return event
@@ -196,12 +246,16 @@ class AgentClient:
         session = ClientSession(self, session_id, resume_token)
         session.last_seq = last_seq
         self.sessions[session_id] = session
-        await self.send_frame({"event": ev.USER_RECONNECT, "session_id": session_id,
-                               "content": {"resume_token": resume_token, "last_seq": last_seq}})
+        try:
+            await self.send_frame({"event": ev.USER_RECONNECT, "session_id": session_id,
+                                   "content": {"resume_token": resume_token, "last_seq": last_seq}})
+        except ConnectionLost:
+            del self.sessions[session_id]
+            raise
         replayed = []
         while True:
             try:
-                event = await asyncio.wait_for(session.queue.get(), timeout)
+                event = await session.next_event(timeout)
             except TimeoutError:
                 pending = self._pending.get_nowait() if not self._pending.empty() else None
                 if pending is not None and pending.get("event") == ev.SYSTEM_ERROR:

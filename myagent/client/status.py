@@ -13,7 +13,6 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from rich import box
 from rich.console import Console, Group
@@ -21,16 +20,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from myagent.client.urls import http_url as base_url  # shared with `chat`
+
 EXIT_READY, EXIT_NOT_READY, EXIT_UNREACHABLE = 0, 1, 2
-
-
-def base_url(url: str) -> str:
-    """http(s) base of a server URL; ws:// and wss:// are accepted, a missing scheme means http."""
-    if "://" not in url:
-        url = "http://" + url
-    parts = urlsplit(url)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
 @dataclass
@@ -199,7 +191,11 @@ def render(snap: Snapshot, base: str) -> Any:
 def run(url: str, watch: bool = False, as_json: bool = False, token: str | None = None,
         interval: float = 1.0, timeout: float = 5.0, console: Console | None = None) -> int:
     console = console or Console()
-    base = base_url(url)
+    try:
+        base = base_url(url)
+    except ValueError as exc:
+        console.print(Text(str(exc), style="bold red"))
+        return EXIT_UNREACHABLE
     if as_json:
         return _run_json(base, watch, token, interval, timeout)
     if not watch:
