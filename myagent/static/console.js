@@ -1,11 +1,13 @@
 // myagent-ws browser console: talk to the agent served by this server.
 //
-// One WebSocket to this page's own origin (the token in the page URL, ?token=..., is passed on:
-// browsers cannot set headers on a WebSocket). One session at a time. The conversation is a
-// list of items (user message, assistant answer, tool step, confirmation, notice) kept in
-// sessionStorage together with the session id, its resume token and the last seq seen, so a
-// dropped connection or a page reload resumes the session with user.reconnect and replays only
-// what was missed. Events are deduplicated by seq. Vanilla JS, no dependencies, no build step.
+// One WebSocket to this page's own origin (the token, from token.js, goes in its ?token=:
+// browsers cannot set headers on a WebSocket; the Dashboard link hands it on in its fragment).
+// One session at a time. The conversation is a list of items (user message, the model's
+// reasoning, assistant answer, tool step, confirmation, notice) kept in sessionStorage together
+// with the session id, its resume token and the last seq seen, so a dropped connection or a
+// page reload resumes the session with user.reconnect and replays only what was missed. Events
+// are deduplicated by seq. Answers are Markdown, rendered by markdown.js (vendored markdown-it);
+// everything else is set as text. No build step.
 
 (() => {
   "use strict";
@@ -61,10 +63,11 @@
     if (!saveTimer) saveTimer = setTimeout(save, 250);
   }
 
-  function addItem(item) {
+  function addItem(item, before) {
     item.id = state.nextId++;
-    state.items.push(item);
-    renderItem(item);
+    const at = before ? state.items.indexOf(before) : -1;
+    if (at >= 0) state.items.splice(at, 0, item); else state.items.push(item);
+    renderItem(item, at >= 0 ? views.get(before.id) : null);
     saveSoon();
     return item;
   }
@@ -79,7 +82,7 @@
   // Connection ----------------------------------------------------------------------------
 
   function wsUrl() {
-    const token = new URLSearchParams(location.search).get("token");
+    const token = window.myagentToken.value;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const path = location.pathname.replace(/[^/]*$/, "");  // the directory this page is served from
     return scheme + "//" + location.host + path + (token ? "?token=" + encodeURIComponent(token) : "");
@@ -196,7 +199,14 @@
         if (!state.running) endTurn(null);
         break;
       case "agent.thinking":
-        setThinking(String(ev.content || "thinking…"));
+        if (meta.reasoning) {
+          // The model's own reasoning: kept, collapsed, above the answer of its turn (it
+          // arrives after the step's text was streamed).
+          const answer = findItem((i) => i.kind === "assistant" && !i.done && i.turn === meta.turn_id);
+          addItem({ kind: "reasoning", turn: meta.turn_id, step: meta.step, text: String(ev.content || "") }, answer);
+        } else {
+          setThinking(String(ev.content || "thinking…"));
+        }
         break;
       case "agent.tool_call":
         setThinking(null);
@@ -391,7 +401,7 @@
     updateSessionInfo();
   }
 
-  function renderItem(item) {
+  function renderItem(item, before) {
     const log = $("log");
     const empty = log.querySelector(".empty");
     if (empty) empty.remove();
@@ -401,6 +411,8 @@
       // Keep a step's open/closed state across updates.
       if (old.tagName === "DETAILS" && node.tagName === "DETAILS") node.open = old.open;
       old.replaceWith(node);
+    } else if (before && before.parentNode === log) {
+      log.insertBefore(node, before);
     } else if (thinking && thinking.parentNode === log) {
       log.insertBefore(node, thinking);
     } else {
@@ -421,8 +433,15 @@
       }
       case "assistant": {
         const row = el("div", "msg assistant" + (item.done ? "" : " streaming"));
-        row.append(el("div", "bubble", item.text));
+        const bubble = el("div", "bubble md");
+        bubble.append(window.myagentMarkdown.render(item.text));
+        row.append(bubble);
         return row;
+      }
+      case "reasoning": {
+        const details = el("details", "reasoning");
+        details.append(el("summary", null, "Reasoning"), el("div", "reasoning-body", item.text));
+        return details;
       }
       case "step": {
         const details = el("details", "step " + item.status);
@@ -528,6 +547,7 @@
     $("input").addEventListener("input", autosize);
     $("cancel").addEventListener("click", cancelTurn);
     $("new-session").addEventListener("click", newSession);
+    $("dashboard-link").href = window.myagentToken.link("dashboard");
     window.addEventListener("pagehide", save);
     renderHeader();
     renderAll();
