@@ -272,6 +272,9 @@ def test_the_turn_rate_is_a_sliding_two_minute_window(browser, server):
             page.clock.run_for(1000)  # exactly one poll: the next is armed 1 s after this one's render
         expect(page.locator("#c-connections-sub")).to_contain_text(f"{feed['polls']} opened")
 
+    expect(page.locator("#c-connections-sub")).to_contain_text("1 opened")
+    expect(rate).to_have_text("–")  # one sample: no rate yet
+    expect(sub).to_have_text("turns started per second: measuring…")
     run(30, 2)
     expect(rate).to_have_text("2.0 /s")
     expect(sub).to_have_text("turns started per second, last 30 s (since this page opened) · 2.0 /s in the last 5 s")
