@@ -186,9 +186,16 @@
     samples.push({ t: now, started: started });
     while (now - samples[0].t > RATE_WINDOW_S + 0.5) samples.shift();
     while (rates.length > HISTORY) rates.shift();
-    const since = (seconds) => samples.find((s) => now - s.t <= seconds + 0.5) || samples[samples.length - 1];
-    const over = (first) => (now > first.t ? (started - first.started) / (now - first.t) : 0);
+    chart(rates);
     const first = samples[0];
+    if (samples.length < 2) {  // one sample: no rate yet
+      set("c-rate", "–");
+      set("c-rate-sub", "turns started per second: measuring…");
+      return;
+    }
+    // The oldest earlier sample inside a window (the previous one if polls were throttled).
+    const since = (seconds) => samples.slice(0, -1).find((x) => now - x.t <= seconds + 0.5) || samples[samples.length - 2];
+    const over = (from) => (now > from.t ? (started - from.started) / (now - from.t) : 0);
     const rate = over(first), recent = over(since(NOW_WINDOW_S));
     const fmt = (r) => r.toFixed(r >= 10 ? 0 : r > 0 && r < 0.1 ? 2 : 1) + " /s";
     set("c-rate", fmt(rate));
@@ -197,7 +204,6 @@
       ? "turns started per second, last " + RATE_WINDOW_S / 60 + " min"
       : "turns started per second, last " + Math.round(span) + " s (since this page opened)") +
       " · " + fmt(recent) + " in the last " + NOW_WINDOW_S + " s");
-    chart(rates);
   }
 
   function needsToken(status) {
