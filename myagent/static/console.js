@@ -17,6 +17,8 @@
   const ACK_EVERY_MS = 1000;        // user.ack cadence: lets the server trim its replay buffer
   const RECONNECT_MIN_MS = 300;
   const RECONNECT_MAX_MS = 5000;
+  const STREAM_RENDER_MS = 80;      // a streaming answer is re-rendered at most this often...
+  const STREAM_RENDER_SHARE = 4;    // ...and at most 1/4 of the time: each is a full Markdown pass
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -40,6 +42,9 @@
   let saveTimer = null;
   let thinking = null;          // transient "thinking…" line of the running turn
   const views = new Map();      // item id -> DOM node
+  const dirty = new Set();      // streaming items waiting for their next render
+  let flushTimer = null;
+  let renderCost = 0;           // ms the last of those renders took
 
   function load() {
     try {
@@ -75,6 +80,21 @@
   function changed(item) {
     renderItem(item);
     saveSoon();
+  }
+
+  // A delta of a streaming answer: rendered together with the next ones (they come in bursts),
+  // at most every STREAM_RENDER_MS, and less often when a render is slow (a long answer).
+  function changedLater(item) {
+    dirty.add(item);
+    saveSoon();
+    if (!flushTimer) flushTimer = setTimeout(flush, Math.max(STREAM_RENDER_MS, renderCost * STREAM_RENDER_SHARE));
+  }
+
+  function flush() {
+    flushTimer = null;
+    const started = performance.now();
+    for (const item of [...dirty]) renderItem(item);  // takes it off the set
+    renderCost = performance.now() - started;
   }
 
   const findItem = (pred) => { for (let i = state.items.length - 1; i >= 0; i--) if (pred(state.items[i])) return state.items[i]; return null; };
@@ -238,7 +258,7 @@
           answer = addItem({ kind: "assistant", turn: meta.turn_id, text: "", done: false });
         }
         answer.text += String(ev.content || "");
-        changed(answer);
+        changedLater(answer);
         break;
       }
       case "agent.final_answer": {
@@ -382,6 +402,7 @@
   function renderAll() {
     const log = $("log");
     views.clear();
+    dirty.clear();
     log.replaceChildren();
     thinking = null;
     if (!state.items.length) {
@@ -402,6 +423,7 @@
   }
 
   function renderItem(item, before) {
+    dirty.delete(item);
     const log = $("log");
     const empty = log.querySelector(".empty");
     if (empty) empty.remove();

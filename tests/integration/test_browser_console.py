@@ -67,22 +67,36 @@ def new_page(browser, url: str | None = None, width: int = 1100, height: int = 8
 
 # Markdown -----------------------------------------------------------------------------------
 
+# Anything that could run or load something: a live element, an event handler, a script URL.
+LIVE = """(root) => [root, ...root.querySelectorAll('*')].filter((el) =>
+    ['SCRIPT', 'IMG', 'IFRAME', 'SVG', 'OBJECT', 'EMBED', 'STYLE', 'LINK'].includes(el.tagName.toUpperCase())
+    || [...el.attributes].some((a) => /^on/i.test(a.name) || a.name === 'style')
+    || /^\\s*(javascript|data|vbscript):/i.test(el.getAttribute('href') || el.getAttribute('src') || '')
+  ).map((el) => el.outerHTML.slice(0, 120))"""
+
 WATCH_LOG = """() => {
-  // Everything ever added to the transcript while the answer streams, not only the end state.
+  // Everything added to the transcript while the answer streams, not only the end state.
+  const live = """ + LIVE + """;
   window.__added = [];
   window.__mutations = 0;
-  const note = (node) => {
-    if (node.nodeType !== 1) return;
-    for (const el of [node, ...node.querySelectorAll('*')]) {
-      const on = [...el.attributes].filter((a) => /^on/i.test(a.name)).map((a) => a.name);
-      const href = el.getAttribute('href') || el.getAttribute('src') || '';
-      if (['SCRIPT', 'IMG', 'IFRAME', 'SVG', 'OBJECT', 'EMBED'].includes(el.tagName.toUpperCase()) || on.length
-          || /^\\s*(javascript|data|vbscript):/i.test(href)) window.__added.push(el.outerHTML.slice(0, 120));
-    }
-  };
   new MutationObserver((records) => {
-    for (const r of records) { window.__mutations++; r.addedNodes.forEach(note); }
+    for (const r of records) {
+      window.__mutations++;
+      r.addedNodes.forEach((n) => { if (n.nodeType === 1) window.__added.push(...live(n)); });
+    }
   }).observe(document.getElementById('log'), { childList: true, subtree: true });
+}"""
+
+EVERY_PREFIX = """(text) => {
+  // What the console shows while the answer streams: every prefix of it, rendered.
+  const live = """ + LIVE + """;
+  const found = [];
+  for (let i = 1; i <= text.length; i++) {
+    const box = document.createElement('div');
+    box.append(window.myagentMarkdown.render(text.slice(0, i)));
+    found.push(...live(box));
+  }
+  return found;
 }"""
 
 
@@ -99,12 +113,15 @@ def test_a_hostile_answer_renders_inert(console):
     for shown in ("<img src=x onerror=", "<script>window.__pwned='script'</script>", "<b>html</b>",
                   "[click me](javascript:", "<iframe", "<svg onload="):
         assert shown in text, (shown, text)
-    # ... and nothing of them is live: no element that runs or loads anything, in the end or
-    # at any moment of the stream (the answer came in 7-character deltas, each one rendered).
+    # ... and nothing of them is live: no element that runs or loads anything, in the end, in
+    # what was rendered while it streamed, or in any prefix of it.
     page.wait_for_timeout(300)  # an <img src=x> would have failed to load by now
     assert page.evaluate("window.__pwned") is None
     assert page.evaluate("window.__added") == []
-    assert page.evaluate("window.__mutations") > 20
+    assert page.evaluate("window.__mutations") >= 2  # the observer saw the answer come
+    final = next(e for e in console.received if e["event"] == "agent.final_answer")["content"]
+    assert page.evaluate(EVERY_PREFIX, final) == []
+    assert page.evaluate("window.__pwned") is None
     log = page.locator("#log")
     for selector in ("script", "img", "iframe", "svg", "[onerror]", "[onload]", "[onmouseover]", "[style]",
                      "a[href^='javascript' i]", "a[href^='data' i]", "a[href^='vbscript' i]"):
@@ -259,20 +276,21 @@ def test_the_turn_rate_is_a_sliding_two_minute_window(browser, server):
         route.fulfill(status=200, content_type="application/json", body=json.dumps(document))
 
     context, page, errors = new_page(browser, bypass_csp=True)
-    page.clock.install(time=1_000_000)
-    page.clock.pause_at(1_001_000)
+    page.clock.install(time=1_800_000_000)  # seconds since the epoch
+    page.clock.pause_at(1_800_000_001)      # time moves only with run_for() below
     page.route("**/status", answer)
     page.goto(server.http + "/dashboard#token=" + TOKEN)
     rate, sub = page.locator("#c-rate"), page.locator("#c-rate-sub")
+    rendered = page.locator("#c-connections-sub")  # "N opened · ...": poll N was rendered
 
     def run(seconds: int, per_second: int) -> None:
         for _ in range(seconds):
-            expect(page.locator("#c-connections-sub")).to_contain_text(f"{feed['polls']} opened")
+            expect(rendered).to_have_text(re.compile(f"^{feed['polls']} opened "))
             feed["started"] += per_second
             page.clock.run_for(1000)  # exactly one poll: the next is armed 1 s after this one's render
-        expect(page.locator("#c-connections-sub")).to_contain_text(f"{feed['polls']} opened")
+        expect(rendered).to_have_text(re.compile(f"^{feed['polls']} opened "))
 
-    expect(page.locator("#c-connections-sub")).to_contain_text("1 opened")
+    expect(rendered).to_have_text(re.compile("^1 opened "))
     expect(rate).to_have_text("–")  # one sample: no rate yet
     expect(sub).to_have_text("turns started per second: measuring…")
     run(30, 2)
