@@ -1,7 +1,7 @@
 // myagent-ws dashboard: a live view of GET /status, refreshed every second.
 //
 // The turn rate is derived from totals.turns_started: the big number over a sliding window of
-// RATE_WINDOW_S (shorter, and labelled so, until the page has been open that long), the chart
+// RATE_WINDOW_S (shorter, and labelled so, until the page has seen that much), the chart
 // between consecutive polls. The memory and CPU meters are drawn against the server's caps
 // (status.limits.max_memory, status.limits.max_cpu; 0 = no cap). With auth on, the token (from
 // token.js) goes in an Authorization header; a 401 says how to give one. No build step.
@@ -202,7 +202,7 @@
     const span = now - first.t;
     set("c-rate-sub", (span >= RATE_WINDOW_S - 1.5
       ? "turns started per second, last " + RATE_WINDOW_S / 60 + " min"
-      : "turns started per second, last " + Math.round(span) + " s (since this page opened)") +
+      : "turns started per second, last " + Math.round(span) + " s (all this page has seen)") +
       " · " + fmt(recent) + " in the last " + NOW_WINDOW_S + " s");
   }
 

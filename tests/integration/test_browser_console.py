@@ -295,7 +295,7 @@ def test_the_turn_rate_is_a_sliding_two_minute_window(browser, server):
     expect(sub).to_have_text("turns started per second: measuring…")
     run(30, 2)
     expect(rate).to_have_text("2.0 /s")
-    expect(sub).to_have_text("turns started per second, last 30 s (since this page opened) · 2.0 /s in the last 5 s")
+    expect(sub).to_have_text("turns started per second, last 30 s (all this page has seen) · 2.0 /s in the last 5 s")
     run(30, 2)   # 60 s at 2 turns/s ...
     run(60, 0)   # ... then 60 s idle: 120 turns in the last 2 min
     expect(rate).to_have_text("1.0 /s")  # was "0.0 /s": a 5 s average
