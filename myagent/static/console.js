@@ -39,6 +39,7 @@
   let ackedSeq = 0;
   let reconnectDelay = RECONNECT_MIN_MS;
   let reconnectTimer = null;
+  let authRefused = null;       // null: not asked; true: /status said 401 (see checkAuth)
   let saveTimer = null;
   let thinking = null;          // transient "thinking…" line of the running turn
   const views = new Map();      // item id -> DOM node
@@ -127,11 +128,24 @@
       connected = false;
       sessionReady = false;
       updateControls();
-      const why = ev.code === 1008 ? " (refused: " + (ev.reason || "policy") + ")" : "";
+      const why = ev.code === 1008 ? " (refused: " + (ev.reason || "policy") + ")"
+        : authRefused ? " (HTTP 401: " + (window.myagentToken.value ? "token refused" : "token needed") + ")" : "";
       setConn("bad", "disconnected" + why + " — retrying in " + (reconnectDelay / 1000).toFixed(1) + "s");
+      if (!state.sessionId && authRefused === null) checkAuth();
       reconnectTimer = setTimeout(connect, reconnectDelay);
       reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_MS);
     };
+  }
+
+  // A browser does not see why a WebSocket was refused: ask /status, which answers 401 too
+  // when this server wants a (valid) token, and say how to give one. Once per page.
+  function checkAuth() {
+    authRefused = false;
+    fetch("status", { cache: "no-store", headers: window.myagentToken.headers() }).then((resp) => {
+      if (resp.status !== 401 || connected) return;
+      authRefused = true;
+      addItem({ kind: "notice", level: "error", text: window.myagentToken.hint(resp.status, "").textContent });
+    }).catch(() => { /* unreachable: the retry line says so */ });
   }
 
   function send(frame) {

@@ -207,14 +207,8 @@
   }
 
   function needsToken(status) {
-    const base = location.origin + location.pathname.replace(/[^/]*$/, "");
-    const code = (text) => el("code", null, text);
     const banner = $("banner");
-    banner.replaceChildren(...(window.myagentToken.value
-      ? ["The token was refused (HTTP " + status + "): open ", code(base + "dashboard#token=TOKEN"),
-         " with a valid one."]
-      : ["This server needs a token (HTTP " + status + "): open the console with ", code(base + "#token=TOKEN"),
-         " and follow its Dashboard link, or open ", code(base + "dashboard#token=TOKEN"), "."]));
+    banner.replaceChildren(window.myagentToken.hint(status, "dashboard"));
     banner.hidden = false;
   }
 

@@ -26,8 +26,26 @@
 
   const token = take();
 
+  // What to do about a 401, as nodes, for the page named ("" is the console, or "dashboard").
+  function hint(status, page) {
+    const base = location.origin + location.pathname.replace(/[^/]*$/, "");
+    const code = (text) => {
+      const node = document.createElement("code");
+      node.textContent = text;
+      return node;
+    };
+    const parts = token
+      ? ["The token was refused (HTTP " + status + "): open ", code(base + page + "#token=TOKEN"), " with a valid one."]
+      : ["This server needs a token (HTTP " + status + "): open the console with ", code(base + "#token=TOKEN"),
+         " and follow its Dashboard link, or open ", code(base + "dashboard#token=TOKEN"), "."];
+    const fragment = document.createDocumentFragment();
+    fragment.append(...parts);
+    return fragment;
+  }
+
   window.myagentToken = {
     value: token,
+    hint,
     // A link to another page of this server that hands the token on in its fragment.
     link: (path) => path + (token ? "#token=" + encodeURIComponent(token) : ""),
     // Headers for fetch(): a header, not the query string, so the token stays out of logs.

@@ -261,6 +261,21 @@ def test_the_dashboard_says_how_to_give_a_token(browser, server):
     context.close()
 
 
+def test_the_console_says_how_to_give_a_token(browser, server):
+    cases = ((server.http + "/", "token needed",
+              f"This server needs a token (HTTP 401): open the console with {server.http}/#token=TOKEN and follow"),
+             (server.http + "/#token=wrong", "token refused",
+              f"The token was refused (HTTP 401): open {server.http}/#token=TOKEN with a valid one."))
+    for url, short, says in cases:
+        tab = Console(browser, url)
+        expect(tab.page.locator(".notice.error")).to_contain_text(says)
+        expect(tab.page.locator("#conn-text")).to_contain_text(f"disconnected (HTTP 401: {short})")
+        tab.page.wait_for_timeout(1000)  # a few more refused attempts: still one notice
+        expect(tab.page.locator(".notice.error")).to_have_count(1)
+        expect(tab.page.locator("#send")).to_be_disabled()
+        tab.close()
+
+
 # Turn rate ----------------------------------------------------------------------------------
 
 def test_the_turn_rate_is_a_sliding_two_minute_window(browser, server):
