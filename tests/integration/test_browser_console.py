@@ -110,7 +110,7 @@ def test_a_hostile_answer_renders_inert(console):
     expect(bubble).to_have_count(1)
     # The payloads are on the page as text ...
     text = bubble.inner_text()
-    for shown in ("<img src=x onerror=", "<script>window.__pwned='script'</script>", "<b>html</b>",
+    for shown in ("<img src=x onerror=", "<script>window.__pwned='script'</script>", "<b>html</b>", "[relative](/status)",
                   "[click me](javascript:", "<iframe", "<svg onload="):
         assert shown in text, (shown, text)
     # ... and nothing of them is live: no element that runs or loads anything, in the end, in
@@ -126,7 +126,8 @@ def test_a_hostile_answer_renders_inert(console):
     for selector in ("script", "img", "iframe", "svg", "[onerror]", "[onload]", "[onmouseover]", "[style]",
                      "a[href^='javascript' i]", "a[href^='data' i]", "a[href^='vbscript' i]"):
         expect(log.locator(selector)).to_have_count(0)
-    # The one link that remains is the harmless image's http URL, shown as a link.
+    # Only http:, https: and mailto: make links (not a relative or an ftp: one): the one left is
+    # the harmless image's http URL, shown as a link.
     links = bubble.locator("a")
     hrefs = [links.nth(i).get_attribute("href") for i in range(links.count())]
     assert hrefs == ["http://127.0.0.1:9/pixel.png"], hrefs
