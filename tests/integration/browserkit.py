@@ -3,7 +3,8 @@
 Driven with Playwright for Python against the system's Chromium (Debian's
 ``chromium`` package; Playwright's own browser download is never used).
 Screenshots go to artifacts/. Test modules set ``pytestmark = BROWSER_MARKS``,
-which skips them, with the reason, when Playwright or Chromium is missing:
+which skips them, with the reason, when Playwright or Chromium is missing,
+and define a module-scoped ``browser`` fixture with ``yield from chromium()``:
 
     apt-get install -y chromium
     pip install playwright
@@ -22,7 +23,7 @@ import pytest
 try:
     from playwright.sync_api import Browser, Page, expect, sync_playwright
 except ImportError:  # pragma: no cover - depends on the machine
-    sync_playwright = expect = None
+    sync_playwright = expect = Browser = Page = None
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "artifacts"
@@ -38,8 +39,8 @@ BROWSER_MARKS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator["Browser"]:
+def chromium() -> Iterator["Browser"]:
+    """The body of a module's ``browser`` fixture: ``yield from chromium()``."""
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser

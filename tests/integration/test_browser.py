@@ -10,9 +10,14 @@ from typing import Iterator
 
 import pytest
 
-from .browserkit import ARTIFACTS, BROWSER_MARKS, TIMEOUT_MS, Console, browser, expect  # noqa: F401 (fixture)
+from .browserkit import ARTIFACTS, BROWSER_MARKS, TIMEOUT_MS, Browser, Console, chromium, expect
 
 pytestmark = BROWSER_MARKS
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    yield from chromium()
 
 
 @pytest.fixture

@@ -19,9 +19,14 @@ import pytest
 
 from tests.serverproc import AGENTS, SCRIPTS, ServerProcess
 
-from .browserkit import ARTIFACTS, BROWSER_MARKS, TIMEOUT_MS, Console, browser, expect  # noqa: F401 (fixture)
+from .browserkit import ARTIFACTS, BROWSER_MARKS, TIMEOUT_MS, Browser, Console, chromium, expect
 
 pytestmark = BROWSER_MARKS
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    yield from chromium()
 
 TOKEN = "console-test-token"
 VENDORED = "static/vendor/markdown-it.min.js"
