@@ -28,6 +28,7 @@ pytestmark = BROWSER_MARKS
 def browser() -> Iterator[Browser]:
     yield from chromium()
 
+
 TOKEN = "console-test-token"
 VENDORED = "static/vendor/markdown-it.min.js"
 
