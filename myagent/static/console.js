@@ -1,11 +1,13 @@
 // myagent-ws browser console: talk to the agent served by this server.
 //
-// One WebSocket to this page's own origin (the token in the page URL, ?token=..., is passed on:
-// browsers cannot set headers on a WebSocket). One session at a time. The conversation is a
-// list of items (user message, assistant answer, tool step, confirmation, notice) kept in
-// sessionStorage together with the session id, its resume token and the last seq seen, so a
-// dropped connection or a page reload resumes the session with user.reconnect and replays only
-// what was missed. Events are deduplicated by seq. Vanilla JS, no dependencies, no build step.
+// One WebSocket to this page's own origin (the token, from token.js, goes in its ?token=:
+// browsers cannot set headers on a WebSocket; the Dashboard link hands it on in its fragment).
+// One session at a time. The conversation is a list of items (user message, the model's
+// reasoning, assistant answer, tool step, confirmation, notice) kept in sessionStorage together
+// with the session id, its resume token and the last seq seen, so a dropped connection or a
+// page reload resumes the session with user.reconnect and replays only what was missed. Events
+// are deduplicated by seq. Answers are Markdown, rendered by markdown.js (vendored markdown-it);
+// everything else is set as text. No build step.
 
 (() => {
   "use strict";
@@ -15,6 +17,8 @@
   const ACK_EVERY_MS = 1000;        // user.ack cadence: lets the server trim its replay buffer
   const RECONNECT_MIN_MS = 300;
   const RECONNECT_MAX_MS = 5000;
+  const STREAM_RENDER_MS = 80;      // a streaming answer is re-rendered at most this often...
+  const STREAM_RENDER_SHARE = 4;    // ...and at most 1/4 of the time: each is a full Markdown pass
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -35,9 +39,13 @@
   let ackedSeq = 0;
   let reconnectDelay = RECONNECT_MIN_MS;
   let reconnectTimer = null;
+  let authRefused = null;       // null: not asked; true: /status said 401 (see checkAuth)
   let saveTimer = null;
   let thinking = null;          // transient "thinking…" line of the running turn
   const views = new Map();      // item id -> DOM node
+  const dirty = new Set();      // streaming items waiting for their next render
+  let flushTimer = null;
+  let renderCost = 0;           // ms the last of those renders took
 
   function load() {
     try {
@@ -61,10 +69,11 @@
     if (!saveTimer) saveTimer = setTimeout(save, 250);
   }
 
-  function addItem(item) {
+  function addItem(item, before) {
     item.id = state.nextId++;
-    state.items.push(item);
-    renderItem(item);
+    const at = before ? state.items.indexOf(before) : -1;
+    if (at >= 0) state.items.splice(at, 0, item); else state.items.push(item);
+    renderItem(item, at >= 0 ? views.get(before.id) : null);
     saveSoon();
     return item;
   }
@@ -74,12 +83,27 @@
     saveSoon();
   }
 
+  // A delta of a streaming answer: rendered together with the next ones (they come in bursts),
+  // at most every STREAM_RENDER_MS, and less often when a render is slow (a long answer).
+  function changedLater(item) {
+    dirty.add(item);
+    saveSoon();
+    if (!flushTimer) flushTimer = setTimeout(flush, Math.max(STREAM_RENDER_MS, renderCost * STREAM_RENDER_SHARE));
+  }
+
+  function flush() {
+    flushTimer = null;
+    const started = performance.now();
+    for (const item of [...dirty]) renderItem(item);  // takes it off the set
+    renderCost = performance.now() - started;
+  }
+
   const findItem = (pred) => { for (let i = state.items.length - 1; i >= 0; i--) if (pred(state.items[i])) return state.items[i]; return null; };
 
   // Connection ----------------------------------------------------------------------------
 
   function wsUrl() {
-    const token = new URLSearchParams(location.search).get("token");
+    const token = window.myagentToken.value;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const path = location.pathname.replace(/[^/]*$/, "");  // the directory this page is served from
     return scheme + "//" + location.host + path + (token ? "?token=" + encodeURIComponent(token) : "");
@@ -104,11 +128,24 @@
       connected = false;
       sessionReady = false;
       updateControls();
-      const why = ev.code === 1008 ? " (refused: " + (ev.reason || "policy") + ")" : "";
+      const why = ev.code === 1008 ? " (refused: " + (ev.reason || "policy") + ")"
+        : authRefused ? " (HTTP 401: " + (window.myagentToken.value ? "token refused" : "token needed") + ")" : "";
       setConn("bad", "disconnected" + why + " — retrying in " + (reconnectDelay / 1000).toFixed(1) + "s");
+      if (!state.sessionId && authRefused === null) checkAuth();
       reconnectTimer = setTimeout(connect, reconnectDelay);
       reconnectDelay = Math.min(reconnectDelay * 2, RECONNECT_MAX_MS);
     };
+  }
+
+  // A browser does not see why a WebSocket was refused: ask /status, which answers 401 too
+  // when this server wants a (valid) token, and say how to give one. Once per page.
+  function checkAuth() {
+    authRefused = false;
+    fetch("status", { cache: "no-store", headers: window.myagentToken.headers() }).then((resp) => {
+      if (resp.status !== 401 || connected) return;
+      authRefused = true;
+      addItem({ kind: "notice", level: "error", text: window.myagentToken.hint(resp.status, "").textContent });
+    }).catch(() => { /* unreachable: the retry line says so */ });
   }
 
   function send(frame) {
@@ -196,7 +233,14 @@
         if (!state.running) endTurn(null);
         break;
       case "agent.thinking":
-        setThinking(String(ev.content || "thinking…"));
+        if (meta.reasoning) {
+          // The model's own reasoning: kept, collapsed, above the answer of its turn (it
+          // arrives after the step's text was streamed).
+          const answer = findItem((i) => i.kind === "assistant" && !i.done && i.turn === meta.turn_id);
+          addItem({ kind: "reasoning", turn: meta.turn_id, step: meta.step, text: String(ev.content || "") }, answer);
+        } else {
+          setThinking(String(ev.content || "thinking…"));
+        }
         break;
       case "agent.tool_call":
         setThinking(null);
@@ -228,7 +272,7 @@
           answer = addItem({ kind: "assistant", turn: meta.turn_id, text: "", done: false });
         }
         answer.text += String(ev.content || "");
-        changed(answer);
+        changedLater(answer);
         break;
       }
       case "agent.final_answer": {
@@ -372,6 +416,7 @@
   function renderAll() {
     const log = $("log");
     views.clear();
+    dirty.clear();
     log.replaceChildren();
     thinking = null;
     if (!state.items.length) {
@@ -391,7 +436,8 @@
     updateSessionInfo();
   }
 
-  function renderItem(item) {
+  function renderItem(item, before) {
+    dirty.delete(item);
     const log = $("log");
     const empty = log.querySelector(".empty");
     if (empty) empty.remove();
@@ -401,6 +447,8 @@
       // Keep a step's open/closed state across updates.
       if (old.tagName === "DETAILS" && node.tagName === "DETAILS") node.open = old.open;
       old.replaceWith(node);
+    } else if (before && before.parentNode === log) {
+      log.insertBefore(node, before);
     } else if (thinking && thinking.parentNode === log) {
       log.insertBefore(node, thinking);
     } else {
@@ -421,8 +469,15 @@
       }
       case "assistant": {
         const row = el("div", "msg assistant" + (item.done ? "" : " streaming"));
-        row.append(el("div", "bubble", item.text));
+        const bubble = el("div", "bubble md");
+        bubble.append(window.myagentMarkdown.render(item.text));
+        row.append(bubble);
         return row;
+      }
+      case "reasoning": {
+        const details = el("details", "reasoning");
+        details.append(el("summary", null, "Reasoning"), el("div", "reasoning-body", item.text));
+        return details;
       }
       case "step": {
         const details = el("details", "step " + item.status);
@@ -528,6 +583,7 @@
     $("input").addEventListener("input", autosize);
     $("cancel").addEventListener("click", cancelTurn);
     $("new-session").addEventListener("click", newSession);
+    $("dashboard-link").href = window.myagentToken.link("dashboard");
     window.addEventListener("pagehide", save);
     renderHeader();
     renderAll();

@@ -1,15 +1,18 @@
 // myagent-ws dashboard: a live view of GET /status, refreshed every second.
 //
-// Rates (turns per second) are derived from the deltas of the totals between two polls; the
-// memory and CPU meters are drawn against the server's caps (status.limits.max_memory,
-// status.limits.max_cpu; 0 = no cap). Vanilla JS, no dependencies, no build step.
+// The turn rate is derived from totals.turns_started: the big number over a sliding window of
+// RATE_WINDOW_S (shorter, and labelled so, until the page has seen that much), the chart
+// between consecutive polls. The memory and CPU meters are drawn against the server's caps
+// (status.limits.max_memory, status.limits.max_cpu; 0 = no cap). With auth on, the token (from
+// token.js) goes in an Authorization header; a 401 says how to give one. No build step.
 
 (() => {
   "use strict";
 
   const POLL_MS = 1000;
-  const HISTORY = 120;          // points of the turn-rate chart (seconds)
-  const RATE_WINDOW_S = 5;      // the big number: turns/s averaged over this window
+  const HISTORY = 120;          // points of the turn-rate chart (one per poll)
+  const RATE_WINDOW_S = 120;    // the big number: turns/s over this sliding window
+  const NOW_WINDOW_S = 5;       // the sub-line's "now" figure
 
   const $ = (id) => document.getElementById(id);
   const el = (tag, cls, text) => {
@@ -19,7 +22,7 @@
     return node;
   };
 
-  const samples = [];           // {t: seconds, started: totals.turns_started}
+  const samples = [];           // {t: seconds, started: totals.turns_started}, the last RATE_WINDOW_S
   const rates = [];             // turns/s between consecutive polls
   let failures = 0;
 
@@ -123,18 +126,7 @@
     set("c-running", num(sessions.turns_running));
     set("c-running-sub", num(totals.turns_started) + " started · " + num(sum(totals.turns_ended)) + " ended");
 
-    // Turn rate from the totals' deltas.
-    const now = performance.now() / 1000;
-    const started = totals.turns_started || 0;
-    const prev = samples[samples.length - 1];
-    if (prev && now > prev.t) rates.push(Math.max(0, (started - prev.started) / (now - prev.t)));
-    samples.push({ t: now, started: started });
-    while (samples.length > HISTORY + 1) samples.shift();
-    while (rates.length > HISTORY) rates.shift();
-    const windowStart = samples.find((s) => now - s.t <= RATE_WINDOW_S + 0.5) || samples[0];
-    const rate = now > windowStart.t ? (started - windowStart.started) / (now - windowStart.t) : 0;
-    set("c-rate", rate.toFixed(rate >= 10 ? 0 : 1) + " /s");
-    chart(rates);
+    turnRate(totals.turns_started || 0);
 
     set("c-latency", ms(latency.turn_p50_ms));
     set("c-latency-sub", "p50 · p99 " + ms(latency.turn_p99_ms) + " · " + num(latency.samples) + " samples");
@@ -185,9 +177,45 @@
     counts("t-refused", totals.connections_refused, "none refused");
   }
 
+  // Turns started per second over the last RATE_WINDOW_S, from the first and last samples in it.
+  function turnRate(started) {
+    const now = performance.now() / 1000;
+    const prev = samples[samples.length - 1];
+    if (prev && started < prev.started) { samples.length = 0; rates.length = 0; }  // the server restarted
+    else if (prev && now > prev.t) rates.push((started - prev.started) / (now - prev.t));
+    samples.push({ t: now, started: started });
+    while (now - samples[0].t > RATE_WINDOW_S + 0.5) samples.shift();
+    while (rates.length > HISTORY) rates.shift();
+    chart(rates);
+    const first = samples[0];
+    if (samples.length < 2) {  // one sample: no rate yet
+      set("c-rate", "–");
+      set("c-rate-sub", "turns started per second: measuring…");
+      return;
+    }
+    // The oldest earlier sample inside a window (the previous one if polls were throttled).
+    const since = (seconds) => samples.slice(0, -1).find((x) => now - x.t <= seconds + 0.5) || samples[samples.length - 2];
+    const over = (from) => (now > from.t ? (started - from.started) / (now - from.t) : 0);
+    const rate = over(first), recent = over(since(NOW_WINDOW_S));
+    const fmt = (r) => r.toFixed(r >= 10 ? 0 : r > 0 && r < 0.1 ? 2 : 1) + " /s";
+    set("c-rate", fmt(rate));
+    const span = now - first.t;
+    set("c-rate-sub", (span >= RATE_WINDOW_S - 1.5
+      ? "turns started per second, last " + RATE_WINDOW_S / 60 + " min"
+      : "turns started per second, last " + Math.round(span) + " s (all this page has seen)") +
+      " · " + fmt(recent) + " in the last " + NOW_WINDOW_S + " s");
+  }
+
+  function needsToken(status) {
+    const banner = $("banner");
+    banner.replaceChildren(window.myagentToken.hint(status, "dashboard"));
+    banner.hidden = false;
+  }
+
   async function poll() {
     try {
-      const resp = await fetch("status" + location.search, { cache: "no-store" })  // passes ?token= on;
+      const resp = await fetch("status", { cache: "no-store", headers: window.myagentToken.headers() });
+      if (resp.status === 401) needsToken(resp.status);
       if (!resp.ok) throw new Error("HTTP " + resp.status);
       render(await resp.json());
       failures = 0;

@@ -3,7 +3,8 @@
 ``/health`` liveness · ``/ready`` readiness · ``/status`` the JSON document of
 docs/status.md · ``/metrics`` Prometheus text · ``/`` the browser console
 (a plain GET; the WebSocket endpoint is ``/`` too) · ``/dashboard`` the live
-ops view · ``/static/NAME`` their scripts and styles, shipped in the package.
+ops view · ``/static/NAME`` their scripts and styles, shipped in the package
+(``/static/vendor/NAME`` the libraries they use).
 
 websockets calls ``process_request`` for every incoming HTTP request before
 the handshake; returning a Response answers plain HTTP, returning None lets
@@ -65,9 +66,10 @@ def load_static() -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     try:
         root = resources.files("myagent") / "static"
-        for entry in root.iterdir():
-            if entry.is_file() and any(entry.name.endswith(ext) for ext in STATIC_TYPES):
-                files[entry.name] = entry.read_bytes()
+        for folder, prefix in ((root, ""), (root / "vendor", "vendor/")):  # vendor/: third-party libraries
+            for entry in folder.iterdir():
+                if entry.is_file() and any(entry.name.endswith(ext) for ext in STATIC_TYPES):
+                    files[prefix + entry.name] = entry.read_bytes()
     except (FileNotFoundError, NotADirectoryError):  # pragma: no cover - a broken install
         log.warning("myagent/static is missing: the console and the dashboard are not served")
     return files

@@ -365,6 +365,33 @@ def test_dashboard_and_static_files():
         assert len(response.body) > 500
 
 
+def test_vendored_library_and_page_scripts_are_served():
+    server = make_server()
+    for name in ("vendor/markdown-it.min.js", "markdown.js", "token.js"):
+        response = get(server, "/static/" + name)
+        assert response.status_code == 200, name
+        assert response.headers["Content-Type"] == "text/javascript; charset=utf-8"
+        assert response.headers["X-Content-Type-Options"] == "nosniff"
+    # The licence and the notes sit beside the library in the package; they are not served.
+    for name in ("vendor/markdown-it.LICENSE", "vendor/README.md", "vendor/../console.js"):
+        assert get(server, "/static/" + name).status_code == 404, name
+
+
+def test_package_data_ships_every_static_file():
+    # What pip installs: every file of myagent/static matches a package-data pattern.
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    patterns = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["myagent"]
+    static = root / "myagent" / "static"
+    files = [f.relative_to(root / "myagent").as_posix() for f in static.rglob("*") if f.is_file()]
+    assert "static/vendor/markdown-it.min.js" in files and "static/vendor/markdown-it.LICENSE" in files
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, p) and f.count("/") == p.count("/") for p in patterns)]
+    assert unshipped == []
+
+
 @pytest.mark.parametrize("path", ["/static/", "/static/nope.js", "/static/../http.py", "/static/%2e%2e/http.py",
                                   "/static//etc/passwd", "/no/such/path", "/console.html"])
 def test_unknown_paths_are_404(path):
