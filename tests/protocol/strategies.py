@@ -101,7 +101,7 @@ CLIENT_FRAME_STRATEGIES: dict[str, st.SearchStrategy[dict]] = {
     ),
     ev.USER_MESSAGE: _frame(
         ev.USER_MESSAGE,
-        {"session_id": _ids(), "content": st.text(min_size=1)},
+        {"session_id": _ids(), "content": st.text(min_size=1).filter(lambda t: not t.isspace())},
         {
             "metadata": _with_extras(
                 st.fixed_dictionaries({}, optional={"message_id": _ids()}), frozenset({"message_id"})
