@@ -146,6 +146,9 @@ SETTINGS: tuple[Setting, ...] = (
     S("quarantine-window", "float", 300.0, "Window in seconds of --quarantine-after."),
     S("max-turns-per-worker", "int", 0, "Recycle a sandbox gracefully after this many turns (cures slow leaks). 0 = never."),
     S("max-turns-jitter", "int", 0, "Random extra turns added to --max-turns-per-worker so sandboxes do not recycle at once."),
+    S("config", "str", "", "TOML file of per-agent pool options: [agents.NAME] tables of workers, "
+      "sessions-per-worker, max-memory, max-cpu, max-restarts, ... (see docs/operations.md); the other options "
+      "stay the defaults."),
     S("reload", "bool", False, "Watch the agent file (and .py files beside it) and reload on change, keeping sessions."),
     S("sandbox-env", "str", "", "Extra environment variable names passed to sandboxes (the rest is scrubbed).", multiple=True),
     S("sandbox-user", "str", "", "When running as root, run sandboxes as this unprivileged user."),
