@@ -33,10 +33,10 @@ def changed_files(before: dict[str, float], after: dict[str, float]) -> set[str]
 
 
 def snapshot_dirs(directories: set[str]) -> dict[str, float]:
-    """One snapshot of several directories (a file in each names its directory)."""
+    """mtime (ns) of every .py file in each of ``directories``."""
     result: dict[str, float] = {}
     for directory in sorted(directories):
-        result.update(snapshot(os.path.join(directory, "")))
+        result.update(snapshot(os.path.join(directory, "__init__.py")))  # any name: its directory is listed
     return result
 
 

@@ -226,3 +226,16 @@ def test_metrics_label_every_agent_series(tmp_path):
     unlabelled = [(f.name, s.name) for f in families.values() if f.name.startswith("myagent_ws_")
                   and not f.name.startswith("myagent_ws_store_") for s in f.samples if "agent" not in s.labels]
     assert not unlabelled
+
+
+def test_the_snapshot_of_a_served_directory_sees_its_files(tmp_path):
+    from myagent.supervisor.reloader import changed_files, snapshot_dirs
+
+    served = tmp_path / "agents"
+    served.mkdir()
+    one = touch(served / "one.py")
+    before = snapshot_dirs({str(served)})
+    assert set(before) == {str(one)}
+    one.write_text("agent = 1\n")
+    added = touch(served / "two.py")
+    assert changed_files(before, snapshot_dirs({str(served)})) == {str(one), str(added)}
