@@ -12,7 +12,10 @@ across a restart with the SQLite store), and reload of one agent of a served dir
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -199,3 +202,12 @@ async def test_reload_touches_only_the_changed_agent_of_a_directory(tmp_path, op
         assert info.value.response.status_code == 404
     finally:
         srv.stop()
+
+
+def test_status_command_shows_every_agent(three):
+    proc = subprocess.run([sys.executable, "-m", "myagent.cli", "status", three.http], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "COLUMNS": "220"})
+    assert proc.returncode in (0, 1), proc.stderr  # 1 once the crashing agent is unavailable
+    assert "3 agents" in proc.stdout
+    for name in ("a", "crashy", "probe"):
+        assert f"/{name}" in proc.stdout
