@@ -1,6 +1,7 @@
-# myagent-ws: serve an agent file mounted at /app/agents.
+# myagent-ws: serve agent files mounted at /app/agents.
 #   docker build -t myagent-ws .
 #   docker run -p 8080:8080 -v ./agents:/app/agents myagent-ws /app/agents/my_agent.py
+#   docker run -p 8080:8080 -v ./agents:/app/agents myagent-ws /app/agents   # each *.py at /NAME
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
