@@ -12,10 +12,12 @@ URL path (``Agents.route``); everything after it sees one unit only.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from typing import Any, Callable
 
+from myagent.logs import AGENT
 from myagent.protocol.errors import ErrorCode
 from myagent.settings import resolve_workers
 from myagent.supervisor.agent_specs import AgentSpec
@@ -42,6 +44,11 @@ class AgentUnit:
         # With several agents, stored sessions and state exports are keyed by the unique route name;
         # alone, by the agent's declared name, as before (existing stores keep working).
         self.single = single
+        # Work done for this agent runs in this context: its log records name the agent (not
+        # needed with one agent file, whose logs read as before).
+        self.log_name = "" if single else spec.name
+        self.context = contextvars.copy_context()
+        self.context.run(AGENT.set, self.log_name)
         self.config = config = spec.config(base_config)
         self.store = store
         self.node_id = node_id
@@ -117,8 +124,15 @@ class AgentUnit:
         self.router.broadcast_notice("The agent was reloaded.", {"reloaded": True})
         return True
 
+    def run_task(self, coro: Any) -> asyncio.Task:
+        """A task of this agent (its log records name it)."""
+        return asyncio.get_running_loop().create_task(coro, context=self.context)
+
     def tick(self, heartbeat: bool) -> None:
         """Periodic work: heartbeats, the detached-session sweep, idle connections, pool shrinking."""
+        self.context.run(self._tick, heartbeat)
+
+    def _tick(self, heartbeat: bool) -> None:
         if heartbeat:
             self.router.heartbeat()
         self.router.sweep()
@@ -179,7 +193,8 @@ class Agents:
         """The unit serving an upgrade's path (query already removed): ``/<name>``, or ``/`` alone."""
         name = path.strip("/")
         if not name:
-            return self.first if len(self.units) == 1 else None
+            serving = [unit for unit in self.units.values() if not unit.retiring]
+            return serving[0] if len(serving) == 1 else None
         unit = self.units.get(name)
         return unit if unit is not None and not unit.retiring else None
 

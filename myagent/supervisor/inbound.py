@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from myagent.logs import AGENT
 from myagent.protocol.errors import ErrorCode
 from myagent.protocol.exceptions import ProtocolError
 from myagent.protocol.schema import validate_client_frame
@@ -57,6 +58,7 @@ async def close_after_queued(conn: Connection, ws: ServerConnection, code: int, 
 async def serve_connection(server: "Server", unit: "AgentUnit", ws: ServerConnection) -> None:
     """One client connection to one agent from the upgrade to the close: every frame parsed,
     validated, rate-limited and handed to that agent's router; refusals answered, never fatal."""
+    AGENT.set(unit.log_name)  # this connection's task: its log records name the agent
     remote = client_address(ws.remote_address, ws.request.headers if ws.request else None,
                             server.trusted_proxies)
     conn = Connection(ws, principal=getattr(ws, "principal", "anonymous"),

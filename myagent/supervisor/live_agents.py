@@ -44,6 +44,9 @@ class LiveAgents:
 
     async def start_unit(self, unit: AgentUnit) -> None:
         """Load the agent file and fill the pool; AgentFileError if the file is broken."""
+        await unit.run_task(self._start_unit(unit))
+
+    async def _start_unit(self, unit: AgentUnit) -> None:
         self._say(unit, f"🔍 Loading agent file: {unit.config.agent_file}")
         agent = await unit.start()
         zygote = unit.pool.zygotes.current
@@ -57,7 +60,7 @@ class LiveAgents:
     def activate(self, unit: AgentUnit) -> None:
         if not self.seen:
             self.seen = self.snapshot()
-        self._watchdogs[unit.name] = asyncio.get_running_loop().create_task(unit.watchdog.run())
+        self._watchdogs[unit.name] = unit.run_task(unit.watchdog.run())
 
     def deactivate_all(self) -> None:
         for task in self._watchdogs.values():
@@ -94,7 +97,7 @@ class LiveAgents:
             shown = ", ".join(sorted(os.path.basename(p) for p in changed)[:5])
             for unit in self.agents:
                 if unit.name in reload:
-                    await unit.reload(f"{why}: {shown}" if shown else why)
+                    await unit.run_task(unit.reload(f"{why}: {shown}" if shown else why))
             for name in sorted(retired):
                 await self.retire(self.agents.units[name])
             for path in added:
@@ -127,7 +130,7 @@ class LiveAgents:
         log.info("agent %s retired: %s is gone", unit.name, unit.spec.path)
         unit.retiring = True  # new upgrades to its path get 404 from now on
         unit.router.broadcast_notice("This agent was removed from the server.", {"agent_removed": True})
-        await unit.drain(self.server.config.graceful_timeout)
+        await unit.run_task(unit.drain(self.server.config.graceful_timeout))
         for conn in list(unit.router.connections.values()):
             conn.close(CLOSE_GOING_AWAY, "agent removed")
         task = self._watchdogs.pop(unit.name, None)

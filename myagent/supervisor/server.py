@@ -97,6 +97,8 @@ class Server:
         """Ready while every agent can take a session; else the first reason, naming the agent(s)."""
         if self.draining:
             return False, "draining"
+        if not self.agents.names():
+            return False, "no agent is served (the served directories hold no agent file)"
         not_ready = [(unit.name, why) for unit in self.agents for ok, why in [unit.readiness()] if not ok]
         if not_ready:
             if len(self.agents) == 1:
@@ -140,12 +142,12 @@ class Server:
         raise_open_files_limit(c.max_connections)
         # Same-user agent code must not read our environment (auth tokens) or memory via /proc.
         not_dumpable()
-        try:
-            for unit in self.agents:
-                await self.live.start_unit(unit)
-        except BaseException:
+        # The agents load side by side (each in its own zygote); one broken file stops them all.
+        results = await asyncio.gather(*(self.live.start_unit(unit) for unit in self.agents), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
             await self.stop_pools()
-            raise
+            raise failed[0]
         try:
             await self.store.start()
         except StoreError as exc:
@@ -258,7 +260,7 @@ class Server:
     async def drain(self) -> None:
         """Graceful stop: refuse new work, let turns finish, close clients with 1001."""
         self.draining = True
-        await asyncio.gather(*(unit.drain(self.config.graceful_timeout) for unit in self.agents))
+        await asyncio.gather(*(unit.run_task(unit.drain(self.config.graceful_timeout)) for unit in self.agents))
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)
             try:

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect as ws_connect
@@ -211,3 +212,22 @@ def test_status_command_shows_every_agent(three):
     assert "3 agents" in proc.stdout
     for name in ("a", "crashy", "probe"):
         assert f"/{name}" in proc.stdout
+
+
+def test_one_broken_agent_file_stops_the_start_and_leaves_nothing_behind(tmp_path):
+    srv = ServerProcess(f"a={AGENTS / 'test_agent.py'}", f"broken={AGENTS / 'chaos_import_error.py'}", "--workers", "1",
+                        llm=LLM)
+    with pytest.raises(RuntimeError, match="server exited with 2") as info:
+        srv.start(timeout=40)
+    assert "chaos_import_error.py" in str(info.value)
+    assert not [pid for pid in srv.track_children() if psutil.pid_exists(pid)]
+
+
+def test_bad_agent_arguments_get_one_line(tmp_path):
+    (tmp_path / "a.py").write_text("agent = None\n")
+    for args, message in ((["a=" + str(tmp_path / "a.py"), "a=" + str(tmp_path / "a.py")], "two agents are named 'a'"),
+                          ([str(tmp_path / "a.py"), "--config", str(tmp_path / "none.toml")], "--config")):
+        proc = subprocess.run([sys.executable, "-m", "myagent.cli", "server", *args, "--port", "0"],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
+            proc.stderr

@@ -239,3 +239,42 @@ def test_the_snapshot_of_a_served_directory_sees_its_files(tmp_path):
     one.write_text("agent = 1\n")
     added = touch(served / "two.py")
     assert changed_files(before, snapshot_dirs({str(served)})) == {str(one), str(added)}
+
+
+def test_log_records_name_the_agent_of_the_task(tmp_path):
+    import asyncio
+    import logging
+
+    from myagent.logs import AgentFilter
+
+    server = make_server(tmp_path, names=("a", "b"))
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Keep()
+    handler.addFilter(AgentFilter())
+    log = logging.getLogger("test.agents.context")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+    async def work():
+        log.info("inside")
+
+    async def main():
+        await server.agents.units["b"].run_task(work())
+        log.info("outside")
+
+    try:
+        asyncio.run(main())
+    finally:
+        log.removeHandler(handler)
+    assert [(r.getMessage(), r.agent, r.agent_tag) for r in records] == [("inside", "b", "[b] "),
+                                                                         ("outside", None, "")]
+
+
+def test_one_agent_file_logs_as_before(tmp_path):
+    server = make_server(tmp_path, names=("solo",))
+    assert server.agents.first.log_name == "" and server.agents.first.single
