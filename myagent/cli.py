@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from typing import Any, Callable
@@ -90,7 +91,7 @@ def server(ctx: click.Context, agents: tuple[str, ...], **values: Any) -> None:
     except SupervisorError as exc:
         click.echo(f"❌ {exc}", err=True)
         sys.exit(2)
-    config = config_from(values, agent_file=specs[0].path)
+    config = dataclasses.replace(config, agent_file=specs[0].path)
     from myagent.supervisor.server import Server
 
     try:

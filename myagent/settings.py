@@ -149,7 +149,8 @@ SETTINGS: tuple[Setting, ...] = (
     S("config", "str", "", "TOML file of per-agent pool options: [agents.NAME] tables of workers, "
       "sessions-per-worker, max-memory, max-cpu, max-restarts, ... (see docs/operations.md); the other options "
       "stay the defaults."),
-    S("reload", "bool", False, "Watch the agent file (and .py files beside it) and reload on change, keeping sessions."),
+    S("reload", "bool", False, "Watch the agent files (and .py files beside them) and reload the changed agents, "
+      "keeping sessions."),
     S("sandbox-env", "str", "", "Extra environment variable names passed to sandboxes (the rest is scrubbed).", multiple=True),
     S("sandbox-user", "str", "", "When running as root, run sandboxes as this unprivileged user."),
     S("sandbox-dir", "str", "", "Parent of each sandbox's own working directory (default: a fresh temporary directory)."),

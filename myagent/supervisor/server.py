@@ -22,7 +22,6 @@ from typing import Any, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from myagent.protocol.errors import ErrorCode
 from myagent.supervisor.agent_specs import AgentSpec, stem, with_overrides
 from myagent.supervisor.agents import Agents, AgentUnit
 from myagent.supervisor.exceptions import ConfigError
@@ -94,14 +93,16 @@ class Server:
         return sum(len(unit.router.connections) for unit in self.agents)
 
     def readiness(self) -> tuple[bool, str]:
-        """Ready while every agent can take a session; else the first reason, naming the agent(s)."""
+        """Ready while every agent served can take a session; else why, naming each agent that cannot
+        (one agent: its reason alone, as before). An agent being retired no longer counts."""
         if self.draining:
             return False, "draining"
-        if not self.agents.names():
+        serving = [unit for unit in self.agents if not unit.retiring]
+        if not serving:
             return False, "no agent is served (the served directories hold no agent file)"
-        not_ready = [(unit.name, why) for unit in self.agents for ok, why in [unit.readiness()] if not ok]
+        not_ready = [(unit.name, why) for unit in serving for ok, why in [unit.readiness()] if not ok]
         if not_ready:
-            if len(self.agents) == 1:
+            if len(serving) == 1:
                 return False, not_ready[0][1]
             return False, "; ".join(f"agent {name}: {why}" for name, why in not_ready)
         healthy, why = self.store.health()

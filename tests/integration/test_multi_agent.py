@@ -147,6 +147,14 @@ async def test_a_session_never_resumes_against_another_agent(three, open_client)
     resumed, _ = await same.reconnect(session.id, session.resume_token, 0)
     assert resumed.id == session.id
 
+    # A state export made on one agent is refused by another.
+    await same.send_frame({"event": "user.request_state", "session_id": resumed.id})
+    exported, _ = await wait_for_event(resumed, "agent.state_exported", 10)
+    await other.send_frame({"event": "user.reconnect_with_state", "content": {"state": exported["content"]["state"]}})
+    with pytest.raises(ClientError) as info:
+        await other._await_pending(10)
+    assert info.value.code == "STATE_INVALID" and "another agent" in info.value.event["content"]
+
 
 async def test_agent_binding_survives_a_restart_with_the_sqlite_store(tmp_path, open_client):
     store = f"sqlite:///{tmp_path / 'sessions.db'}"

@@ -278,3 +278,19 @@ def test_log_records_name_the_agent_of_the_task(tmp_path):
 def test_one_agent_file_logs_as_before(tmp_path):
     server = make_server(tmp_path, names=("solo",))
     assert server.agents.first.log_name == "" and server.agents.first.single
+
+
+@pytest.mark.parametrize("names, key", [(("solo",), "declared-solo"), (("a", "b"), "a")])
+def test_stored_sessions_are_keyed_by_the_declared_name_alone_else_by_the_route(tmp_path, names, key):
+    import asyncio
+
+    server = make_server(tmp_path, names=names)
+    unit = server.agents.first
+
+    async def loaded():  # the zygote's answer, without a zygote
+        return {"name": f"declared-{unit.name}", "tools": []}
+
+    unit.pool.start = loaded
+    asyncio.run(unit.start())
+    session, _ = unit.registry.create("anonymous")
+    assert unit.registry.agent == key and session.record().agent == key
