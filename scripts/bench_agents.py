@@ -3,7 +3,7 @@
     python scripts/bench_agents.py 1 3 5     # servers with 1, 3 and 5 agents, one after the other
 
 Each server serves N copies of tests/fixtures/agents/test_agent.py with --workers 1 and the
-memory store on 127.0.0.1 (port 0). Reported: seconds from exec to the "listening" line, the
+memory store on 127.0.0.1 (port 0), from this tree or MYAGENT_BENCH_TREE. Reported: seconds from exec to the "listening" line, the
 front process's RSS, and the processes it started (a zygote and a sandbox per agent) with
 their summed USS (private memory: what an agent really adds), 2 s after listening. Every
 server is stopped by pid.
@@ -23,6 +23,7 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 AGENT = ROOT / "tests" / "fixtures" / "agents" / "test_agent.py"
+TREE = Path(os.environ.get("MYAGENT_BENCH_TREE") or ROOT)  # the server's code (another tree: before/after)
 
 
 def measure(n: int) -> str:
@@ -32,11 +33,11 @@ def measure(n: int) -> str:
         for i in range(n):
             shutil.copy(AGENT, folder / f"agent{i}.py")
             targets.append(str(folder / f"agent{i}.py"))
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "MYAGENT_WS_STORE": "memory:"}
+        env = {**os.environ, "PYTHONPATH": str(TREE), "MYAGENT_WS_STORE": "memory:"}
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "myagent.cli", "server", *targets, "--port", "0",
                                  "--workers", "1"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, cwd=ROOT)
+                                env=env, cwd=TREE)
         try:
             assert proc.stdout is not None
             for line in proc.stdout:
