@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -239,3 +240,18 @@ def test_bad_agent_arguments_get_one_line(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, \
             proc.stderr
+
+
+async def test_sighup_reloads_the_changed_agent_only_and_every_agent_when_none_changed(tmp_path):
+    for name in ("one", "two"):
+        shutil.copy(AGENTS / "test_agent.py", tmp_path / f"{name}.py")
+    srv = start(tmp_path, str(tmp_path / "one.py"), str(tmp_path / "two.py"))
+    try:
+        reloads = lambda: {name: s["reload"]["reloads"] for name, s in sections(srv).items()}  # noqa: E731
+        (tmp_path / "one.py").write_text((tmp_path / "one.py").read_text() + "\n# changed\n")
+        srv.signal(signal.SIGHUP)
+        assert await poll(lambda: reloads() == {"one": 1, "two": 0}), reloads()
+        srv.signal(signal.SIGHUP)  # nothing changed: a SIGHUP still reloads, as it always did
+        assert await poll(lambda: reloads() == {"one": 2, "two": 1}), reloads()
+    finally:
+        srv.stop()

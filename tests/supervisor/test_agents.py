@@ -294,3 +294,25 @@ def test_stored_sessions_are_keyed_by_the_declared_name_alone_else_by_the_route(
     asyncio.run(unit.start())
     session, _ = unit.registry.create("anonymous")
     assert unit.registry.agent == key and session.record().agent == key
+
+
+def test_a_removed_file_retires_its_agent_alone(tmp_path):
+    import asyncio
+
+    served = tmp_path / "agents"
+    served.mkdir()
+    specs = [AgentSpec(n, str(touch(served / f"{n}.py"))) for n in ("a", "b")]
+    config = config_from({"store": "memory:", "workers": 1, "graceful_timeout": 1}, agent_file=specs[0].path)
+    server = Server(config, announce=lambda line: None, agents=specs, directories=[str(served)])
+    a = server.agents.units["a"]
+    a.pool.sandboxes[1] = Sandbox(id=1, pid=4242, state=READY)
+
+    async def main():
+        server.live.seen = server.live.snapshot()
+        (served / "b.py").unlink()
+        await server.live.reload("changed")
+
+    asyncio.run(main())
+    assert list(server.agents.units) == ["a"] and a.reloads == 0 and 1 in a.pool.sandboxes
+    assert server.agents.route("/b") is None and server.agents.route("/") is a  # alone now
+    assert server.readiness() == (True, "ok")
