@@ -76,7 +76,10 @@ class LiveAgents:
     async def watch(self) -> None:
         while True:
             await asyncio.sleep(WATCH_INTERVAL)
-            await self.reload("changed")
+            try:
+                await self.reload("changed")
+            except Exception:  # a bug here must not end the watching: the next change tries again
+                log.exception("reloading the changed agents failed")
 
     async def reload(self, why: str, everything_if_unchanged: bool = False) -> None:
         async with self._lock:
