@@ -92,8 +92,10 @@ class ServerCollector(Collector):
                                  labels=["version", "agent_name"])
         info.add_metric([__version__, str(pool.agent.get("name") or "")], 1)
         yield info
+        store = getattr(self.server, "store", None)
+        ready = ready and not self.server.draining and (store is None or store.health()[0])
         yield _gauge("ready", "1 while this agent can take a session (/ready answers 200 when all can).",
-                     1 if ready and not self.server.draining else 0)
+                     1 if ready else 0)
         yield _gauge("draining", "1 while shutting down (SIGTERM received).", 1 if router.draining else 0)
         yield _gauge("agent_unavailable", "1 once the sandbox restart budget is spent.",
                      1 if pool.unavailable_reason else 0)
