@@ -1,10 +1,11 @@
-# myagent-ws: serve an agent file mounted at /app/agents.
+# myagent-ws: serve agent files mounted at /app/agents.
 #   docker build -t myagent-ws .
 #   docker run -p 8080:8080 -v ./agents:/app/agents myagent-ws /app/agents/my_agent.py
 # Keys the agent's tools need: declare them in the agent file (env=["SERPER_API_KEY"]) and
 # pass them to the container (besides the allow list, only declared names reach agent code):
 #   docker run -p 8080:8080 -e OPENAI_API_KEY -e SERPER_API_KEY -v ./agents:/app/agents \
 #     myagent-ws /app/agents/my_agent.py
+#   docker run -p 8080:8080 -v ./agents:/app/agents myagent-ws /app/agents   # each *.py at /NAME
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

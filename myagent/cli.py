@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 from typing import Any, Callable
@@ -48,23 +49,28 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("agent_file", type=click.Path(dir_okay=False))
+@click.argument("agents", nargs=-1, required=True, metavar="AGENT...")
 @settings_options
 @click.pass_context
-def server(ctx: click.Context, agent_file: str, **values: Any) -> None:
-    """Serve AGENT_FILE over WebSockets with a pool of sandbox processes.
+def server(ctx: click.Context, agents: tuple[str, ...], **values: Any) -> None:
+    """Serve agent files over WebSockets, each with its own pool of sandbox processes.
+
+    AGENT is an agent file (served at /STEM, and at / when it is the only
+    one), NAME=FILE.py (served at /NAME), or a directory (every *.py in it
+    not starting with '_'). --config FILE.toml sets pool options per agent.
 
     Secrets come from the environment or files, never the command line:
     MYAGENT_WS_AUTH_TOKENS or --auth-tokens-file, MYAGENT_WS_STATE_SECRET or
     --state-secret-file.
     """
     from myagent.logs import setup_logging
+    from myagent.supervisor.agent_specs import load_overrides, parse_targets
     from myagent.supervisor.exceptions import SupervisorError
 
     refuse_secrets_on_command_line(ctx)
 
     try:
-        config = config_from(values, agent_file=os.path.abspath(agent_file))
+        config = config_from(values)
         check_system(config)
         check_config(config)
     except SettingError as exc:
@@ -73,13 +79,18 @@ def server(ctx: click.Context, agent_file: str, **values: Any) -> None:
     except ValueError as exc:
         raise OneLineError(str(exc)) from None
     setup_logging(config.log_level, config.log_format, config.debug)
-    if not os.path.isfile(agent_file):
-        click.echo(f"❌ Agent file not found: {agent_file}", err=True)
+    try:
+        specs, directories = parse_targets(agents)
+        overrides = load_overrides(config.config, [s.name for s in specs], not directories) if config.config else {}
+    except SupervisorError as exc:
+        click.echo(f"❌ {exc}", err=True)
         sys.exit(2)
+    config = dataclasses.replace(config, agent_file=specs[0].path)
     from myagent.supervisor.server import Server
 
     try:
-        code = _run(Server(config, announce=click.echo).run())
+        code = _run(Server(config, announce=click.echo, agents=specs, directories=directories,
+                           overrides=overrides).run())
     except SupervisorError as exc:
         click.echo(f"❌ {exc}", err=True)
         sys.exit(2)

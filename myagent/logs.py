@@ -9,10 +9,23 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextvars import ContextVar
 
 import orjson
 
-_EXTRA_KEYS = ("connection_id", "session_id", "sandbox_id", "pid")
+_EXTRA_KEYS = ("agent", "connection_id", "session_id", "sandbox_id", "pid")
+# The agent whose work is logging, on a server with several (set per task by the front process).
+AGENT: ContextVar[str] = ContextVar("myagent_agent", default="")
+
+
+class AgentFilter(logging.Filter):
+    """Tags each record with the current agent: ``agent`` (JSON) and ``agent_tag`` (text)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "agent", None) is None:
+            record.agent = AGENT.get() or None
+        record.agent_tag = f"[{record.agent}] " if record.agent else ""
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -34,7 +47,8 @@ def setup_logging(level: str = "info", fmt: str = "text", debug: bool = False) -
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(agent_tag)s%(message)s"))
+    handler.addFilter(AgentFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else getattr(logging, level.upper(), logging.INFO))

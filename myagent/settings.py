@@ -216,7 +216,11 @@ SETTINGS: tuple[Setting, ...] = (
     S("quarantine-window", "seconds", 300.0, "Window in seconds of --quarantine-after.", bounds=(0.1, SECONDS_MAX)),
     S("max-turns-per-worker", "int", 0, "Recycle a sandbox gracefully after this many turns (cures slow leaks). 0 = never."),
     S("max-turns-jitter", "int", 0, "Random extra turns added to --max-turns-per-worker so sandboxes do not recycle at once."),
-    S("reload", "bool", False, "Watch the agent file (and .py files beside it) and reload on change, keeping sessions."),
+    S("config", "file", "", "TOML file of per-agent pool options: [agents.NAME] tables of workers, "
+      "sessions-per-worker, max-memory, max-cpu, max-restarts, ... (see docs/operations.md); the other options "
+      "stay the defaults."),
+    S("reload", "bool", False, "Watch the agent files (and .py files beside them) and reload the changed agents, "
+      "keeping sessions."),
     S("sandbox-env", "str", "", "Extra environment variable names passed to sandboxes (the rest is scrubbed).", multiple=True,
       check=types.check_env_name),
     S("sandbox-user", "user", "", "When running as root, run sandboxes as this unprivileged user."),

@@ -2,8 +2,9 @@
 
 Parses the YAML (PyYAML; skipped without it) and checks: probes on /ready and /health at
 the container's port, a preStop drain and a grace period that covers it plus
---graceful-timeout, the Service reaching the pods, the agent file mounted where the
-args say, and the compose nodes, nginx upstreams and store URL lining up.
+--graceful-timeout, the Service reaching the pods, the directory of agents and its
+--config mounted where the args say (the config validated as the server does), and the
+compose nodes, nginx upstreams and store URL lining up.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from myagent.settings import SETTINGS_BY_NAME
+from myagent.supervisor.agent_specs import directory_agents, load_overrides
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install pyyaml)")
 
@@ -130,19 +132,51 @@ def test_service_reaches_the_pods():
     assert service["spec"]["sessionAffinity"] == "ClientIP"
 
 
-def test_agent_file_comes_from_the_configmap():
+def test_a_directory_of_agents_comes_from_the_configmap():
     objects = k8s_objects()
     _, pod = server_container()
     container = pod["containers"][0]
-    agent_path = Path(container["args"][0])
-    mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == agent_path.parent)
-    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
-    configmap = objects[("ConfigMap", volume["configMap"]["name"])]
-    source = configmap["data"][agent_path.name]
-    compile(source, agent_path.name, "exec")  # valid Python
+
+    def mounted(path: Path) -> dict:
+        mount = next(m for m in container["volumeMounts"] if Path(m["mountPath"]) == path)
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        return objects[("ConfigMap", volume["configMap"]["name"])]["data"]
+
+    agents_dir = Path(container["args"][0])
+    files = mounted(agents_dir)
+    agents = sorted(Path(name).stem for name in files if name.endswith(".py") and not name.startswith("_"))
+    assert len(agents) >= 2, "the recipe shows a directory of several agents"
+    for name, source in files.items():
+        compile(source, name, "exec")  # valid Python
+    config = Path(option(container["args"], "config"))
+    config_text = mounted(config.parent)[config.name]
+    assert load_config_text(config_text, agents).keys() <= set(agents)  # every key validated as the server does
     kustomization = yaml.safe_load((DEPLOY / "k8s" / "kustomization.yaml").read_text())
     for resource in kustomization["resources"]:
         assert (DEPLOY / "k8s" / resource).exists(), resource
+
+
+def load_config_text(text: str, agents: list[str]) -> dict:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as handle:
+        handle.write(text)
+    try:
+        return load_overrides(handle.name, agents)
+    finally:
+        Path(handle.name).unlink()
+
+
+def test_compose_serves_a_directory_of_agents():
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    node = compose["services"]["node1"]
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in node["volumes"])
+    by_target = {target: DEPLOY / source for source, target in mounts.items()}
+    directory = by_target[node["command"][0]]
+    agents = [Path(p).stem for p in directory_agents(str(directory))]
+    assert len(agents) >= 2, agents
+    config = by_target[option(node["command"], "config")]
+    assert set(load_overrides(str(config), agents)) <= set(agents)
 
 
 def test_compose_nodes_match_nginx_upstreams():
@@ -201,23 +235,26 @@ def test_nodes_serve_the_names_clients_use_and_take_secrets_from_the_environment
     assert not [a for a in args if a.startswith(("--auth-token", "--state-secret"))]
 
 
-def test_every_name_the_served_agent_declares_is_provided():
-    """The recipes serve deploy/agent.py (compose mounts it, the ConfigMap holds a copy), which
+def test_every_name_the_served_agents_declare_is_provided():
+    """The recipes serve deploy/agents (compose mounts it, the ConfigMap holds copies); assistant.py
     declares a second API key: each recipe must provide it, or the nodes refuse to start."""
     from myagent.agents.loader import load_agent_file
     from myagent.declared_env import read_declared
 
-    agent = DEPLOY / "agent.py"
-    declared = read_declared(agent)
-    assert "SERPER_API_KEY" in declared and load_agent_file(agent).env == declared
+    files = sorted((DEPLOY / "agents").glob("*.py"))
+    declared = sorted({name for path in files for name in read_declared(path)})
+    assert "SERPER_API_KEY" in declared
+    for path in files:
+        assert load_agent_file(path).env == read_declared(path)
     objects = k8s_objects()
-    assert objects[("ConfigMap", "myagent-agent")]["data"]["agent.py"] == agent.read_text()
+    assert objects[("ConfigMap", "myagent-agents")]["data"] == {p.name: p.read_text() for p in files}
+    assert objects[("ConfigMap", "myagent-config")]["data"]["agents.toml"] == (DEPLOY / "agents.toml").read_text()
     secret = objects[("Secret", "myagent-ws")]["stringData"]
     assert all(secret.get(name) for name in declared), "an empty value counts as unset"
     compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
     for name, node in compose["services"].items():
         if re.fullmatch(r"node\d+", name):
-            assert "./agent.py:/app/agents/agent.py:ro" in node["volumes"]
-            assert node["command"][0] == "/app/agents/agent.py"
+            assert "./agents:/app/agents:ro" in node["volumes"]
+            assert node["command"][0] == "/app/agents"
             for variable in declared:  # required by compose itself: ${NAME:?...}
                 assert str(node["environment"][variable]).startswith(f"${{{variable}:?"), variable

@@ -122,39 +122,58 @@ def render(snap: Snapshot, base: str) -> Any:
     ready = snap.ready_code == 200
     state = Text("READY", style="bold green") if ready else Text(
         f"NOT READY: {st.get('ready_reason', '?')}", style="bold red")
+    # Several agents: one row each and every agent's sandboxes; one agent: the view as it always was.
+    sections = st.get("agents") or [st]
+    several = len(sections) > 1
     agent = st.get("agent") or {}
-    header = Text.assemble(("myagent-ws ", "bold"), f"{st.get('version', '?')}  ·  agent ",
-                           (str(agent.get("name")), "bold cyan"),
-                           f"  ·  up {human_seconds(st.get('uptime_seconds'))}  ·  {base}  ·  ", state)
+    named = (f"{len(sections)} agents", "bold cyan") if several else (str(agent.get("name")), "bold cyan")
+    header = Text.assemble(("myagent-ws ", "bold"), f"{st.get('version', '?')}  ·  {'' if several else 'agent '}",
+                           named, f"  ·  up {human_seconds(st.get('uptime_seconds'))}  ·  {base}  ·  ", state)
 
-    sessions = st.get("sessions") or {}
-    totals = st.get("totals") or {}
-    latency = st.get("latency") or {}
-    restarts = st.get("restarts") or {}
-    limits = st.get("limits") or {}
-
-    overview = Table(box=box.SIMPLE_HEAD, show_header=True, expand=False, title="Overview", title_justify="left")
-    for col in ("connections", "sessions active", "detached", "turns running", "turns started",
-                "turn p50 / p99", "first event p50 / p99", "restarts (recent)"):
-        overview.add_column(col, justify="right")
-    overview.add_row(
-        str(st.get("connections", 0)), str(sessions.get("active", 0)), str(sessions.get("detached", 0)),
-        str(sessions.get("turns_running", 0)), str(totals.get("turns_started", 0)),
-        f"{_ms(latency.get('turn_p50_ms'))} / {_ms(latency.get('turn_p99_ms'))}",
-        f"{_ms(latency.get('first_event_p50_ms'))} / {_ms(latency.get('first_event_p99_ms'))}",
-        f"{restarts.get('total', 0)} ({restarts.get('recent', 0)})")
+    overview = Table(box=box.SIMPLE_HEAD, show_header=True, expand=False, title="Agents" if several else "Overview",
+                     title_justify="left")
+    for col in (["agent", "path", "state"] if several else []) + [
+            "connections", "sessions active", "detached", "turns running", "turns started",
+            "turn p50 / p99", "first event p50 / p99", "restarts (recent)"]:
+        overview.add_column(col, justify="left" if col in ("agent", "path", "state") else "right")
+    for section in sections:
+        sessions, totals = section.get("sessions") or {}, section.get("totals") or {}
+        latency, restarts = section.get("latency") or {}, section.get("restarts") or {}
+        first = [str(section.get("name")), str(section.get("path")),
+                 Text("ready", style="green") if section.get("ready") else
+                 Text(str(section.get("ready_reason")), style="red")] if several else []
+        overview.add_row(
+            *first, str(section.get("connections", 0)), str(sessions.get("active", 0)),
+            str(sessions.get("detached", 0)), str(sessions.get("turns_running", 0)), str(totals.get("turns_started", 0)),
+            f"{_ms(latency.get('turn_p50_ms'))} / {_ms(latency.get('turn_p99_ms'))}",
+            f"{_ms(latency.get('first_event_p50_ms'))} / {_ms(latency.get('first_event_p99_ms'))}",
+            f"{restarts.get('total', 0)} ({restarts.get('recent', 0)})")
 
     sandboxes = Table(box=box.SIMPLE_HEAD, title="Sandboxes", title_justify="left")
-    for col, justify in (("id", "right"), ("pid", "right"), ("state", "left"), ("sessions", "right"),
-                         ("turns", "right"), ("RSS", "right"), ("CPU", "right"), ("uptime", "right"),
-                         ("heartbeat", "right"), ("kill reason", "left")):
+    for col, justify in ([("agent", "left")] if several else []) + [
+            ("id", "right"), ("pid", "right"), ("state", "left"), ("sessions", "right"),
+            ("turns", "right"), ("RSS", "right"), ("CPU", "right"), ("uptime", "right"),
+            ("heartbeat", "right"), ("kill reason", "left")]:
         sandboxes.add_column(col, justify=justify)
+    for section in sections:
+        _sandbox_rows(sandboxes, section, [str(section.get("name"))] if several else [])
+
+    counts = Table(box=box.SIMPLE_HEAD, show_header=False, title="Totals", title_justify="left")
+    counts.add_column(style="dim")
+    counts.add_column()
+    for section in sections:
+        _total_rows(counts, section, f"{section.get('name')}: " if several else "")
+    return Group(header, overview, sandboxes, counts)
+
+
+def _sandbox_rows(table: Table, section: dict, first: list[str]) -> None:
+    limits = section.get("limits") or {}
     max_mem, max_cpu = limits.get("max_memory") or 0, limits.get("max_cpu") or 0
     per_worker = limits.get("sessions_per_worker") or 0
-    for sb in st.get("sandboxes") or []:
+    for sb in section.get("sandboxes") or []:
         state_style = {"ready": "green", "starting": "yellow", "draining": "yellow"}.get(sb.get("state"), "red")
-        sandboxes.add_row(
-            str(sb.get("id")), str(sb.get("pid")), Text(str(sb.get("state")), style=state_style),
+        table.add_row(
+            *first, str(sb.get("id")), str(sb.get("pid")), Text(str(sb.get("state")), style=state_style),
             _usage(sb.get("sessions", 0), per_worker, str(sb.get("sessions", 0))) if per_worker else
             str(sb.get("sessions", 0)),
             str(sb.get("turns_served", 0)),
@@ -162,27 +181,28 @@ def render(snap: Snapshot, base: str) -> Any:
             _usage(sb.get("cpu_percent", 0.0), max_cpu, f"{sb.get('cpu_percent', 0.0):.1f}%"),
             human_seconds(sb.get("uptime_seconds")), f"{sb.get('heartbeat_age_seconds', 0):.1f}s",
             sb.get("kill_reason") or "")
-    if not st.get("sandboxes"):
-        sandboxes.add_row("—", "", Text("no sandbox", style="red"), "", "", "", "", "", "", "")
+    if not section.get("sandboxes"):
+        table.add_row(*first, "—", "", Text("no sandbox", style="red"), "", "", "", "", "", "", "")
 
-    counts = Table(box=box.SIMPLE_HEAD, show_header=False, title="Totals", title_justify="left")
-    counts.add_column(style="dim")
-    counts.add_column()
-    counts.add_row("connections opened / refused",
+
+def _total_rows(counts: Table, section: dict, prefix: str) -> None:
+    totals, restarts, limits = section.get("totals") or {}, section.get("restarts") or {}, section.get("limits") or {}
+    max_mem, max_cpu = limits.get("max_memory") or 0, limits.get("max_cpu") or 0
+    counts.add_row(prefix + "connections opened / refused",
                    f"{totals.get('connections_opened', 0)} / {_counts(totals.get('connections_refused'))}")
-    counts.add_row("sessions created / closed / restored",
+    counts.add_row(prefix + "sessions created / closed / restored",
                    f"{totals.get('sessions_created', 0)} / {totals.get('sessions_closed', 0)} / "
                    f"{totals.get('sessions_restored', 0)}")
-    counts.add_row("turns ended", _counts(totals.get("turns_ended")))
-    counts.add_row("interrupted", _counts(totals.get("interrupted_by_reason")))
-    counts.add_row("errors", _counts(totals.get("errors_by_code")))
-    counts.add_row("restarts by reason", _counts(restarts.get("by_reason")))
+    counts.add_row(prefix + "turns ended", _counts(totals.get("turns_ended")))
+    counts.add_row(prefix + "interrupted", _counts(totals.get("interrupted_by_reason")))
+    counts.add_row(prefix + "errors", _counts(totals.get("errors_by_code")))
+    counts.add_row(prefix + "restarts by reason", _counts(restarts.get("by_reason")))
     if restarts.get("unavailable_reason"):
-        counts.add_row(Text("unavailable", style="red"), Text(restarts["unavailable_reason"], style="red"))
-    limits_text = (f"workers {limits.get('workers')} · {per_worker} sessions each · max memory "
-                   f"{human_bytes(max_mem) if max_mem else 'off'} · max CPU {f'{max_cpu:g}%' if max_cpu else 'off'}")
-    counts.add_row("limits", limits_text)
-    return Group(header, overview, sandboxes, counts)
+        counts.add_row(Text(prefix + "unavailable", style="red"), Text(restarts["unavailable_reason"], style="red"))
+    limits_text = (f"workers {limits.get('workers')} · {limits.get('sessions_per_worker') or 0} sessions each · "
+                   f"max memory {human_bytes(max_mem) if max_mem else 'off'} · max CPU "
+                   f"{f'{max_cpu:g}%' if max_cpu else 'off'}")
+    counts.add_row(prefix + "limits", limits_text)
 
 
 # Command ------------------------------------------------------------------------------

@@ -12,7 +12,10 @@
 (() => {
   "use strict";
 
-  const STORE_KEY = "myagent-ws.console.v1";
+  // The agent this tab talks to (?agent=NAME; the picker sets it): its own WebSocket path and its
+  // own saved conversation. Empty: the server's only agent, at the page's own path.
+  const AGENT = new URLSearchParams(location.search).get("agent") || "";
+  const STORE_KEY = "myagent-ws.console.v1" + (AGENT ? ":" + AGENT : "");
   const MAX_ITEMS = 400;            // items kept in sessionStorage (oldest dropped)
   const ACK_EVERY_MS = 1000;        // user.ack cadence: lets the server trim its replay buffer
   const RECONNECT_MIN_MS = 300;
@@ -106,7 +109,44 @@
     const token = window.myagentToken.value;
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     const path = location.pathname.replace(/[^/]*$/, "");  // the directory this page is served from
-    return scheme + "//" + location.host + path + (token ? "?token=" + encodeURIComponent(token) : "");
+    return scheme + "//" + location.host + path + encodeURIComponent(AGENT) +
+      (token ? "?token=" + encodeURIComponent(token) : "");
+  }
+
+  // Agents --------------------------------------------------------------------------------
+
+  // GET agents lists what the server serves. Several: a picker in the header, and a page
+  // without ?agent= opens the first. The socket opens once this is settled (a server without
+  // /agents, or that refuses it, serves one agent: connect as before).
+  function pickAgent(then) {
+    const token = new URLSearchParams(location.search).get("token");
+    fetch("agents" + (token ? "?token=" + encodeURIComponent(token) : ""), { cache: "no-store" })
+      .then((r) => (r.ok ? r.json() : null))
+      .then((doc) => {
+        const agents = (doc && Array.isArray(doc.agents)) ? doc.agents : [];
+        if (agents.length < 2) return then();
+        if (!AGENT || !agents.some((a) => a.name === AGENT)) return openAgent(agents[0].name, true);
+        const picker = el("select", "agent-picker");
+        picker.id = "agent-picker";
+        picker.title = "Agent";
+        for (const a of agents) {
+          const option = el("option", null, a.name + (a.agent_name && a.agent_name !== a.name ? " (" + a.agent_name + ")" : ""));
+          option.value = a.name;
+          option.selected = a.name === AGENT;
+          picker.appendChild(option);
+        }
+        picker.addEventListener("change", () => openAgent(picker.value, false));
+        document.querySelector("header nav").prepend(picker);
+        then();
+      })
+      .catch(() => then());
+  }
+
+  function openAgent(name, replace) {
+    const params = new URLSearchParams(location.search);
+    params.set("agent", name);
+    const url = location.pathname + "?" + params.toString();
+    if (replace) location.replace(url); else location.assign(url);
   }
 
   function connect() {
@@ -589,7 +629,7 @@
     renderAll();
     updateControls();
     setInterval(ackLoop, ACK_EVERY_MS);
-    connect();
+    pickAgent(connect);
     $("input").focus();
   });
 

@@ -103,21 +103,48 @@
     $("rate-area").setAttribute("points", pts.length ? "0,40 " + pts.join(" ") + " 120,40" : "");
   }
 
-  function render(st) {
+  // Several agents: the cards count them all (sums; latency: the slowest agent's).
+  function addUp(a, b) {
+    if (typeof a === "number" || typeof b === "number") return (a || 0) + (b || 0);
+    if (!a || !b || typeof a !== "object" || typeof b !== "object") return a === undefined || a === null ? b : a;
+    const out = Object.assign({}, a);
+    for (const k of Object.keys(b)) out[k] = addUp(a[k], b[k]);
+    return out;
+  }
+
+  function combined(st) {
+    if (!st.agents || st.agents.length < 2) return st;
+    const out = Object.assign({}, st, { agent: null, sessions: {}, totals: {}, restarts: {}, latency: {},
+                                        outbound_queued_bytes: 0 });
+    for (const a of st.agents) {
+      for (const key of ["sessions", "totals", "restarts"]) out[key] = addUp(out[key], a[key] || {});
+      out.outbound_queued_bytes += a.outbound_queued_bytes || 0;
+      for (const [k, v] of Object.entries(a.latency || {})) {
+        if (v !== null && v !== undefined) out.latency[k] = k === "samples" ? (out.latency[k] || 0) + v : Math.max(out.latency[k] || 0, v);
+      }
+    }
+    out.restarts.unavailable_reason = null;  // the banner names each agent
+    return out;
+  }
+
+  function render(full) {
+    const st = combined(full);
     const limits = st.limits || {};
     const sessions = st.sessions || {};
     const totals = st.totals || {};
     const latency = st.latency || {};
     const restarts = st.restarts || {};
 
-    set("agent-name", (st.agent && st.agent.name) || "myagent-ws");
+    const title = st.agents && st.agents.length > 1 ? st.agents.length + " agents" : (st.agent && st.agent.name);
+    set("agent-name", title || "myagent-ws");
     set("version", "myagent-ws " + st.version + (st.agent && st.agent.file ? " · " + st.agent.file : ""));
-    document.title = ((st.agent && st.agent.name) || "myagent-ws") + " · dashboard";
+    document.title = (title || "myagent-ws") + " · dashboard";
     $("ready-dot").className = "dot " + (st.ready ? "ok" : st.draining ? "warn" : "bad");
     set("ready-text", st.ready ? "ready" : "not ready: " + st.ready_reason);
     const banner = $("banner");
-    banner.hidden = !restarts.unavailable_reason;
-    banner.textContent = restarts.unavailable_reason ? "Agent unavailable: " + restarts.unavailable_reason : "";
+    const down = (full.agents && full.agents.length > 1 ? full.agents : [full]).filter((a) => (a.restarts || {}).unavailable_reason);
+    banner.hidden = !down.length;
+    banner.textContent = down.map((a) => "Agent " + (a.name ? a.name + " " : "") + "unavailable: " + a.restarts.unavailable_reason).join(" · ");
 
     set("c-connections", num(st.connections));
     set("c-connections-sub", num(totals.connections_opened) + " opened · " + bytes(st.outbound_queued_bytes || 0) + " queued");
@@ -136,15 +163,43 @@
     set("c-restarts-sub", num(restarts.recent) + " in the current window");
     set("uptime", "up " + duration(st.uptime_seconds) + ((st.reload || {}).reloads ? " · " + st.reload.reloads + " reload(s)" : ""));
 
-    set("limits", (limits.workers || 0) + " workers · " + num(limits.sessions_per_worker) + " sessions each · max memory " +
-      (limits.max_memory ? bytes(limits.max_memory) : "off") + " · max CPU " + (limits.max_cpu ? limits.max_cpu + "%" : "off"));
+    set("limits", st.agents && st.agents.length > 1 ? "" : limitsText(limits));
 
+    // Sandboxes grouped by agent (one heading row per agent when the server serves several).
     const body = $("sandboxes").tBodies[0];
     body.replaceChildren();
-    const sandboxes = (st.sandboxes || []).slice().sort((a, b) => a.id - b.id);
+    const sections = st.agents && st.agents.length ? st.agents : [st];
+    const several = sections.length > 1;
+    for (const section of sections) {
+      if (several) {
+        const head = body.insertRow();
+        head.className = "agent-group";
+        const c = head.insertCell();
+        c.colSpan = 10;
+        c.append(el("strong", null, section.name), " " + section.path + " · " + ((section.agent || {}).name || "") + " · ",
+                 el("span", "state " + (section.ready ? "ready" : "dead"), section.ready ? "ready" : section.ready_reason),
+                 el("span", "muted", " · " + limitsText(section.limits || {})));
+      }
+      sandboxRows(body, section);
+    }
+    counts("t-ended", totals.turns_ended, "no turn yet");
+    counts("t-errors", totals.errors_by_code, "no errors");
+    counts("t-restarts", restarts.by_reason, "no restarts");
+    counts("t-refused", totals.connections_refused, "none refused");
+  }
+
+  function limitsText(limits) {
+    return (limits.workers || 0) + " workers · " + num(limits.sessions_per_worker) + " sessions each · max memory " +
+      (limits.max_memory ? bytes(limits.max_memory) : "off") + " · max CPU " + (limits.max_cpu ? limits.max_cpu + "%" : "off");
+  }
+
+  function sandboxRows(body, section) {
+    const limits = section.limits || {};
+    const sandboxes = (section.sandboxes || []).slice().sort((a, b) => a.id - b.id);
     for (const sb of sandboxes) {
       const row = body.insertRow();
       row.className = "sandbox";
+      if (section.name) row.dataset.agent = section.name;
       const cell = (content, cls) => {
         const c = row.insertCell();
         if (cls) c.className = cls;
@@ -170,11 +225,6 @@
       c.className = "muted";
       c.textContent = "No sandbox is running.";
     }
-
-    counts("t-ended", totals.turns_ended, "no turn yet");
-    counts("t-errors", totals.errors_by_code, "no errors");
-    counts("t-restarts", restarts.by_reason, "no restarts");
-    counts("t-refused", totals.connections_refused, "none refused");
   }
 
   // Turns started per second over the last RATE_WINDOW_S, from the first and last samples in it.

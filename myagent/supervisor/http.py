@@ -1,8 +1,9 @@
 """HTTP endpoints on the WebSocket port (and on the optional ``--status-port``).
 
 ``/health`` liveness · ``/ready`` readiness · ``/status`` the JSON document of
-docs/status.md · ``/metrics`` Prometheus text · ``/`` the browser console
-(a plain GET; the WebSocket endpoint is ``/`` too) · ``/dashboard`` the live
+docs/status.md · ``/metrics`` Prometheus text · ``/agents`` the agents served (for
+the console's picker) · ``/`` the browser console (a plain GET; the WebSocket
+endpoints are ``/<agent>``, and ``/`` while one agent is served) · ``/dashboard`` the live
 ops view · ``/static/NAME`` their scripts and styles, shipped in the package
 (``/static/vendor/NAME`` the libraries they use).
 
@@ -43,7 +44,7 @@ PAGE_HEADERS = [("Content-Security-Policy", "default-src 'self'; connect-src 'se
                 ("Referrer-Policy", "no-referrer"), ("X-Content-Type-Options", "nosniff")]
 PAGES = {"/": "console.html", "/dashboard": "dashboard.html"}
 BEARER_CHALLENGE = [("WWW-Authenticate", 'Bearer realm="myagent-ws"')]  # RFC 6750: how to authenticate
-PROTECTED = frozenset({"/status", "/metrics"})
+PROTECTED = frozenset({"/status", "/metrics", "/agents"})
 # The Host is not echoed: the body says what to do, not what was sent.
 HOST_REFUSED = {"error": "host not allowed: this server does not serve that name (see --allow-host)"}
 
@@ -90,7 +91,8 @@ class HttpEndpoints:
         address = client_address(connection.remote_address, request.headers, self.server.trusted_proxies)
         self.server.guard.hosts.note_refused(", ".join(request.headers.get_all("Host")), address)
         if upgrade:
-            self.server.metrics.connections_refused["host"] += 1
+            unit = self.server.agents.route(request.path.split("?", 1)[0])
+            (unit.metrics.connections_refused if unit is not None else self.server.refused_unrouted)["host"] += 1
         return json_response(403 if upgrade else 421, HOST_REFUSED)
 
     def _checked(self, connection: ServerConnection, request: Request) -> tuple[str, bool, Response | None]:
@@ -103,18 +105,25 @@ class HttpEndpoints:
         if refused is not None:
             return refused
         if upgrade:
+            unit = self.server.agents.route(path)
+            refused = unit.metrics.connections_refused if unit is not None else self.server.refused_unrouted
             address = client_address(connection.remote_address, request.headers, self.server.trusted_proxies)
             principal, refusal = self.server.guard.admit(request.path, request.headers, address)
             if refusal is not None:
-                self.server.metrics.connections_refused[str(refusal.status)] += 1
+                refused[str(refusal.status)] += 1
                 return json_response(refusal.status, {"error": refusal.reason},
                                      BEARER_CHALLENGE if refusal.status == 401 else None)
+            if unit is None:  # after the token check: only clients that may connect learn the names
+                refused["404"] += 1
+                return json_response(404, {"error": "no agent at this path", "path": path[:200],
+                                           "agents": ["/" + name for name in self.server.agents.names()]})
             connection.principal = principal  # read by the connection handler
-            if self.server.router.draining:
-                self.server.metrics.connections_refused["draining"] += 1
+            connection.agent_unit = unit
+            if self.server.draining or unit.router.draining:
+                refused["draining"] += 1
                 return json_response(503, {"error": "shutting down"})
-            if len(self.server.router.connections) >= self.server.config.max_connections:
-                self.server.metrics.connections_refused["max_connections"] += 1
+            if self.server.connection_count >= self.server.config.max_connections:
+                refused["max_connections"] += 1
                 return json_response(503, {"error": "too many connections"})
             return None
         if path in PROTECTED and self.server.guard.auth_enabled:
@@ -145,6 +154,8 @@ class HttpEndpoints:
             return json_response(200, status_mod.build(self.server))
         if path == "/metrics":
             return http_response(200, prom.render(self.registry), prom.CONTENT_TYPE)
+        if path == "/agents":
+            return json_response(200, status_mod.agent_list(self.server))
         page = PAGES.get(path)
         if page is not None and (pages or page == "dashboard.html"):
             return self.static_file(page)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from myagent.logs import AGENT
 from myagent.protocol.errors import ErrorCode
 from myagent.protocol.exceptions import ProtocolError
 from myagent.protocol.schema import validate_client_frame
@@ -27,6 +28,7 @@ from myagent.supervisor.ratelimit import TokenBucket
 from myagent.supervisor.replies import ClientError
 
 if TYPE_CHECKING:
+    from myagent.supervisor.agents import AgentUnit
     from myagent.supervisor.server import Server
 
 log = logging.getLogger("myagent.supervisor.inbound")
@@ -53,20 +55,21 @@ async def close_after_queued(conn: Connection, ws: ServerConnection, code: int, 
     await closing
 
 
-async def serve_connection(server: "Server", ws: ServerConnection) -> None:
-    """One client connection from the upgrade to the close: every frame parsed, validated,
-    rate-limited and handed to the router; refusals answered, never fatal."""
+async def serve_connection(server: "Server", unit: "AgentUnit", ws: ServerConnection) -> None:
+    """One client connection to one agent from the upgrade to the close: every frame parsed,
+    validated, rate-limited and handed to that agent's router; refusals answered, never fatal."""
+    AGENT.set(unit.log_name)  # this connection's task: its log records name the agent
     remote = client_address(ws.remote_address, ws.request.headers if ws.request else None,
                             server.trusted_proxies)
     conn = Connection(ws, principal=getattr(ws, "principal", "anonymous"),
                       max_outbound=server.config.max_outbound_buffer, remote=remote)
     server.guard.opened(remote)
-    server.metrics.connections_opened += 1
-    server.router.connected(conn)
+    unit.metrics.connections_opened += 1
+    unit.router.connected(conn)
     conn.start()
     log.info("connection %s opened from %s", conn.id, remote, extra={"connection_id": conn.id})
-    router = server.router
-    metrics = server.metrics
+    router = unit.router
+    metrics = unit.metrics
     bucket = TokenBucket(server.config.rate_limit, server.config.rate_burst)
     strikes_limit = server.config.rate_strikes
     try:
@@ -108,7 +111,7 @@ async def serve_connection(server: "Server", ws: ServerConnection) -> None:
         pass
     finally:
         server.guard.closed(remote)
-        server.metrics.connections_closed += 1
+        metrics.connections_closed += 1
         router.disconnected(conn)
         conn.stop_writer()
         metrics.events_sent_closed += conn.sent  # /metrics events_sent: live connections count their own

@@ -52,24 +52,50 @@ def _histogram(name: str, doc: str, hist: Histogram) -> HistogramMetricFamily:
     return HistogramMetricFamily(PREFIX + name, doc, buckets=buckets, sum_value=hist.sum)
 
 
+def merge_by_agent(per_agent: Iterable[tuple[str, Iterable[Metric]]]) -> Iterator[Metric]:
+    """One family per metric name, each sample labelled with its agent (a name may appear once)."""
+    merged: dict[str, Metric] = {}
+    for agent, families in per_agent:
+        for family in families:
+            target = merged.get(family.name)
+            if target is None:
+                target = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+            target.samples += [s._replace(labels={**s.labels, "agent": agent}) for s in family.samples]
+    return iter(merged.values())
+
+
 class ServerCollector(Collector):
-    """Reads a Server's counters and live state at scrape time."""
+    """Reads a Server's counters and live state at scrape time: every agent's series labelled
+    ``agent``, then what the agents share (the store)."""
 
     def __init__(self, server: "Server") -> None:
         self.server = server
 
     def collect(self) -> Iterator[Metric]:
         server = self.server
-        m, router, pool, config = server.metrics, server.router, server.pool, server.config
+        units = [unit for unit in server.agents if not unit.retiring]
+        unrouted = _labelled(CounterMetricFamily(PREFIX + "connections_refused", "", labels=["reason"]),
+                             server.refused_unrouted.items())
+        yield from merge_by_agent([*((unit.name, self.agent_families(unit)) for unit in units), ("", [unrouted])])
+        store = getattr(server, "store", None)
+        if store is not None:
+            yield _gauge("store_healthy", "1 while the session store accepts writes.", 1 if store.health()[0] else 0)
+            yield _gauge("store_pending_writes", "Session-store writes queued, not yet flushed.", store.pending)
+
+    def agent_families(self, unit: Any) -> Iterator[Metric]:
+        m, router, pool, config = unit.metrics, unit.router, unit.pool, unit.config
         sessions = router.registry.sessions
         connections = router.connections.values()
-        ready, _ = server.readiness()
+        ready, _ = unit.readiness()
 
         info = GaugeMetricFamily(PREFIX + "build_info", "Version of the server; always 1.",
-                                 labels=["version", "agent"])
+                                 labels=["version", "agent_name"])
         info.add_metric([__version__, str(pool.agent.get("name") or "")], 1)
         yield info
-        yield _gauge("ready", "1 when /ready answers 200.", 1 if ready else 0)
+        store = getattr(self.server, "store", None)
+        ready = ready and not self.server.draining and (store is None or store.health()[0])
+        yield _gauge("ready", "1 while this agent can take a session (/ready answers 200 when all can).",
+                     1 if ready else 0)
         yield _gauge("draining", "1 while shutting down (SIGTERM received).", 1 if router.draining else 0)
         yield _gauge("agent_unavailable", "1 once the sandbox restart budget is spent.",
                      1 if pool.unavailable_reason else 0)
@@ -93,7 +119,7 @@ class ServerCollector(Collector):
                        m.sessions_quarantined)
         yield _counter("sessions_evicted", "Detached sessions ended at a per-address or per-token session cap.",
                        m.sessions_evicted)
-        yield _gauge("session_slots_free", "Sessions the ready sandboxes can take now.", server.placement.free_slots)
+        yield _gauge("session_slots_free", "Sessions the ready sandboxes can take now.", unit.placement.free_slots)
         yield _counter("sessions_restored", "Sessions re-opened on a new sandbox after theirs was lost.",
                        m.sessions_restored)
         detached = running = 0
@@ -156,11 +182,7 @@ class ServerCollector(Collector):
         yield turns
         yield _gauge("sandbox_max_memory_bytes", "--max-memory (0 = no cap).", config.max_memory)
         yield _gauge("sandbox_max_cpu_percent", "--max-cpu (0 = no cap).", config.max_cpu)
-        yield _counter("reloads", "Successful reloads of the agent file.", server.reloads)
-        store = getattr(server, "store", None)
-        if store is not None:
-            yield _gauge("store_healthy", "1 while the session store accepts writes.", 1 if store.health()[0] else 0)
-            yield _gauge("store_pending_writes", "Session-store writes queued, not yet flushed.", store.pending)
+        yield _counter("reloads", "Successful reloads of the agent file.", unit.reloads)
 
 
 def make_registry(server: "Server") -> CollectorRegistry:

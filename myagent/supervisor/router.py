@@ -46,6 +46,7 @@ class Router:
         self.recovery = recovery
         self.store = store
         self.node_id = node_id
+        self.agent_route = ""  # the agent's name on this server: its URL path /<name>
         self.connections: dict[str, Connection] = {}
         self.draining = False
         self.exports = StateRequests(self, state_secret)
@@ -67,7 +68,7 @@ class Router:
         c = self.config
         conn.enqueue(system_event(ev.SYSTEM_CONNECTED, "Connected to myagent-ws", {
             "connection_id": conn.id, "protocol_version": ev.PROTOCOL_VERSION, "server_version": __version__,
-            "agent_name": self.pool.agent.get("name"),
+            "agent_name": self.pool.agent.get("name"), "agent": self.agent_route,
             "limits": {"max_message_size": c.max_message_size, "max_user_message_chars": c.max_user_message_chars,
                        "max_sessions_per_connection": c.max_sessions_per_connection,
                        "max_queued_messages": c.max_queued_messages, "multitask": c.multitask,

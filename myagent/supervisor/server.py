@@ -1,8 +1,10 @@
-"""The front process: WebSockets and HTTP on one port, the pool behind them.
+"""The front process: WebSockets and HTTP on one port, the agents behind them.
 
-Lifecycle: bind the ports (a port in use stops us before any sandbox starts),
-load the agent in the zygote (a broken file stops us before we serve), fill
-the pool, serve. On SIGTERM/SIGINT: /ready turns 503 and
+Each agent (one per agent file, see agents.py) has its own zygote, pool and
+sessions; the server owns what they share: the listening socket, the guard,
+the HTTP endpoints and the session store. Lifecycle: bind the ports (a port in
+use stops us before any sandbox starts), load each agent in its zygote (a broken
+file stops us before we serve), fill the pools, serve. On SIGTERM/SIGINT: /ready turns 503 and
 upgrades are refused, running turns get ``--graceful-timeout`` to finish,
 clients are closed with 1001, sandboxes are stopped, exit 0. A second signal
 exits at once. Signal handlers only set flags; this loop does the work.
@@ -11,37 +13,27 @@ exits at once. Signal handlers only set flags; this loop does the work.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import signal
 import socket
 import time
+from collections import Counter
 from typing import Any, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from myagent.protocol.errors import ErrorCode
-from myagent.settings import resolve_workers
-from myagent.supervisor.environment import prepare, start_lines
-from myagent.supervisor.exceptions import AgentFileError, ConfigError
+from myagent.supervisor.agent_specs import AgentSpec, stem, with_overrides
+from myagent.supervisor.agents import Agents, AgentUnit
+from myagent.supervisor.exceptions import ConfigError
 from myagent.supervisor.guard import Guard, HostCheck, exposed_to_others, load_tokens, needs_auth_warning
 from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.inbound import serve_connection
+from myagent.supervisor.live_agents import LiveAgents
 from myagent.supervisor.listen import bind_error, tls_context
-from myagent.supervisor.metrics import Metrics
-from myagent.supervisor.placement import Placement
-from myagent.supervisor.pool import SandboxPool
-from myagent.supervisor.recovery import Recovery
-from myagent.supervisor.relay import Relay
-from myagent.supervisor.reloader import changed_files, snapshot
-from myagent.supervisor.router import Router
-from myagent.supervisor.sessions import Limits, SessionRegistry
 from myagent.supervisor.state_export import load_secret, state_secret
 from myagent.supervisor.store import MemoryStore, StoreError, default_state_dir, open_store
 from myagent.supervisor.tuning import not_dumpable, raise_open_files_limit, tune_gc
-from myagent.supervisor.turns import Turns
-from myagent.supervisor.watchdog import Watchdog
 
 log = logging.getLogger("myagent.supervisor")
 
@@ -49,10 +41,11 @@ CLOSE_GOING_AWAY = 1001
 
 
 class Server:
-    def __init__(self, config: Any, announce: Callable[[str], None] = print) -> None:
+    def __init__(self, config: Any, announce: Callable[[str], None] = print,
+                 agents: list[AgentSpec] | None = None, directories: list[str] | None = None,
+                 overrides: dict[str, dict] | None = None) -> None:
         self.config = config
         self.announce = announce
-        self.metrics = Metrics()
         self.state_dir = config.state_dir or default_state_dir()
         store_url = config.store
         if store_url in ("sqlite://", "sqlite:///"):  # the default file lives in the state directory
@@ -63,70 +56,76 @@ class Server:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         self.node_id = config.node_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.registry = SessionRegistry(Limits(config.max_history_messages, config.max_history_bytes,
-                                               config.replay_buffer, config.replay_buffer_bytes), self.store)
-        self.pool = SandboxPool(config, resolve_workers(config),
-                                functools.partial(prepare, config.agent_file, config.sandbox_env or ()))
-        # The core, wired once: Placement owns the session <-> sandbox binding, Turns what runs,
-        # Recovery keeps sessions alive, Relay is the sandbox -> client hot path, Router the
-        # client -> server side.
-        self.placement = Placement(self.pool, config, self.metrics)
-        self.turns = Turns(config, self.metrics, self.placement, self.pool)
-        self.recovery = Recovery(config, self.registry, self.placement, self.turns, self.pool, self.metrics,
-                                 self.store, self.node_id)
-        self.relay = Relay(self.placement, self.turns, config.sandbox_max_event_size)
         try:
-            secret = load_secret(state_secret(config), self.state_dir)
+            self.state_secret = load_secret(state_secret(config), self.state_dir)
         except OSError as exc:
             raise ConfigError(f"--state-dir {self.state_dir}: cannot keep the state secret there: "
                               f"{exc.strerror or exc}") from None
-        self.router = Router(config, self.pool, self.registry, self.metrics, self.placement, self.turns,
-                             self.recovery, self.store, secret, self.node_id)
-        self.turns.on_idle = self.recovery.idle
-        self.turns.on_unplaced = self.recovery.restore
-        self.pool.on_ready = lambda sandbox: self.recovery.migrate_idle()
-        self.pool.on_lost = self.recovery.on_sandbox_lost
-        self.pool.on_control = self.placement.on_control
-        self.pool.on_data = self.relay.on_data
-        self.watchdog = Watchdog(self.pool, config)
-        self.reload_error: str | None = None
+        specs = agents or [AgentSpec(stem(config.agent_file), config.agent_file)]
+        self.directories = directories or []
+        # One agent file alone keys its stored sessions as before (see AgentUnit.start).
+        self.agents = Agents(self.new_unit, with_overrides(specs, overrides or {}),
+                             single=len(specs) == 1 and not self.directories)
+        self.refused_unrouted: Counter[str] = Counter()  # upgrades refused before a path named an agent
         self.http = HttpEndpoints(self)
         self.trusted_proxies = frozenset(config.trusted_proxy or ())
         self.guard = Guard(load_tokens(config.auth_token or (), config.auth_tokens_file), config.allow_origin or (),
                            config.max_connections_per_address, HostCheck(config.allow_host or (), config.host))
-        self.reloads = 0
+        self.draining = False
         self.started = time.time()
         self.port: int | None = None
         self._stop = asyncio.Event()
         self._signals = 0
         self._ws_server: Any = None
+        self.live = LiveAgents(self, overrides or {})
+
+    def new_unit(self, spec: AgentSpec, single: bool) -> AgentUnit:
+        return AgentUnit(spec, self.config, self.store, self.node_id, self.state_secret, single)
+
+    # The first agent's parts, for single-agent callers (and tests) that name them directly.
+    pool = property(lambda self: self.agents.first.pool)
+    router = property(lambda self: self.agents.first.router)
+    registry = property(lambda self: self.agents.first.registry)
+    metrics = property(lambda self: self.agents.first.metrics)
+    placement = property(lambda self: self.agents.first.placement)
+    turns = property(lambda self: self.agents.first.turns)
+    recovery = property(lambda self: self.agents.first.recovery)
+    watchdog = property(lambda self: self.agents.first.watchdog)
+    reload_error = property(lambda self: self.agents.first.reload_error)
+
+    @property
+    def reloads(self) -> int:
+        return sum(unit.reloads for unit in self.agents)
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(unit.router.connections) for unit in self.agents)
 
     def readiness(self) -> tuple[bool, str]:
-        if self.router.draining:
+        """Ready while every agent served can take a session; else why, naming each agent that cannot
+        (one agent: its reason alone, as before). An agent being retired no longer counts."""
+        if self.draining:
             return False, "draining"
-        if self.pool.unavailable_reason:
-            return False, self.pool.unavailable_reason
-        if not self.pool.ready_count:
-            return False, "no sandbox is ready"
-        if len(self.registry) >= self.config.max_sessions or not self.placement.can_place():
-            return False, "no room for a new session (every sandbox is full)"
+        serving = [unit for unit in self.agents if not unit.retiring]
+        if not serving:
+            return False, "no agent is served (the served directories hold no agent file)"
+        not_ready = [(unit.name, why) for unit in serving for ok, why in [unit.readiness()] if not ok]
+        if not_ready:
+            if len(serving) == 1:
+                return False, not_ready[0][1]
+            return False, "; ".join(f"agent {name}: {why}" for name, why in not_ready)
         healthy, why = self.store.health()
         if not healthy:
             return False, f"session store: {why}"
         return True, "ok"
 
-    def _capacity_line(self) -> str:
-        c, pool = self.config, self.pool
-        capacity = min(self.placement.capacity, c.max_sessions)
-        grows = f", growing to {pool.max_size} sandboxes on demand" if pool.max_size > pool.size else ""
-        if capacity >= min(c.max_sessions, 100):
-            return f"📦 Capacity: {capacity} sessions{grows}"
-        hint = "" if grows else " Raise --max-sandboxes to spawn sandboxes on demand."
-        return (f"⚠️  Capacity: only {capacity} sessions at once ({pool.max_size} sandbox(es) x --sessions-per-worker "
-                f"{c.sessions_per_worker}{grows}); more get SERVER_BUSY.{hint}")
-
     async def handle(self, ws: ServerConnection) -> None:
-        await serve_connection(self, ws)
+        # process_request picked the agent from the path; a unit retired meanwhile closes it at once.
+        unit = getattr(ws, "agent_unit", None) or self.agents.first
+        if unit.retiring:
+            await ws.close(1001, "agent removed")
+            return
+        await serve_connection(self, unit, ws)
 
     # Lifecycle -------------------------------------------------------------------
     def _on_signal(self, signum: int) -> None:
@@ -137,45 +136,18 @@ class Server:
         self._stop.set()
 
     def _hard_exit(self) -> None:
-        self.pool.kill_now()
+        for unit in self.agents:
+            unit.pool.kill_now()
         os._exit(1)
 
     def request_stop(self) -> None:
         self._stop.set()
 
     def _on_hup(self) -> None:
-        asyncio.get_running_loop().create_task(self.reload("SIGHUP"))
-
-    async def reload(self, why: str) -> bool:
-        """Rolling reload: new zygote, fresh sandboxes, sessions move over with their history."""
-        log.info("reloading %s (%s)", self.config.agent_file, why)
-        try:
-            agent = await self.pool.reload()
-        except AgentFileError as exc:
-            self.reload_error = str(exc)
-            log.error("reload failed, the previous version keeps serving: %s", exc)
-            self.router.broadcast_notice("The agent file failed to reload; the previous version keeps serving.",
-                                         {"reload_failed": True, "reason": str(exc)[:500]})
-            return False
-        self.reload_error = None
-        self.reloads += 1
-        self.recovery.migrate_idle()
-        log.info("reloaded: agent %s", agent.get("name"))
-        self.router.broadcast_notice("The agent was reloaded.", {"reloaded": True})
-        return True
-
-    async def _watch_files(self) -> None:
-        seen = snapshot(self.config.agent_file)
-        while True:
-            await asyncio.sleep(1.0)
-            current = snapshot(self.config.agent_file)
-            changed = changed_files(seen, current)
-            seen = current
-            if changed:
-                await self.reload("changed: " + ", ".join(sorted(changed)[:5]))
+        asyncio.get_running_loop().create_task(self.live.reload("SIGHUP", everything_if_unchanged=True))
 
     async def start(self) -> None:
-        """Bind, load the agent, fill the pool, serve. ConfigError (a port in use, a TLS file that
+        """Bind, load the agents, fill their pools, serve. ConfigError (a port in use, a TLS file that
         does not load) comes before any sandbox starts; AgentFileError for a broken agent file."""
         c = self.config
         raise_open_files_limit(c.max_connections)
@@ -187,19 +159,14 @@ class Server:
             await self.store.start()
         except StoreError as exc:
             raise ConfigError(f"session store {c.store}: {exc}") from None
-        self.announce(f"🔍 Loading agent file: {c.agent_file}")
-        agent = await self.pool.start()
-        if self.pool.zygotes.current is not None and self.pool.zygotes.current.llm:
-            self.announce(f"🧠 LLM: {self.pool.zygotes.current.llm}")
-        self.registry.agent = agent.get("name", "")
         if self.store.durable:
             self.announce(f"💾 Sessions stored in {self.store.name}: {self.store.describe()}")
-        tools = ", ".join(t["name"] for t in agent.get("tools", [])) or "no tools"
-        self.announce(f"✅ Agent loaded: {agent.get('name')} ({tools}); "
-                      f"{len(self.pool.sandboxes)} sandbox(es), up to {c.sessions_per_worker} sessions each")
-        self.announce(self._capacity_line())
-        for line in start_lines(self.pool.declared, self.pool.env):
-            self.announce(line)
+        # The agents load side by side (each in its own zygote); one broken file stops them all.
+        results = await asyncio.gather(*(self.live.start_unit(unit) for unit in self.agents), return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self.stop_pools()
+            raise failed[0]
         if needs_auth_warning(c.host, self.guard.auth_enabled):
             self.announce(f"⚠️  WARNING: listening on {c.host} without authentication: anyone who can reach "
                           "this port can use the agent. Set MYAGENT_WS_AUTH_TOKENS or --auth-tokens-file.")
@@ -216,6 +183,9 @@ class Server:
         tune_gc()
         self.announce(f"🚀 myagent-ws listening on {scheme}://{c.host}:{self.port}  "
                       f"(health: {'https' if ssl_context else 'http'}://{c.host}:{self.port}/health)")
+        if len(self.agents) > 1:
+            self.announce("🧭 Agents: " + "  ".join(f"{scheme}://{c.host}:{self.port}/{unit.name}"
+                                                    for unit in self.agents))
         if c.status_port:
             await self.http.start_status_port()
             self.announce(f"📊 status port: http://{c.host}:{self.http.status_port}/status (also /health /ready "
@@ -248,6 +218,10 @@ class Server:
             except OSError as exc:
                 raise bind_error(exc, c.host, c.status_port, "--status-port") from None
 
+    async def stop_pools(self) -> None:
+        for unit in self.agents:
+            await unit.pool.stop()
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -255,15 +229,18 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         try:
             await self.start()
-            tasks = [loop.create_task(self._tick()), loop.create_task(self.watchdog.run())]
+            for unit in self.agents:
+                self.live.activate(unit)
+            tasks = [loop.create_task(self._tick())]
             if self.config.reload:
-                tasks.append(loop.create_task(self._watch_files()))
+                tasks.append(loop.create_task(self.live.watch()))
             await self._stop.wait()
             for task in tasks:
                 task.cancel()
             await self.drain()
         finally:
-            await self.pool.stop()
+            self.live.deactivate_all()
+            await self.stop_pools()
             await self.store.stop()
             await self.http.close()
         return 0
@@ -277,67 +254,44 @@ class Server:
         while True:
             await asyncio.sleep(0.5)
             now = loop.time()
-            if now >= next_heartbeat:
-                self.router.heartbeat()
+            heartbeat = now >= next_heartbeat
+            if heartbeat:
                 next_heartbeat = now + c.heartbeat_interval
-            self.router.sweep()
-            self.close_idle()
-            if self.pool.max_size > self.pool.size:
-                self.pool.shrink(time.monotonic())
+            for unit in self.agents:
+                unit.tick(heartbeat)
             if now >= next_store_work and self.store.durable:
                 next_store_work = now + 2.0
-                await self._store_work()
+                for unit in self.agents:
+                    await self._store_work(unit)
 
-    async def _store_work(self) -> None:
+    async def _store_work(self, unit: AgentUnit) -> None:
         """Renew this node's leases and drop stored sessions idle longer than --session-ttl."""
+        registry = unit.registry
         try:
-            leased = [sid for sid, session in self.registry.sessions.items() if session.leased]
+            leased = [sid for sid, session in registry.sessions.items() if session.leased]
             for sid in await self.store.renew(leased, self.node_id, self.config.lease_ttl):
-                session = self.registry.get(sid)
+                session = registry.get(sid)
                 if session is not None:  # another node took it over (our lease lapsed): let go
                     log.warning("session %s is now owned by another node; dropping this node's copy", sid)
-                    self.recovery.forget(session)
-            for sid in await self.store.expired(time.time() - self.config.session_ttl):
-                if self.registry.get(sid) is None:
-                    self.store.delete(sid)
+                    unit.recovery.forget(session)
+            if unit is self.agents.first:  # the store is shared: one sweep, for sessions no agent holds
+                for sid in await self.store.expired(time.time() - self.config.session_ttl):
+                    if all(u.registry.get(sid) is None for u in self.agents):
+                        self.store.delete(sid)
         except Exception as exc:  # reported through store.health(); the loop goes on
             log.warning("store maintenance failed: %s", exc)
-
-    def close_idle(self) -> None:
-        """Close connections that sent nothing for --idle-timeout and have no turn running."""
-        limit = self.config.idle_timeout
-        if limit <= 0:
-            return
-        now = time.monotonic()
-        for conn in list(self.router.connections.values()):
-            if now - conn.last_inbound > limit and not any(
-                    (s := self.registry.get(sid)) is not None and s.turn is not None for sid in conn.sessions):
-                log.info("connection %s idle for %.0fs: closing", conn.id, now - conn.last_inbound)
-                conn.close(1000, "idle timeout")
 
     async def drain(self) -> None:
         """Graceful stop: refuse new work, let turns finish, close clients with 1001."""
         grace = self.config.graceful_timeout
-        running = sum(1 for s in self.registry.sessions.values() if s.turn is not None)
+        units = list(self.agents)
         log.info("draining: %d connections, %d sessions, %d turns running; waiting up to %gs "
                  "(--graceful-timeout) for them to finish. Press Ctrl-C again (or send a second "
-                 "signal) to exit now.", len(self.router.connections), len(self.registry), running, grace)
-        self.router.draining = True
-        self.turns.draining = True
-        self.placement.stop_opening()  # an open in flight would hold its connection's close
-        self.router.broadcast_notice(f"The server is shutting down; running turns get up to {grace:g}s to finish.",
-                                     {"draining": True, "graceful_timeout": grace})
-        for session in self.registry.sessions.values():  # what waits would only be cancelled
-            self.turns.drop_queue(session, ErrorCode.SHUTTING_DOWN, "The server is shutting down.")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
-        while any(s.turn is not None for s in self.registry.sessions.values()) and loop.time() < deadline:
-            await asyncio.sleep(0.05)
-        for session in self.registry.sessions.values():
-            self.turns.cancel(session, ErrorCode.SHUTTING_DOWN)
-        await asyncio.sleep(0.1 if any(s.turn for s in self.registry.sessions.values()) else 0)
-        for conn in list(self.router.connections.values()):
-            await conn.drain(0.5)
+                 "signal) to exit now.", sum(len(u.router.connections) for u in units),
+                 sum(len(u.registry) for u in units),
+                 sum(1 for u in units for s in u.registry.sessions.values() if s.turn is not None), grace)
+        self.draining = True
+        await asyncio.gather(*(unit.run_task(unit.drain(grace)) for unit in units))
         if self._ws_server is not None:
             self._ws_server.close(close_connections=True)
             try:

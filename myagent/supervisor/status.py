@@ -11,9 +11,41 @@ if TYPE_CHECKING:
     from myagent.supervisor.server import Server
 
 
+def agent_list(server: "Server") -> dict[str, Any]:
+    """GET /agents: what the console's agent picker shows."""
+    units = [unit for unit in server.agents if not unit.retiring]
+    return {"agents": [{"name": unit.name, "path": "/" + unit.name, "agent_name": unit.pool.agent.get("name"),
+                        "description": unit.pool.agent.get("description", ""), "ready": unit.readiness()[0]}
+                       for unit in units],
+            "default": units[0].name if len(units) == 1 else None}
+
+
 def build(server: "Server") -> dict[str, Any]:
-    router, pool, metrics, c = server.router, server.pool, server.metrics, server.config
+    """The document: server-wide keys, ``agents`` (one section per agent), and, for single-agent
+    readers, the first agent's section at the top level too."""
+    units = [unit for unit in server.agents if not unit.retiring]
     ready, reason = server.readiness()
+    store = server.store
+    sections = [agent_status(unit) for unit in units]
+    first = {k: v for k, v in sections[0].items() if k not in ("name", "path")} if sections else {}
+    return {
+        **first,
+        "version": __version__,
+        "uptime_seconds": round(time.time() - server.started, 3),
+        "ready": ready,
+        "ready_reason": reason,
+        "draining": server.draining,
+        "connections": server.connection_count,
+        "store": {"backend": store.name, "where": store.describe(), "healthy": store.health()[0],
+                  "status": store.health()[1], "pending_writes": store.pending, "node_id": server.node_id},
+        "agents": sections,
+    }
+
+
+def agent_status(unit: Any) -> dict[str, Any]:
+    """One agent's section: its pool, sessions, counters and limits."""
+    router, pool, metrics, c = unit.router, unit.pool, unit.metrics, unit.config
+    ready, reason = unit.readiness()
     detached = running = queued = 0
     for session in router.registry.sessions.values():  # one pass: /status must stay cheap at 10k sessions
         if session.connection is None:
@@ -24,8 +56,8 @@ def build(server: "Server") -> dict[str, Any]:
     connections = router.connections.values()
     now = time.monotonic()
     return {
-        "version": __version__,
-        "uptime_seconds": round(time.time() - server.started, 3),
+        "name": unit.name,
+        "path": "/" + unit.name,
         "ready": ready,
         "ready_reason": reason,
         "draining": router.draining,
@@ -56,11 +88,8 @@ def build(server: "Server") -> dict[str, Any]:
             for s in pool.losses
         ],
         "zygote_pid": pool.zygotes.current.pid if pool.zygotes.current else None,
-        "containment": server.watchdog.containment,
-        "reload": {"reloads": server.reloads, "last_error": server.reload_error},
-        "store": {"backend": server.store.name, "where": server.store.describe(), "healthy": server.store.health()[0],
-                  "status": server.store.health()[1], "pending_writes": server.store.pending,
-                  "node_id": server.node_id},
+        "containment": unit.watchdog.containment,
+        "reload": {"reloads": unit.reloads, "last_error": unit.reload_error},
         "restarts": {"total": pool.policy.total, "recent": pool.policy.recent,
                      "by_reason": dict(pool.restarts_by_reason), "unavailable_reason": pool.unavailable_reason},
         "totals": {"connections_opened": metrics.connections_opened,
@@ -74,8 +103,8 @@ def build(server: "Server") -> dict[str, Any]:
                    "sandbox_frames_rejected": dict(metrics.frames_rejected),
                    "events_sent": metrics.events_sent_closed + sum(conn.sent for conn in connections)},
         "latency": metrics.latency_summary(),
-        "capacity": {"sessions": min(server.placement.capacity, c.max_sessions),
-                     "free_slots": server.placement.free_slots, "max_sandboxes": pool.max_size},
+        "capacity": {"sessions": min(unit.placement.capacity, c.max_sessions),
+                     "free_slots": unit.placement.free_slots, "max_sandboxes": pool.max_size},
         "limits": {"workers": len(pool.sandboxes), "sessions_per_worker": c.sessions_per_worker,
                    "max_connections": c.max_connections, "max_sessions": c.max_sessions,
                    "max_sessions_per_connection": c.max_sessions_per_connection,

@@ -79,3 +79,22 @@ def test_render_unreachable():
     out = io.StringIO()
     Console(file=out, width=120, color_system=None).print(render(Snapshot(error="x is unreachable"), "x"))
     assert "unreachable" in out.getvalue()
+
+
+def test_render_several_agents_one_row_each_and_their_sandboxes():
+    crashy = {**STATUS, "name": "crashy", "path": "/crashy", "ready": False,
+              "ready_reason": "restart budget exhausted: 2 restarts in 60s", "sandboxes": [],
+              "restarts": {"total": 2, "recent": 2, "by_reason": {"SANDBOX_CRASHED": 2},
+                           "unavailable_reason": "restart budget exhausted: 2 restarts in 60s"}}
+    weather = {**STATUS, "name": "weather", "path": "/weather", "ready": True}
+    doc = {**STATUS, "ready_reason": "agent crashy: restart budget exhausted: 2 restarts in 60s",
+           "agents": [weather, crashy]}
+    out = io.StringIO()
+    Console(file=out, width=200, color_system=None).print(render(Snapshot(ready_code=503, status=doc), "http://x:1"))
+    text = out.getvalue()
+    assert "2 agents" in text and "Agents" in text and "NOT READY: agent crashy" in text
+    rows = [line for line in text.splitlines() if line.strip().startswith(("weather", "crashy"))]
+    assert any("/weather" in r and "ready" in r for r in rows) and any("/crashy" in r for r in rows)
+    assert any(r.strip().startswith("weather") and "111" in r for r in rows)  # its sandbox, with its agent
+    assert any(r.strip().startswith("crashy") and "no sandbox" in r for r in rows)
+    assert "crashy: unavailable" in text and "weather: restarts by reason" in text

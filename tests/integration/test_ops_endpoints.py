@@ -60,6 +60,9 @@ def scrape(base: str) -> dict[tuple[str, tuple], float]:
 
 
 def value(samples: dict, name: str, **labels) -> float:
+    """A sample of the one agent served (every agent series is labelled with its agent)."""
+    if name.startswith("myagent_ws_") and not name.startswith("myagent_ws_store_"):
+        labels.setdefault("agent", "test_agent")
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 

@@ -175,7 +175,8 @@ def test_status_shape_and_every_field_is_documented():
 
     documented = set(re.findall(r"^\| `([a-z_\[\].0-9]+)` \|", STATUS_DOC, re.MULTILINE))
     fields = flatten(status)
-    missing = sorted(fields - documented)
+    # An agent's section repeats the top-level per-agent fields: documented once, at the top.
+    missing = sorted(f for f in fields - documented if f.removeprefix("agents[].") not in documented)
     assert not missing, f"/status fields missing from docs/status.md: {missing}"
     stale = sorted(f for f in documented if "." in f and f.split(".")[0] in status and f not in fields
                    and not f.startswith("sandboxes[]"))

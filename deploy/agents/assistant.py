@@ -3,7 +3,7 @@
 OPENAI_API_KEY picks a real model (without it the offline demo model answers).
 The agent declares SERPER_API_KEY (``env=`` below): the server passes it, and
 only it, to the sandboxes besides its allow list, and refuses to start without
-it. docker-compose.yml mounts this file; k8s/configmap.yaml holds a copy
+it. docker-compose.yml mounts this directory; k8s/configmap.yaml holds a copy
 (tests/test_deploy.py keeps them equal).
 """
 
