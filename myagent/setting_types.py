@@ -33,7 +33,9 @@ def parse_size(text: str | int) -> int:
 
 
 def is_bare_number(text: object) -> bool:
-    """A size written without a unit (``512``): bytes, and a common slip for MiB."""
+    """A size written without a unit (``512``, or a TOML integer): bytes, and a common slip for MiB."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return True
     return isinstance(text, str) and text.strip().isdigit()
 
 

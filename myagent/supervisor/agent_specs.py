@@ -40,9 +40,10 @@ OVERRIDABLE = ("workers", "sessions-per-worker", "max-sandboxes", "max-memory", 
                "sandbox-max-files", "sandbox-max-file-size", "sandbox-max-procs", "sandbox-env",
                "turn-timeout", "confirm-timeout", "max-tool-result-chars", "max-sessions")
 # What a TOML value may be for each kind of setting (a size is 512 or "512MiB").
-TOML_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "size": (int, str),
+TOML_TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "seconds": (int, float),
+                                           "size": (int, str),
                                            "str": (str, list), "bool": (bool,), "choice": (str,)}
-KIND_WORDS = {"int": "an integer", "float": "a number", "size": "a size (512MiB or bytes)", "str": "a string",
+KIND_WORDS = {"int": "an integer", "float": "a number", "seconds": "a number of seconds", "size": "a size (512MiB or bytes)", "str": "a string",
               "bool": "true or false", "choice": "a string"}
 
 
@@ -131,8 +132,6 @@ def convert_overrides(name: str, table: Any, where: str) -> dict[str, Any]:
             value = setting.convert(raw)
         except ValueError as exc:
             raise ConfigError(f"{where}: [agents.{name}] {exc}") from None
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"{where}: [agents.{name}] {key}: {raw!r} must not be negative")
         result[setting.attr] = value
     return result
 
