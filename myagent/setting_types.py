@@ -33,9 +33,7 @@ def parse_size(text: str | int) -> int:
 
 
 def is_bare_number(text: object) -> bool:
-    """A size written without a unit (``512``, or a TOML integer): bytes, and a common slip for MiB."""
-    if isinstance(text, int) and not isinstance(text, bool):
-        return True
+    """A size written without a unit (``512``): bytes, and a common slip for MiB."""
     return isinstance(text, str) and text.strip().isdigit()
 
 

@@ -129,7 +129,8 @@ def convert_overrides(name: str, table: Any, where: str) -> dict[str, Any]:
                 or isinstance(raw, list) and not setting.multiple:
             raise ConfigError(f"{where}: [agents.{name}] {key}: {raw!r} is not {KIND_WORDS[setting.kind]}")
         try:
-            value = setting.convert(raw)
+            # A TOML integer size is a bare number of bytes, as on the command line (and gets its hint).
+            value = setting.convert(str(raw) if setting.kind == "size" else raw)
         except ValueError as exc:
             raise ConfigError(f"{where}: [agents.{name}] {exc}") from None
         result[setting.attr] = value
