@@ -24,6 +24,7 @@ from myagent.settings import resolve_workers
 from myagent.supervisor.environment import absolute_llm_paths, sandbox_environment
 from myagent.supervisor.exceptions import AgentFileError, ConfigError
 from myagent.supervisor.guard import Guard, HostCheck, exposed_to_others, load_tokens, needs_auth_warning
+from myagent.supervisor.budgets import Budgets
 from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.inbound import serve_connection
 from myagent.supervisor.metrics import Metrics
@@ -65,7 +66,8 @@ class Server:
         # Recovery keeps sessions alive, Relay is the sandbox -> client hot path, Router the
         # client -> server side.
         self.placement = Placement(self.pool, config, self.metrics)
-        self.turns = Turns(config, self.metrics, self.placement, self.pool)
+        self.budgets = Budgets(config.budget_tokens_per_day, config.max_tokens_per_turn, self.store)
+        self.turns = Turns(config, self.metrics, self.placement, self.pool, self.budgets)
         self.recovery = Recovery(config, self.registry, self.placement, self.turns, self.pool, self.metrics,
                                  self.store, self.node_id)
         self.relay = Relay(self.placement, self.turns, config.sandbox_max_event_size)
@@ -237,6 +239,7 @@ class Server:
             await self.drain()
         finally:
             await self.pool.stop()
+            await self.budgets.drain()
             await self.store.stop()
             await self.http.close()
         return 0
