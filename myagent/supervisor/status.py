@@ -102,7 +102,7 @@ def usage_section(server: "Server", sessions: Iterable["Session"]) -> dict[str, 
              "llm_seconds": round(row[5], 3), "tool_seconds": round(row[6], 3)}
             for (agent, model), row in sorted(metrics.usage.items())
         ],
-        "unknown_turns": dict(metrics.usage_unknown_turns),
+        "unknown_turns": sum(metrics.usage_unknown_turns.values()),
         "top_sessions": [{"session_id": s.id, "owner": s.owner, **s.usage.as_dict()} for s in top],
         "budgets": {"tokens_per_day": budgets.per_day, "max_tokens_per_turn": budgets.per_turn,
                     "turns_refused_before_dispatch": budgets.refused, "store_errors": budgets.store_errors},
