@@ -235,3 +235,13 @@ async def test_two_nodes_share_one_balance_on_redis(fake, serve, open_client, re
     refused, _ = await on_b.ask("hello from the other node")
     assert_refused(refused, "day")
     assert fake.stats["requests"] == asked
+
+
+async def test_the_scripted_model_reports_zero_honestly(server, open_client):
+    """The suite's shared server runs the scripted model: requests counted, no tokens, nothing unknown."""
+    session = await (await open_client(server.url)).create_session()
+    final, _ = await session.ask("hello")
+    usage = final["metadata"]["usage"]
+    assert usage["llm_requests"] >= 1 and usage["unknown_requests"] == 0
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (0, 0, 0)
+    assert usage["model"].startswith("scripted:")
