@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["BudgetExceeded", "TokenUsage", "TurnUsage", "ZERO_USAGE"]
 
@@ -56,9 +56,10 @@ class TurnUsage:
     """The running totals of one turn (the agent adds to it; its host reads it, even after a cancel)."""
 
     __slots__ = ("prompt_tokens", "completion_tokens", "total_tokens", "llm_requests", "unknown_requests",
-                 "llm_ns", "tool_ns", "model", "max_tokens")
+                 "llm_ns", "tool_ns", "model", "max_tokens", "on_spent")
 
-    def __init__(self, max_tokens: int | None = None) -> None:
+    def __init__(self, max_tokens: int | None = None, on_spent: Callable[[int], Any] | None = None) -> None:
+        """``on_spent(tokens)`` is called as each request that reported tokens ends."""
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.total_tokens = 0
@@ -68,6 +69,7 @@ class TurnUsage:
         self.tool_ns = 0
         self.model = ""
         self.max_tokens = max_tokens  # None: no allowance
+        self.on_spent = on_spent
 
     def check(self) -> None:
         """Before an LLM request: BudgetExceeded once the allowance is spent."""
@@ -86,6 +88,8 @@ class TurnUsage:
         self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
         self.total_tokens += usage.total_tokens
+        if self.on_spent is not None and usage.total_tokens:
+            self.on_spent(usage.total_tokens)
 
     def as_dict(self) -> dict[str, Any]:
         """The ``metadata.usage`` object of a terminal event (docs/protocol.md)."""

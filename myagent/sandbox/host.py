@@ -177,7 +177,10 @@ class SessionHost:
             finally:
                 session.confirms.pop(request.step_id, None)
 
-        usage = TurnUsage(budget["tokens"] if budget else None)
+        def spent(tokens: int) -> None:  # a budgeted turn reports as it goes: a crash cannot hide a spend
+            pipe.send({"op": ops.SPENT, "sid": sid, "turn": turn, "tokens": tokens})
+
+        usage = TurnUsage(budget["tokens"], spent) if budget else TurnUsage()
         measured = session.measured
         extra = {"usage": usage} if measured else {}
         try:

@@ -84,6 +84,7 @@ class Turn:
     grace: Any = None              # asyncio.TimerHandle: --cancel-grace after the cancel
     rollback: bool = False         # drop this turn's messages once it has ended
     dispatched: bool = False       # sent to the sandbox (a budgeted turn waits for its balance first)
+    spent: int = 0                 # tokens its sandbox reported as each LLM request ended (budgets on)
 
 
 @dataclass(eq=False, slots=True)

@@ -228,8 +228,9 @@ class Turns:
             return
         session.usage.add(usage)
         self.metrics.add_usage(session.agent, usage)
-        if usage is not None and self.budgets is not None:
-            self.budgets.charge(session.owner, session.id, usage["total_tokens"])
+        if self.budgets is not None:
+            # The turn's usage when it came; else what its sandbox reported before it was lost.
+            self.budgets.charge(session.owner, session.id, usage["total_tokens"] if usage is not None else turn.spent)
         for timer in (turn.timer, turn.grace):
             if timer is not None:
                 timer.cancel()

@@ -90,3 +90,10 @@ async def test_local_models_report_zero_honestly(llm) -> None:
 ])
 def test_openai_usage_objects(raw, expected) -> None:
     assert TokenUsage.from_openai(raw) == expected
+
+
+async def test_on_spent_reports_each_request_as_it_ends() -> None:
+    reports: list[int] = []
+    llm = FakeLLM(use(call("add", {"a": 1, "b": 2}), usage=TokenUsage(10, 2, 12)), answer("x"),)
+    await run(make(llm), TurnUsage(10_000, reports.append))
+    assert reports == [12]  # the second request reported nothing: nothing to charge

@@ -31,7 +31,7 @@ SCRIPT = {
     "rules": [{"match": "weather", "steps": [
         {"content": "", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
         {"content": "It is {tool_result}."},
-    ]}],
+    ]}, {"match": "crash", "steps": [{"content": "", "tool_calls": [{"name": "hard_exit", "arguments": {}}]}]}],
     "default": [{"content": "You said: {user}"}],
     "chunk_size": 4,
 }
@@ -51,8 +51,8 @@ def serve(fake: FakeLLMServer) -> Iterator[Callable[..., ServerProcess]]:
     """``serve(*args, env=...)``: a server whose agent talks to ``fake`` (stopped after the test)."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        srv = ServerProcess(TEST_AGENT, "--workers", "1", *args, llm="openai",
+    def start(*args: str, env: dict[str, str] | None = None, agent: Path = TEST_AGENT) -> ServerProcess:
+        srv = ServerProcess(agent, "--workers", "1", *args, llm="openai",
                             env={"OPENAI_BASE_URL": fake.url, "OPENAI_API_KEY": "sk-test", **(env or {})})
         started.append(srv)
         return srv.start(timeout=30)
@@ -142,7 +142,7 @@ async def test_daily_budget_refuses_before_the_llm_and_survives_a_restart(fake, 
     srv = serve(*args, env=env)
     client = await open_client(srv.url, token=TOKEN)
     session = await client.create_session()
-    first, _ = await session.ask("weather please")  # the balance was 0: it runs, and spends > 100
+    first, _ = await session.ask("hello")  # the balance was 0: its one request runs, and spends > 100
     assert first["event"] == "agent.final_answer" and first["metadata"]["usage"]["total_tokens"] > 100
 
     asked = fake.stats["requests"]
@@ -172,11 +172,26 @@ async def test_per_session_budget_without_auth(fake, serve, open_client):
     srv = serve("--store", "memory:", "--budget-tokens-per-day", "100")
     client = await open_client(srv.url)
     spender = await client.create_session()
-    await spender.ask("weather please")
+    await spender.ask("hello")
     refused, _ = await spender.ask("more")
     assert_refused(refused, "day")
     fresh, _ = await (await client.create_session()).ask("hi")  # without auth the session holds the budget
     assert fresh["event"] == "agent.final_answer"
+
+
+async def test_a_turn_whose_sandbox_dies_is_still_charged(fake, serve, open_client):
+    """The LLM spent tokens, then a tool killed the sandbox: the turn's usage is unknown (null), but
+    the tokens its sandbox reported as the request ended are charged to the balance."""
+    srv = serve("--store", "memory:", "--budget-tokens-per-day", "100", env={"MYAGENT_WS_AUTH_TOKENS": TOKEN},
+                agent=AGENTS / "chaos_agent.py")
+    session = await (await open_client(srv.url, token=TOKEN)).create_session()
+    crashed, _ = await session.ask("crash now")
+    assert crashed["event"] == "agent.interrupted" and crashed["metadata"]["reason"] == "SANDBOX_CRASHED"
+    assert crashed["metadata"]["usage"] is None and fake.stats["total_tokens"] > 100  # the tools alone weigh more
+    asked = fake.stats["requests"]
+    refused, _ = await session.ask("hello")  # restored on a new sandbox; the crashed turn spent the balance
+    assert_refused(refused, "day")
+    assert fake.stats["requests"] == asked
 
 
 async def test_per_turn_limit_stops_before_the_next_request(fake, serve, open_client):
@@ -206,7 +221,7 @@ async def test_two_nodes_share_one_balance_on_redis(fake, serve, open_client, re
 
     node_a, node_b = node("node-a"), node("node-b")
     on_b = await (await open_client(node_b.url, token=TOKEN)).create_session()  # before A spends anything
-    spent, _ = await (await (await open_client(node_a.url, token=TOKEN)).create_session()).ask("weather please")
+    spent, _ = await (await (await open_client(node_a.url, token=TOKEN)).create_session()).ask("hello")
     tokens = spent["metadata"]["usage"]["total_tokens"]
     assert tokens > 100
     # A charges the balance right after the turn (one INCRBY): wait for it to land in Redis.

@@ -106,3 +106,26 @@ async def test_a_cancel_while_the_balance_is_read_ends_the_turn_at_once():
     assert ended["metadata"]["reason"] == "CANCELLED" and ended["metadata"]["usage"] == zero_usage()
     await spin()
     assert pipe(sandbox).ops("turn") == [] and pipe(sandbox).ops("cancel") == []
+
+
+async def test_a_sandbox_lost_mid_turn_is_still_charged_what_it_reported():
+    store = MemoryStore()
+    core, sandbox, conn, session = await setup(Budgets(1000, 0, store))
+    core.turns.submit(session, "hi", None, "enqueue")
+    await run_until(lambda: turn_ops(sandbox))
+    turn_id = session.turn.id
+    for tokens in (300, 200):  # two LLM requests ended, then the sandbox died inside a tool
+        core.placement.on_control(sandbox, {"op": "spent", "sid": session.id, "turn": turn_id, "tokens": tokens})
+    core.turns.abort(session, "SANDBOX_CRASHED")
+    await core.turns.budgets.drain()
+    assert await store.spent("token:abc", utc_day(time.time())) == 500
+    assert conn.events("agent.interrupted")[0]["metadata"]["usage"] is None  # still unknown to the client
+
+
+async def test_a_spent_report_is_checked_like_any_sandbox_frame():
+    core, sandbox, conn, session = await setup(Budgets(1000, 0, MemoryStore()))
+    core.turns.submit(session, "hi", None, "enqueue")
+    await run_until(lambda: turn_ops(sandbox))
+    for frame in ({"tokens": -1}, {"tokens": "9"}, {"tokens": 5, "turn": "t_not_this_one"}):
+        core.placement.on_control(sandbox, {"op": "spent", "sid": session.id, "turn": session.turn.id, **frame})
+    assert session.turn.spent == 0 and sandbox.offences == 3

@@ -229,7 +229,7 @@ class FakeLLMServer:
                "created": int(time.time())}
         options = body.get("stream_options")
         asked = not body.get("stream") or (isinstance(options, dict) and options.get("include_usage") is True)
-        usage = usage_body(messages, reply) if self.report_usage and asked else None
+        usage = usage_body(messages, reply, body.get("tools")) if self.report_usage and asked else None
         if not body.get("stream"):
             self._count_usage(usage)
             handler._send_json(200, completion_body(reply, **ids, usage=usage))

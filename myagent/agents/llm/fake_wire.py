@@ -55,10 +55,11 @@ def _tokens(text: str) -> int:
     return (len(text) + 3) // 4
 
 
-def usage_body(messages: Sequence[Any], reply: Reply) -> dict[str, int]:
-    """The ``usage`` object for ``reply`` to ``messages``: prompt tokens from the messages'
-    JSON, completion tokens from the reply's text, reasoning and tool calls."""
-    prompt = _tokens(json.dumps(messages, ensure_ascii=False, separators=(",", ":")))
+def usage_body(messages: Sequence[Any], reply: Reply, tools: Any = None) -> dict[str, int]:
+    """The ``usage`` object for ``reply`` to ``messages``: prompt tokens from the JSON of the
+    messages and tools (the model reads both), completion tokens from the reply's text,
+    reasoning and tool calls."""
+    prompt = _tokens(json.dumps([messages, tools or []], ensure_ascii=False, separators=(",", ":")))
     response = reply.response
     text = (response.content or "") + (response.reasoning or "")
     text += "".join(call.name + call.arguments for call in response.tool_calls)
