@@ -166,6 +166,11 @@ async def test_daily_budget_refuses_before_the_llm_and_survives_a_restart(fake, 
     refused, _ = await again.ask("hello after the restart")
     assert_refused(refused, "day")
     assert fake.stats["requests"] == asked
+    # The session's totals came back with it from the file.
+    _, replayed = await (await open_client(srv.url, token=TOKEN)).reconnect(session.id, session.resume_token,
+                                                                            session.last_seq)
+    totals = replayed[-1]["metadata"]["usage"]
+    assert totals["turns"] == 2 and totals["total_tokens"] == first["metadata"]["usage"]["total_tokens"]
 
 
 async def test_per_session_budget_without_auth(fake, serve, open_client):
