@@ -244,11 +244,15 @@ def schema() -> None:
               help="JSON reply script (see docs); default echoes the user.")
 @click.option("--ttft-ms", default=0, type=int, show_default=True, help="Delay before the first token.")
 @click.option("--token-delay-ms", default=0, type=int, show_default=True, help="Delay between tokens.")
-def fake_llm(host: str, port: int, script_path: str | None, ttft_ms: int, token_delay_ms: int) -> None:
-    """Run a local OpenAI-compatible LLM server with scripted replies (for tests and demos)."""
+@click.option("--usage/--no-usage", "report_usage", default=True, show_default=True,
+              help="Report token usage in replies (--no-usage: a provider that reports none).")
+def fake_llm(host: str, port: int, script_path: str | None, ttft_ms: int, token_delay_ms: int,
+             report_usage: bool) -> None:
+    """Run a local OpenAI-compatible LLM server with scripted replies (for tests and demos).
+    GET /v1/fake/stats counts its chat requests and the token usage it reported."""
     from myagent.agents.llm.fake_server import serve_forever_cli
 
-    serve_forever_cli(host, port, script_path, ttft_ms, token_delay_ms)
+    serve_forever_cli(host, port, script_path, ttft_ms, token_delay_ms, report_usage)
 
 
 @main.command("settings")

@@ -251,6 +251,12 @@ SETTINGS: tuple[Setting, ...] = (
     S("max-history-bytes", "size", "4MiB", "Bytes of history the front process holds per session (oldest dropped; a "
       "bigger single message is not kept). At most 12MiB: a session's history must fit one pipe frame.",
       bounds=(1024, 12 << 20), plausible=16 << 10),
+    # Token budgets (docs/operations.md)
+    S("budget-tokens-per-day", "int", 0, "LLM tokens each auth token (without auth: each session) may spend per UTC "
+      "day, kept in the store; once spent, turns end with BUDGET_EXCEEDED until 00:00 UTC. 0 = no budget.",
+      bounds=(0, 2**53)),
+    S("max-tokens-per-turn", "int", 0, "LLM tokens one turn may spend: no LLM request starts past it "
+      "(BUDGET_EXCEEDED). 0 = no limit.", bounds=(0, 2**53)),
     # Durability and scale-out
     S("store", "url", "sqlite://", "Session store: memory:, sqlite:///path.db (default file in the state dir) or "
       "redis://host:port/db.", check=types.check_store),

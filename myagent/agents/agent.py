@@ -22,6 +22,7 @@ import dataclasses
 import inspect
 import logging
 import os
+import time
 import uuid
 from contextlib import aclosing
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
@@ -44,6 +45,7 @@ from .exceptions import AgentRunError, ToolDefinitionError
 from .history import History, compact_json, interrupted_tool_message, repair_history
 from .llm.base import LLM, LLMError, LLMResponse, TextDelta, ToolCall, response_to_message
 from .tools import TOOL_NAME_PATTERN, BaseTool, ToolArgumentsError, ToolResult, tool
+from .usage import TurnUsage
 
 __all__ = ["DENIED", "Agent", "ConfirmCallback", "MessageCallback", "create_react_agent", "create_toolcall_agent"]
 
@@ -177,6 +179,7 @@ class Agent:
         confirm: ConfirmCallback | None = None,
         on_message: MessageCallback | None = None,
         on_message_json: Callable[[bytes], Any] | None = None,
+        usage: TurnUsage | None = None,
     ) -> AsyncIterator[AgentEvent]:
         """Run one turn for the user message ``text``, yielding its events.
 
@@ -184,7 +187,10 @@ class Agent:
         them); ``on_message`` is called with every message appended to the
         history (a copy), ``on_message_json`` with the same message as the JSON
         the history already holds (UTF-8 bytes: nothing is encoded again for a
-        caller that forwards it). Raises RuntimeError if a turn is already running.
+        caller that forwards it). ``usage`` collects the turn's tokens and time (a new one if
+        None; its ``max_tokens`` is the turn's allowance, checked before each LLM request:
+        BudgetExceeded); FINAL_ANSWER and ERROR carry it as ``metadata["usage"]``.
+        Raises RuntimeError if a turn is already running.
         """
         if not isinstance(text, str):
             raise TypeError("the user message must be a string")
@@ -193,12 +199,14 @@ class Agent:
                 f"agent {self.name!r} is already running a turn; use agent.clone() for concurrent conversations"
             )
         self._running = True
-        turn = _Turn(self, confirm, on_message, on_message_json)
+        turn = _Turn(self, confirm, on_message, on_message_json, usage)
         completed = False
         try:
             turn.append({"role": "user", "content": text})
             async with aclosing(turn.run()) as events:
                 async for event in events:
+                    if event.kind == FINAL_ANSWER or event.kind == ERROR:
+                        event.metadata["usage"] = turn.usage.as_dict()
                     yield event
             completed = True
         finally:
@@ -297,8 +305,9 @@ class _Turn:
     """The state of one running turn, kept so an interruption can be repaired."""
 
     def __init__(self, agent: Agent, confirm: ConfirmCallback | None, on_message: MessageCallback | None,
-                 on_message_json: Callable[[bytes], Any] | None = None):
+                 on_message_json: Callable[[bytes], Any] | None = None, usage: TurnUsage | None = None):
         self.agent = agent
+        self.usage = usage if usage is not None else TurnUsage()
         self.confirm = confirm
         self.on_message = on_message
         self.on_message_json = on_message_json
@@ -335,6 +344,7 @@ class _Turn:
     async def run(self) -> AsyncIterator[AgentEvent]:
         agent = self.agent
         for step in range(1, agent.max_steps + 1):
+            self.usage.check()  # BudgetExceeded ends the turn before a request over its allowance
             yield AgentEvent(THINKING, f"Step {step}: thinking", metadata={"step": step})
             failure = None
             try:
@@ -375,6 +385,7 @@ class _Turn:
         llm = agent.llm
         stream_json = getattr(llm, "stream_json", None)
         system = agent._system()
+        started = time.perf_counter_ns()
         if stream_json is not None:
             # The history as JSON encoded when each message was added: the request body is a
             # join of these, so a long conversation costs a copy of bytes, not re-encoding.
@@ -400,6 +411,10 @@ class _Turn:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
                 await aclose()
+            # A failed or cancelled request counts too, its tokens unknown: never guessed.
+            response = self.response
+            self.usage.request(response.usage if response is not None else None, started,
+                               getattr(llm, "model", None) or getattr(llm, "name", ""))
 
     async def _tool_call(self, call: ToolCall, index: int) -> AsyncIterator[AgentEvent]:
         agent = self.agent
@@ -435,7 +450,14 @@ class _Turn:
                 metadata={"tool_name": call.name, "tool_args": dict(args), "tool_description": tool_.description},
             )
             problem = await self._ask(request)
-        result = ToolResult(error=problem) if problem is not None else await _execute(tool_, args)
+        if problem is not None:
+            result = ToolResult(error=problem)
+        else:
+            started = time.perf_counter_ns()
+            try:
+                result = await _execute(tool_, args)
+            finally:
+                self.usage.tool_ns += time.perf_counter_ns() - started
         text = _truncate(str(result), agent.max_tool_result_chars)
         self.append({"role": "tool", "tool_call_id": call.id, "content": text})
         yield AgentEvent(

@@ -45,6 +45,7 @@ class ErrorCode(str, Enum):
     SERVER_BUSY = "SERVER_BUSY"
     TOO_MANY_SESSIONS = "TOO_MANY_SESSIONS"
     UNAUTHORIZED = "UNAUTHORIZED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
     # -- the agent and its sandbox ------------------------------------------------
     AGENT_UNAVAILABLE = "AGENT_UNAVAILABLE"
     LLM_ERROR = "LLM_ERROR"
@@ -99,6 +100,7 @@ RECOVERABLE: dict[ErrorCode, bool] = {
     _E.SERVER_BUSY: True,  # transient overload: retry with backoff
     _E.TOO_MANY_SESSIONS: True,  # close a session, then retry
     _E.UNAUTHORIZED: False,  # the same credentials will fail again
+    _E.BUDGET_EXCEEDED: True,  # the session goes on; turns run again once the budget resets
     # Restart budget exhausted: the agent is broken until an operator acts,
     # retrying only adds load.
     _E.AGENT_UNAVAILABLE: False,
@@ -144,6 +146,7 @@ ERROR_DESCRIPTIONS: dict[ErrorCode, str] = {
     _E.SERVER_BUSY: "The server is at capacity; retry later.",
     _E.TOO_MANY_SESSIONS: "The per-connection or per-client session limit is reached.",
     _E.UNAUTHORIZED: "Missing or invalid credentials.",
+    _E.BUDGET_EXCEEDED: "The token budget (per day or per turn) is spent; metadata.resets_at says when it resets.",
     _E.AGENT_UNAVAILABLE: "The agent cannot be started (restart budget exhausted or failed to load).",
     _E.LLM_ERROR: "The language model endpoint failed after bounded retries.",
     _E.TOOL_ERROR: "A tool failed in a way that ended the turn.",

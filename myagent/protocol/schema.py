@@ -47,6 +47,7 @@ import orjson
 from . import events as ev
 from .errors import ERROR_DESCRIPTIONS, RECOVERABLE, ErrorCode
 from .exceptions import SchemaViolation, UnknownEvent
+from .usage import TOTALS_SCHEMA, USAGE_SCHEMA
 
 __all__ = [
     "CLIENT_SCHEMA",
@@ -295,9 +296,10 @@ _SERVER_EVENT_SCHEMAS: dict[str, dict] = {
     ev.AGENT_SESSION_CREATED: _server_event(
         "Answer to user.create_session.",
         _SESSION_SCOPED,
-        metadata_required=["resume_token", "agent_name"],
+        metadata_required=["resume_token", "agent_name", "usage"],
         resume_token=_STRING,
         agent_name=_STRING,
+        usage=TOTALS_SCHEMA,
     ),
     ev.AGENT_THINKING: _turn_event("The agent's reasoning for a step."),
     ev.AGENT_TOOL_CALL: _turn_event(
@@ -317,17 +319,21 @@ _SERVER_EVENT_SCHEMAS: dict[str, dict] = {
         status={"enum": ["success", "failed"]},
     ),
     ev.AGENT_PARTIAL_ANSWER: _turn_event("A delta of the answer being streamed.", content=_STRING),
-    ev.AGENT_FINAL_ANSWER: _turn_event("The turn's answer (terminal).", content=_STRING),
+    ev.AGENT_FINAL_ANSWER: _turn_event("The turn's answer (terminal).", content=_STRING,
+                                       metadata_required=["usage"], usage=USAGE_SCHEMA),
     ev.AGENT_USER_CONFIRM: _turn_event(
         "A tool waits for confirmation; answer with user.response echoing step_id.",
         ["step_id"],
         metadata_required=["tool_name", "tool_args", "tool_description"],
         tool_name=_STRING,
     ),
-    ev.AGENT_ERROR: _server_event("Session or turn error (terminal when it ends a turn).", **_ERROR),
-    ev.AGENT_INTERRUPTED: _turn_event("The turn was interrupted (terminal); metadata says why."),
+    ev.AGENT_ERROR: _server_event("Session or turn error (terminal when it ends a turn; then with metadata.usage).",
+                                  **_ERROR, usage=USAGE_SCHEMA),
+    ev.AGENT_INTERRUPTED: _turn_event("The turn was interrupted (terminal); metadata says why.",
+                                      metadata_required=["usage"], usage=USAGE_SCHEMA),
     ev.AGENT_SESSION_END: _server_event("The session is closed.", _SESSION_SCOPED),
-    ev.AGENT_SESSION_RESUMED: _server_event("Answer to user.reconnect, after the replayed events.", _SESSION_SCOPED),
+    ev.AGENT_SESSION_RESUMED: _server_event("Answer to user.reconnect, after the replayed events.", _SESSION_SCOPED,
+                                            metadata_required=["usage"], usage=TOTALS_SCHEMA),
     ev.AGENT_STATE_EXPORTED: _server_event(
         "Answer to user.request_state: the signed export, in content.state and (for the original "
         "MyAgent clients) metadata.signed_state.",

@@ -58,14 +58,18 @@ class Translator:
         meta["turn_id"] = turn_id
         return name, event_body(content, meta, event.step_id)
 
-    def interrupted(self, turn_id: str, code: ErrorCode | str, **extra: Any) -> tuple[str, bytes]:
+    def interrupted(self, turn_id: str, code: ErrorCode | str, *, text: str | None = None,
+                    usage: dict | None = None, **extra: Any) -> tuple[str, bytes]:
+        """``usage``: the turn's (myagent.protocol.usage); None says it is unknown."""
         code = _code(code)
-        text = INTERRUPTED_TEXT.get(code, f"The turn was interrupted ({code.value}).")
+        text = text or INTERRUPTED_TEXT.get(code, f"The turn was interrupted ({code.value}).")
         return ev.AGENT_INTERRUPTED, event_body(text, {"reason": code.value, **error_metadata(code), **extra,
-                                                       "turn_id": turn_id})
+                                                       "usage": usage, "turn_id": turn_id})
 
-    def failed(self, turn_id: str, code: ErrorCode | str, text: str, **extra: Any) -> tuple[str, bytes]:
-        return ev.AGENT_ERROR, event_body(text, {**error_metadata(_code(code)), **extra, "turn_id": turn_id})
+    def failed(self, turn_id: str, code: ErrorCode | str, text: str, *, usage: dict | None = None,
+               **extra: Any) -> tuple[str, bytes]:
+        return ev.AGENT_ERROR, event_body(text, {**error_metadata(_code(code)), **extra, "usage": usage,
+                                                 "turn_id": turn_id})
 
 
 def _code(value: ErrorCode | str) -> ErrorCode:

@@ -10,6 +10,7 @@ session elsewhere if this process dies.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import sys
@@ -18,9 +19,11 @@ from typing import Any
 
 import orjson
 
-from myagent.agents.events import TOOL_CALL
+from myagent.agents.events import TERMINAL_KINDS, TOOL_CALL
+from myagent.agents.usage import BudgetExceeded, TurnUsage
 from myagent.protocol.errors import ErrorCode
 from myagent.protocol.translate import Translator
+from myagent.protocol.usage import budget_refusal, zero_usage
 from myagent.wire import ops
 from myagent.wire.pipe import FramePipe
 
@@ -35,6 +38,7 @@ class HostedSession:
     turn: str | None = None
     cancel_reason: str = ErrorCode.CANCELLED.value
     confirms: dict[str, asyncio.Future] = field(default_factory=dict)
+    measured: bool = False  # its astream takes usage= (the runtime's Agent); else its usage is unknown
 
 
 class SessionHost:
@@ -102,7 +106,7 @@ class SessionHost:
         old = self.sessions.pop(sid, None)
         if old is not None and old.task is not None:
             old.task.cancel()
-        self.sessions[sid] = HostedSession(sid, agent)
+        self.sessions[sid] = HostedSession(sid, agent, measured=_takes_usage(agent))
         self.send({"op": ops.OPENED, "sid": sid, "n": nonce})
 
     def _turn(self, frame: dict) -> None:
@@ -110,14 +114,16 @@ class SessionHost:
         session = self.sessions.get(sid)
         if session is None:
             self._emit(sid, turn, self.translate.failed(turn, ErrorCode.SESSION_NOT_FOUND,
-                                                        "Session is not hosted here."))
+                                                        "Session is not hosted here.", usage=zero_usage()))
             return
         if session.task is not None:
-            self._emit(sid, turn, self.translate.failed(turn, ErrorCode.SESSION_BUSY, "A turn is already running."))
+            self._emit(sid, turn, self.translate.failed(turn, ErrorCode.SESSION_BUSY, "A turn is already running.",
+                                                        usage=zero_usage()))
             return
         session.turn = turn
         session.cancel_reason = ErrorCode.CANCELLED.value
-        session.task = asyncio.get_running_loop().create_task(self._run_turn(session, turn, frame["text"]))
+        session.task = asyncio.get_running_loop().create_task(
+            self._run_turn(session, turn, frame["text"], frame.get("budget")))
 
     def _cancel(self, frame: dict) -> None:
         session = self.sessions.get(frame["sid"])
@@ -147,7 +153,8 @@ class SessionHost:
         self.stopped.set()
 
     # Turns --------------------------------------------------------------
-    async def _run_turn(self, session: HostedSession, turn: str, text: str) -> None:
+    async def _run_turn(self, session: HostedSession, turn: str, text: str, budget: dict | None = None) -> None:
+        """``budget``: the turn's token allowance from the front ({tokens, kind, limit, resets_at}), or None."""
         sid = session.sid
         pipe = self.pipe
         assert pipe is not None
@@ -170,8 +177,16 @@ class SessionHost:
             finally:
                 session.confirms.pop(request.step_id, None)
 
+        def spent(tokens: int) -> None:  # a budgeted turn reports as it goes: a crash cannot hide a spend
+            pipe.send({"op": ops.SPENT, "sid": sid, "turn": turn, "tokens": tokens})
+
+        usage = TurnUsage(budget["tokens"], spent) if budget else TurnUsage()
+        measured = session.measured
+        extra = {"usage": usage} if measured else {}
         try:
-            async for event in session.agent.astream(text, confirm=confirm, on_message=on_message):
+            async for event in session.agent.astream(text, confirm=confirm, on_message=on_message, **extra):
+                if not measured and event.kind in TERMINAL_KINDS:
+                    event.metadata["usage"] = None  # an agent of its own: its usage is unknown
                 self._emit(sid, turn, translate.agent_event(event, turn))
                 if event.kind == TOOL_CALL:
                     # Tool code runs next and may block the loop or kill the process: yield once
@@ -182,7 +197,12 @@ class SessionHost:
                 if pipe.paused:
                     await pipe.writable()
         except asyncio.CancelledError:
-            self._emit(sid, turn, translate.interrupted(turn, session.cancel_reason))
+            self._emit(sid, turn, translate.interrupted(turn, session.cancel_reason,
+                                                        usage=usage.as_dict() if measured else None))
+        except BudgetExceeded:
+            refusal, meta = budget_refusal(budget or {})
+            self._emit(sid, turn, translate.interrupted(turn, ErrorCode.BUDGET_EXCEEDED, text=refusal,
+                                                        usage=usage.as_dict(), **meta))
         except (SystemExit, KeyboardInterrupt) as exc:
             # Agent code asked the interpreter to exit (sys.exit() in a tool). Exit now, as
             # os._exit would: unwinding the event loop instead cancels this sandbox's other
@@ -196,7 +216,8 @@ class SessionHost:
         except Exception as exc:  # the runtime reports agent errors itself; this is a bug net
             log.exception("turn %s of session %s failed", turn, sid)
             self._emit(sid, turn, translate.failed(
-                turn, ErrorCode.INTERNAL_ERROR, f"Internal error in the agent runtime ({type(exc).__name__})."))
+                turn, ErrorCode.INTERNAL_ERROR, f"Internal error in the agent runtime ({type(exc).__name__}).",
+                usage=usage.as_dict() if measured else None))
         finally:
             session.task = None
             session.turn = None
@@ -209,6 +230,13 @@ class SessionHost:
         while True:
             self.send({"op": ops.HEARTBEAT})
             await asyncio.sleep(self.heartbeat)
+
+
+def _takes_usage(agent: Any) -> bool:
+    try:
+        return "usage" in inspect.signature(agent.astream).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 async def serve(sock_fd: int, factory: Any, config: dict) -> int:

@@ -22,6 +22,7 @@ from myagent.logs import AGENT
 from myagent.protocol.errors import ErrorCode
 from myagent.settings import resolve_workers
 from myagent.supervisor.agent_specs import AgentSpec
+from myagent.supervisor.budgets import Budgets
 from myagent.supervisor.environment import prepare
 from myagent.supervisor.exceptions import AgentFileError
 from myagent.supervisor.metrics import Metrics
@@ -39,7 +40,7 @@ log = logging.getLogger("myagent.supervisor.agents")
 
 class AgentUnit:
     def __init__(self, spec: AgentSpec, base_config: Any, store: Any, node_id: str, state_secret: bytes,
-                 single: bool) -> None:
+                 single: bool, budgets: Any = None) -> None:
         self.spec = spec
         self.name = spec.name
         # With several agents, stored sessions and state exports are keyed by the unique route name;
@@ -63,7 +64,8 @@ class AgentUnit:
         # Recovery keeps sessions alive, Relay is the sandbox -> client hot path, Router the
         # client -> server side.
         self.placement = Placement(self.pool, config, self.metrics)
-        self.turns = Turns(config, self.metrics, self.placement, self.pool)
+        self.budgets = budgets if budgets is not None else Budgets(0, 0, store)  # shared by the server's agents
+        self.turns = Turns(config, self.metrics, self.placement, self.pool, self.budgets)
         self.recovery = Recovery(config, self.registry, self.placement, self.turns, self.pool, self.metrics,
                                  store, node_id)
         self.relay = Relay(self.placement, self.turns, config.sandbox_max_event_size)

@@ -13,6 +13,7 @@ from bisect import bisect_left
 from collections import Counter, deque
 
 LATENCY_WINDOW = 10_000
+MAX_MODELS = 32  # distinct model labels on /metrics; later ones count as "other" (sandboxes name them)
 
 # Upper bounds (seconds) of the histogram buckets; +Inf is implied.
 TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
@@ -75,6 +76,10 @@ class Metrics:
         self.turn_histogram = Histogram(TURN_BUCKETS)
         self.first_event_histogram = Histogram(FIRST_EVENT_BUCKETS)
         self._summary: tuple[tuple[int, int], dict] | None = None
+        # Token usage by (agent, model): [prompt, completion, total, requests, unknown requests,
+        # LLM seconds, tool seconds]; turns whose usage is unknown by agent.
+        self.usage: dict[tuple[str, str], list] = {}
+        self.usage_unknown_turns: Counter[str] = Counter()
 
     def error(self, code: str) -> None:
         self.errors[code] += 1
@@ -92,6 +97,27 @@ class Metrics:
         if seconds > 0:
             self.turn_latency.append(seconds)
             self.turn_histogram.observe(seconds)
+
+    def add_usage(self, agent: str, usage: dict | None) -> None:
+        """One turn's checked usage (myagent.protocol.usage), or None when it is unknown."""
+        if usage is None:
+            self.usage_unknown_turns[agent] += 1
+            return
+        key = (agent, usage["model"])
+        row = self.usage.get(key)
+        if row is None:
+            if sum(1 for a, _ in self.usage if a == agent) >= MAX_MODELS:
+                key = (agent, "other")
+                row = self.usage.get(key)
+            if row is None:
+                row = self.usage[key] = [0, 0, 0, 0, 0, 0.0, 0.0]
+        row[0] += usage["prompt_tokens"]
+        row[1] += usage["completion_tokens"]
+        row[2] += usage["total_tokens"]
+        row[3] += usage["llm_requests"]
+        row[4] += usage["unknown_requests"]
+        row[5] += usage["llm_ms"] / 1000
+        row[6] += usage["tool_ms"] / 1000
 
     def latency_summary(self) -> dict:
         """Percentiles of the recent window; recomputed only when a sample was added since the last call."""

@@ -250,8 +250,20 @@ class Placement:
             # else: the answer to an open that timed out (or was cancelled): late, not forged
         elif op == ops.CLOSED:
             sandbox.closing.pop(sid, None)
+        elif op == ops.SPENT:
+            self._spent(sandbox, sid, frame)
         else:
             self.offence(sandbox, "unknown op")
+
+    def _spent(self, sandbox: Sandbox, sid: str, frame: dict) -> None:
+        """Tokens a budgeted turn's request spent (charged only if the turn ends without its usage)."""
+        tokens, turn_id = frame.get("tokens"), frame.get("turn")
+        if type(tokens) is not int or not 0 <= tokens < 2**53 or not isinstance(turn_id, str):
+            self.offence(sandbox, "malformed control op")
+            return
+        session = self.admit(sandbox, sid.encode(), turn_id.encode())
+        if session is not None and session.turn is not None:
+            session.turn.spent += tokens
 
     def offence(self, sandbox: Sandbox, what: str) -> None:
         sandbox.offences += 1

@@ -148,6 +148,8 @@ class ServerCollector(Collector):
         yield _labelled(CounterMetricFamily(PREFIX + "errors", "Errors sent to clients, by error code.",
                                             labels=["code"]), m.errors.items())
 
+        yield from _usage_families(m)
+
         # Sandboxes (RSS and CPU are the watchdog's last sample: no syscalls here)
         yield _labelled(CounterMetricFamily(PREFIX + "sandbox_restarts", "Sandboxes lost and replaced, by reason "
                                             "(SANDBOX_CRASHED, MEMORY_LIMIT, CPU_LIMIT, WORKER_TIMEOUT).",
@@ -183,6 +185,28 @@ class ServerCollector(Collector):
         yield _gauge("sandbox_max_memory_bytes", "--max-memory (0 = no cap).", config.max_memory)
         yield _gauge("sandbox_max_cpu_percent", "--max-cpu (0 = no cap).", config.max_cpu)
         yield _counter("reloads", "Successful reloads of the agent file.", unit.reloads)
+
+
+def _usage_families(m: Any) -> Iterator[Metric]:
+    """Token usage by agent and model, as the sandboxes reported it at the end of each turn."""
+    tokens = CounterMetricFamily(PREFIX + "llm_tokens", "LLM tokens the provider reported, by type "
+                                 "(prompt, completion).", labels=["agent", "model", "type"])
+    requests = CounterMetricFamily(PREFIX + "llm_requests", "LLM requests made.", labels=["agent", "model"])
+    unknown = CounterMetricFamily(PREFIX + "llm_requests_usage_unknown", "LLM requests whose provider reported "
+                                  "no token usage (not counted in llm_tokens).", labels=["agent", "model"])
+    llm_seconds = CounterMetricFamily(PREFIX + "llm_seconds", "Time spent in LLM requests.", labels=["agent", "model"])
+    tool_seconds = CounterMetricFamily(PREFIX + "tool_seconds", "Time spent running tools.", labels=["agent", "model"])
+    for (agent, model), row in sorted(m.usage.items()):
+        tokens.add_metric([agent, model, "prompt"], row[0])
+        tokens.add_metric([agent, model, "completion"], row[1])
+        requests.add_metric([agent, model], row[3])
+        unknown.add_metric([agent, model], row[4])
+        llm_seconds.add_metric([agent, model], row[5])
+        tool_seconds.add_metric([agent, model], row[6])
+    yield from (tokens, requests, unknown, llm_seconds, tool_seconds)
+    yield _labelled(CounterMetricFamily(PREFIX + "turns_usage_unknown", "Turns whose usage never reached the front "
+                                        "(their sandbox was lost).", labels=["agent"]),
+                    m.usage_unknown_turns.items())
 
 
 def make_registry(server: "Server") -> CollectorRegistry:

@@ -156,6 +156,7 @@ class Router:
                        "requires_confirmation": t.get("requires_confirmation", False)}
                       for t in agent.get("tools", [])],
             "protocol_version": ev.PROTOCOL_VERSION,
+            "usage": session.usage.as_dict(),
         })
 
     async def new_session(self, conn: Connection, history: list) -> tuple[Session, str]:
@@ -273,7 +274,8 @@ class Router:
         session.detached_at = None
         conn.sessions.add(session.id)
         meta: dict[str, Any] = {"replayed": len(replay), "last_seq": session.seq,
-                                "turn_running": session.turn is not None, "queued": len(session.inbox)}
+                                "turn_running": session.turn is not None, "queued": len(session.inbox),
+                                "usage": session.usage.as_dict()}
         if gap is not None:
             meta["replay_gap_from"] = gap
             meta["error_code"] = ErrorCode.REPLAY_UNAVAILABLE.value

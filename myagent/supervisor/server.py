@@ -27,6 +27,7 @@ from myagent.supervisor.agent_specs import AgentSpec, stem, with_overrides
 from myagent.supervisor.agents import Agents, AgentUnit
 from myagent.supervisor.exceptions import ConfigError
 from myagent.supervisor.guard import Guard, HostCheck, exposed_to_others, load_tokens, needs_auth_warning
+from myagent.supervisor.budgets import Budgets
 from myagent.supervisor.http import HttpEndpoints
 from myagent.supervisor.inbound import serve_connection
 from myagent.supervisor.live_agents import LiveAgents
@@ -61,6 +62,8 @@ class Server:
         except OSError as exc:
             raise ConfigError(f"--state-dir {self.state_dir}: cannot keep the state secret there: "
                               f"{exc.strerror or exc}") from None
+        # Token budgets are the holder's (auth token or session), whichever agent spends them.
+        self.budgets = Budgets(config.budget_tokens_per_day, config.max_tokens_per_turn, self.store)
         specs = agents or [AgentSpec(stem(config.agent_file), config.agent_file)]
         self.directories = directories or []
         # One agent file alone keys its stored sessions as before (see AgentUnit.start).
@@ -80,7 +83,7 @@ class Server:
         self.live = LiveAgents(self, overrides or {})
 
     def new_unit(self, spec: AgentSpec, single: bool) -> AgentUnit:
-        return AgentUnit(spec, self.config, self.store, self.node_id, self.state_secret, single)
+        return AgentUnit(spec, self.config, self.store, self.node_id, self.state_secret, single, self.budgets)
 
     # The first agent's parts, for single-agent callers (and tests) that name them directly.
     pool = property(lambda self: self.agents.first.pool)
@@ -241,6 +244,7 @@ class Server:
         finally:
             self.live.deactivate_all()
             await self.stop_pools()
+            await self.budgets.drain()
             await self.store.stop()
             await self.http.close()
         return 0

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from myagent.protocol.envelope import event_body, session_envelope, utc_stamp
+from myagent.protocol.usage import UsageTotals
 from myagent.supervisor.store.base import SessionRecord
 
 import orjson
@@ -82,6 +83,8 @@ class Turn:
     cancelling: str | None = None  # the reason a cancel was sent with
     grace: Any = None              # asyncio.TimerHandle: --cancel-grace after the cancel
     rollback: bool = False         # drop this turn's messages once it has ended
+    dispatched: bool = False       # sent to the sandbox (a budgeted turn waits for its balance first)
+    spent: int = 0                 # tokens its sandbox reported as each LLM request ended (budgets on)
 
 
 @dataclass(eq=False, slots=True)
@@ -116,13 +119,15 @@ class Session:
     leased: bool = True  # shared stores: this node holds the session's lease
     agent: str = ""
     key: bytes = b""  # the id as bytes, for framing events
+    usage: UsageTotals = field(default_factory=UsageTotals)  # the sums of its turns' usage
 
     def __post_init__(self) -> None:
         self.key = self.id.encode()
 
     def record(self) -> Any:
         return SessionRecord(self.id, self.owner, self.token_hash.hex(), self.agent, self.created, time.time(),
-                             self.seq, self.turn.id if self.turn is not None else None)
+                             self.seq, self.turn.id if self.turn is not None else None,
+                             usage=self.usage.as_dict() if self.usage.turns else None)
 
     def persist(self) -> None:
         if self.store is not None:
@@ -257,6 +262,7 @@ class SessionRegistry:
         session = Session(record.id, bytes.fromhex(record.token_hash), record.owner, record.created, self.limits,
                           store=self.store, agent=record.agent)
         session.set_history(encode_history(stored.history))
+        session.usage = UsageTotals.from_dict(record.usage)
         for seq, data in stored.events[-self.limits.replay:]:
             session.replay.append((seq, data))
             session.replay_bytes += len(data)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import heapq
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from myagent import __version__
 
 if TYPE_CHECKING:
     from myagent.supervisor.server import Server
+    from myagent.supervisor.sessions import Session
+
+TOP_SESSIONS = 20  # sessions listed with their usage totals (the biggest spenders), to keep /status small
 
 
 def agent_list(server: "Server") -> dict[str, Any]:
@@ -47,7 +51,8 @@ def agent_status(unit: Any) -> dict[str, Any]:
     router, pool, metrics, c = unit.router, unit.pool, unit.metrics, unit.config
     ready, reason = unit.readiness()
     detached = running = queued = 0
-    for session in router.registry.sessions.values():  # one pass: /status must stay cheap at 10k sessions
+    sessions = router.registry.sessions.values()
+    for session in sessions:  # one pass: /status must stay cheap at 10k sessions
         if session.connection is None:
             detached += 1
         if session.turn is not None:
@@ -103,6 +108,7 @@ def agent_status(unit: Any) -> dict[str, Any]:
                    "sandbox_frames_rejected": dict(metrics.frames_rejected),
                    "events_sent": metrics.events_sent_closed + sum(conn.sent for conn in connections)},
         "latency": metrics.latency_summary(),
+        "usage": usage_section(unit, sessions),
         "capacity": {"sessions": min(unit.placement.capacity, c.max_sessions),
                      "free_slots": unit.placement.free_slots, "max_sandboxes": pool.max_size},
         "limits": {"workers": len(pool.sandboxes), "sessions_per_worker": c.sessions_per_worker,
@@ -113,4 +119,23 @@ def agent_status(unit: Any) -> dict[str, Any]:
                    "max_memory": c.max_memory, "max_cpu": c.max_cpu, "sandbox_max_procs": c.sandbox_max_procs,
                    "max_turns_per_worker": c.max_turns_per_worker,
                    "session_ttl": c.session_ttl},
+    }
+
+
+def usage_section(unit: Any, sessions: Iterable["Session"]) -> dict[str, Any]:
+    """Token usage: counters by agent and model since start, the live sessions' totals (the
+    ``TOP_SESSIONS`` biggest spenders listed), and the budgets in force."""
+    metrics, budgets = unit.metrics, unit.budgets
+    top = heapq.nlargest(TOP_SESSIONS, (s for s in sessions if s.usage.turns), key=lambda s: s.usage.total_tokens)
+    return {
+        "by_model": [
+            {"agent": agent, "model": model, "prompt_tokens": row[0], "completion_tokens": row[1],
+             "total_tokens": row[2], "llm_requests": row[3], "unknown_requests": row[4],
+             "llm_seconds": round(row[5], 3), "tool_seconds": round(row[6], 3)}
+            for (agent, model), row in sorted(metrics.usage.items())
+        ],
+        "unknown_turns": sum(metrics.usage_unknown_turns.values()),
+        "top_sessions": [{"session_id": s.id, "owner": s.owner, **s.usage.as_dict()} for s in top],
+        "budgets": {"tokens_per_day": budgets.per_day, "max_tokens_per_turn": budgets.per_turn,
+                    "turns_refused_before_dispatch": budgets.refused, "store_errors": budgets.store_errors},
     }

@@ -13,9 +13,13 @@ always waits (up to the queue's bound): a client never retries because of a
 restore.
 
 Invariants: the front records the user's message in the history itself when
-the turn starts; a turn ends only in :meth:`Turns.finish` (after its terminal
+the turn is sent to its sandbox; a turn ends only in :meth:`Turns.finish` (after its terminal
 event was delivered), which then runs the next queued message or reports the
-session idle.
+session idle, and adds the turn's usage to the session, /metrics and its budget holder.
+
+Budgets (:mod:`myagent.supervisor.budgets`): with a token budget set, a started turn is sent
+only once its holder's balance was read; a spent balance ends it at once with one
+``agent.interrupted`` (BUDGET_EXCEEDED) and its message never reaches the sandbox.
 """
 
 from __future__ import annotations
@@ -30,12 +34,14 @@ import orjson
 from myagent.protocol import events as ev
 from myagent.protocol.errors import ErrorCode
 from myagent.protocol.translate import Translator
+from myagent.protocol.usage import budget_refusal, check_usage, zero_usage
 from myagent.supervisor.background import Background
 from myagent.supervisor.replies import ClientError
 from myagent.supervisor.sessions import Session, Turn, new_turn_id
 from myagent.wire import ops
 
 if TYPE_CHECKING:
+    from myagent.supervisor.budgets import Budgets
     from myagent.supervisor.metrics import Metrics
     from myagent.supervisor.placement import Placement
     from myagent.supervisor.pool import SandboxPool
@@ -48,8 +54,10 @@ MAX_PENDING_CONFIRMS = 64  # confirmations one turn may have waiting at once
 
 
 class Turns:
-    def __init__(self, config: Any, metrics: "Metrics", placement: "Placement", pool: "SandboxPool") -> None:
+    def __init__(self, config: Any, metrics: "Metrics", placement: "Placement", pool: "SandboxPool",
+                 budgets: "Budgets | None" = None) -> None:
         self.config = config
+        self.budgets = budgets if budgets is not None and budgets.enabled else None
         self.metrics = metrics
         self.placement = placement
         self.pool = pool
@@ -111,9 +119,40 @@ class Turns:
         if sandbox.turn_limit and sandbox.turns >= sandbox.turn_limit:
             self.pool.retire(sandbox)  # takes no new sessions; this one moves after its turn
         self.metrics.turns_started += 1
+        if self.budgets is not None:
+            self.background.spawn(self._dispatch_budgeted(session, turn))
+        else:
+            self._dispatch(session, turn, None)
+
+    def _dispatch(self, session: Session, turn: Turn, budget: dict | None) -> None:
+        """Send the started turn to its sandbox, with its token allowance (None: no budget)."""
+        sandbox = session.sandbox
+        assert sandbox is not None
+        turn.dispatched = True
         # The user's message is history from now on, whatever happens to the sandbox.
         session.add_history(orjson.dumps({"role": "user", "content": turn.text}).decode())
-        sandbox.send({"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": turn.text})
+        frame: dict[str, Any] = {"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": turn.text}
+        if budget is not None:
+            frame["budget"] = budget
+        sandbox.send(frame)
+
+    async def _dispatch_budgeted(self, session: Session, turn: Turn) -> None:
+        assert self.budgets is not None
+        budget = await self.budgets.allowance(session.owner, session.id)
+        if session.turn is not turn:
+            return  # ended while the balance was read (cancelled, closed, its sandbox lost)
+        if session.sandbox is None:  # lost and not restored yet: the turn cannot run (never seen here)
+            self.abort(session, ErrorCode.SANDBOX_CRASHED)
+            return
+        if budget["tokens"] <= 0:
+            text, meta = budget_refusal(budget)
+            usage = zero_usage()
+            name, body = self.translate.interrupted(turn.id, ErrorCode.BUDGET_EXCEEDED, text=text, usage=usage,
+                                                    **meta)
+            session.deliver(name.encode(), body)
+            self.finish(session, name, ErrorCode.BUDGET_EXCEEDED.value, usage)
+            return
+        self._dispatch(session, turn, budget)
 
     # Cancelling -------------------------------------------------------------------------
     def cancel(self, session: Session, reason: ErrorCode) -> bool:
@@ -124,6 +163,9 @@ class Turns:
         turn = session.turn
         if turn is None:
             return False
+        if not turn.dispatched:  # still waiting for its balance: nothing runs to cancel
+            self.abort(session, reason)
+            return True
         if turn.cancelling is None and session.sandbox is not None:
             turn.cancelling = reason.value
             session.sandbox.send({"op": ops.CANCEL, "sid": session.id, "turn": turn.id, "reason": reason.value})
@@ -165,22 +207,30 @@ class Turns:
             code = meta.get("error_code") or meta.get("reason")
             if code is not None and (type(code) is not str or code not in _CODES):
                 code = ErrorCode.INTERNAL_ERROR.value  # /metrics labels: only the protocol's codes
-            self.finish(session, event, code)
+            self.finish(session, event, code, check_usage(meta.get("usage")))
 
     def abort(self, session: Session, code: ErrorCode | str, **extra: Any) -> None:
         """End the running turn from the front (its sandbox is gone, the session is closing)."""
         turn = session.turn
         if turn is None:
             return
-        name, body = self.translate.interrupted(turn.id, code, **extra)
+        # A turn its sandbox ran without reporting back has unknown usage; one never sent, none.
+        usage = None if turn.dispatched else zero_usage()
+        name, body = self.translate.interrupted(turn.id, code, usage=usage, **extra)
         session.deliver(name.encode(), body)
-        self.finish(session, name, orjson.loads(body)["metadata"]["error_code"])
+        self.finish(session, name, orjson.loads(body)["metadata"]["error_code"], usage)
 
-    def finish(self, session: Session, event: str, code: str | None) -> None:
-        """The one place a turn ends: its terminal event has just been delivered."""
+    def finish(self, session: Session, event: str, code: str | None, usage: dict | None = None) -> None:
+        """The one place a turn ends: its terminal event has just been delivered. ``usage``: the
+        turn's, checked (None: unknown)."""
         turn, session.turn = session.turn, None
         if turn is None:
             return
+        session.usage.add(usage)
+        self.metrics.add_usage(session.agent, usage)
+        if self.budgets is not None:
+            # The turn's usage when it came; else what its sandbox reported before it was lost.
+            self.budgets.charge(session.owner, session.id, usage["total_tokens"] if usage is not None else turn.spent)
         for timer in (turn.timer, turn.grace):
             if timer is not None:
                 timer.cancel()
@@ -228,6 +278,6 @@ class Turns:
         while session.inbox:
             turn = session.inbox.popleft()
             extra = {"message_id": turn.message_id} if turn.message_id else {}
-            name, body = self.translate.failed(turn.id, code, text, **extra)
+            name, body = self.translate.failed(turn.id, code, text, usage=zero_usage(), **extra)
             session.deliver(name.encode(), body)
 

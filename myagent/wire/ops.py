@@ -26,6 +26,9 @@ Control ops, sandbox -> front:
     hb       {}                             heartbeat (the event loop is alive)
     opened   {sid, n} / open_failed {sid, n, error}
     closed   {sid}                          nothing more will come for sid
+    spent    {sid, turn, tokens}            a budgeted turn's LLM request spent these tokens (sent
+                                            as each request ends, so a sandbox lost mid-turn is
+                                            still charged for what it spent)
 
 Zygote control socket (SOCK_SEQPACKET, one JSON document per message):
     front -> zygote: fork {req} + the sandbox's socket as SCM_RIGHTS
@@ -49,6 +52,7 @@ HEARTBEAT = "hb"
 OPENED = "opened"
 OPEN_FAILED = "open_failed"
 CLOSED = "closed"
+SPENT = "spent"
 
 FORK = "fork"
 LOADED = "loaded"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from myagent.agents.llm.base import LLMResponse, TextDelta, ToolCall
+from myagent.agents.usage import TokenUsage
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Step:
     reasoning: str | None = None
     error: BaseException | None = None
     hang: bool = False
+    usage: TokenUsage | None = None  # what the "provider" reports (None: nothing)
 
 
 def answer(text: str, **kwargs: Any) -> Step:
@@ -37,8 +39,8 @@ def call(name: str, args: dict[str, Any] | str = "{}", id: str | None = None) ->
     return ToolCall(id=id or f"call_{name}", name=name, arguments=raw)
 
 
-def use(*calls: ToolCall, content: str = "") -> Step:
-    return Step(content=content, tool_calls=list(calls))
+def use(*calls: ToolCall, content: str = "", usage: TokenUsage | None = None) -> Step:
+    return Step(content=content, tool_calls=list(calls), usage=usage)
 
 
 class FakeLLM:
@@ -71,6 +73,7 @@ class FakeLLM:
             tool_calls=list(step.tool_calls),
             reasoning=step.reasoning,
             finish_reason="tool_calls" if step.tool_calls else "stop",
+            usage=step.usage,
         )
 
 

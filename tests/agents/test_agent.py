@@ -317,7 +317,9 @@ async def test_max_steps_ends_with_one_error_and_a_consistent_history() -> None:
     assert len(by_kind(events, THINKING)) == 3
     assert_one_terminal(events)
     assert events[-1].kind == ERROR
+    usage = events[-1].metadata.pop("usage")
     assert events[-1].metadata == {"error_code": "MAX_STEPS", "recoverable": True}
+    assert (usage["llm_requests"], usage["unknown_requests"], usage["total_tokens"]) == (3, 3, 0)
     assert "3 steps" in events[-1].content
     assert_consistent(agent.history)
 
@@ -327,7 +329,9 @@ async def test_llm_error_becomes_an_error_event() -> None:
     events = await collect(agent)
     assert kinds(events) == [THINKING, ERROR]
     assert events[-1].content == "The model is overloaded, try again."
+    usage = events[-1].metadata.pop("usage")
     assert events[-1].metadata == {"error_code": "LLM_ERROR", "recoverable": True}
+    assert (usage["llm_requests"], usage["unknown_requests"]) == (1, 1)  # failed: its tokens are unknown
     assert agent.history == [{"role": "user", "content": "hi"}]
 
 

@@ -257,6 +257,9 @@ TURN = {"turn_id": "t1"}
 def server_examples() -> list[dict]:
     s = {"session_id": SID, "timestamp": T}
     err = {"error_code": ErrorCode.SESSION_BUSY.value, "recoverable": True}
+    usage = {"prompt_tokens": 120, "completion_tokens": 8, "total_tokens": 128, "llm_requests": 1,
+             "unknown_requests": 0, "llm_ms": 512.5, "tool_ms": 0.0, "model": "gpt-4o-mini"}
+    totals = {**{k: v for k, v in usage.items() if k != "model"}, "turns": 1, "unknown_turns": 0}
     return [
         make_event(ev.SYSTEM_CONNECTED, timestamp=T, content={"protocol_version": "1"},
                    metadata={"connection_id": "c1"}),
@@ -265,7 +268,7 @@ def server_examples() -> list[dict]:
         make_event(ev.SYSTEM_ERROR, timestamp=T, content="not JSON",
                    metadata={"error_code": "INVALID_JSON", "recoverable": True, "field": None}),
         make_event(ev.AGENT_SESSION_CREATED, seq=1, content={"session_id": SID},
-                   metadata={"resume_token": "rt", "agent_name": "weather", "tools": []}, **s),
+                   metadata={"resume_token": "rt", "agent_name": "weather", "tools": [], "usage": totals}, **s),
         make_event(ev.AGENT_THINKING, seq=2, content="hmm", metadata=TURN, **s),
         make_event(ev.AGENT_TOOL_CALL, seq=3, step_id="st1", content="Calling tool: get_weather",
                    metadata={**TURN, "tool": "get_weather", "args": {"city": "Paris"}, "status": "running"}, **s),
@@ -274,14 +277,14 @@ def server_examples() -> list[dict]:
         make_event(ev.AGENT_USER_CONFIRM, seq=5, step_id="st2", content="Run it?",
                    metadata={**TURN, "tool_name": "rm", "tool_args": {}, "tool_description": "Removes"}, **s),
         make_event(ev.AGENT_PARTIAL_ANSWER, seq=6, content="It is", metadata=TURN, **s),
-        make_event(ev.AGENT_FINAL_ANSWER, seq=7, content="It is sunny.", metadata=TURN, **s),
+        make_event(ev.AGENT_FINAL_ANSWER, seq=7, content="It is sunny.", metadata={**TURN, "usage": usage}, **s),
         make_event(ev.AGENT_ERROR, seq=8, content="busy", metadata=err, **s),
         make_event(ev.AGENT_ERROR, content="no such session", timestamp=T,
                    metadata={"error_code": "SESSION_NOT_FOUND", "recoverable": False}),
         make_event(ev.AGENT_INTERRUPTED, seq=9, content="sandbox crashed",
-                   metadata={**TURN, "reason": "SANDBOX_CRASHED"}, **s),
+                   metadata={**TURN, "reason": "SANDBOX_CRASHED", "usage": None}, **s),
         make_event(ev.AGENT_SESSION_END, seq=10, **s),
-        make_event(ev.AGENT_SESSION_RESUMED, seq=11, metadata={"replayed": 3}, **s),
+        make_event(ev.AGENT_SESSION_RESUMED, seq=11, metadata={"replayed": 3, "usage": totals}, **s),
         make_event(ev.AGENT_STATE_EXPORTED, content={"state": "tok"}, metadata={"signed_state": "tok"}, **s),
         make_event(ev.AGENT_STATE_RESTORED, seq=1, **s),
         make_event(ev.AGENT_MESSAGE_QUEUED, seq=12, content="queued",

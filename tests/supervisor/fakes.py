@@ -256,7 +256,7 @@ class FakeConnection:
 class Core:
     """Real Placement, Turns, Relay, Recovery, Router and registry over a FakePool."""
 
-    def __init__(self, store: Any = None, **options: Any) -> None:
+    def __init__(self, store: Any = None, budgets: Any = None, **options: Any) -> None:
         self.config = make_config(**options)
         self.metrics = Metrics()
         self.pool = FakePool(self.config)
@@ -266,7 +266,7 @@ class Core:
                                                c.replay_buffer_bytes), store)
         pool: Any = self.pool  # duck-typed SandboxPool
         self.placement = Placement(pool, c, self.metrics)
-        self.turns = Turns(c, self.metrics, self.placement, pool)
+        self.turns = Turns(c, self.metrics, self.placement, pool, budgets)
         self.recovery = Recovery(c, self.registry, self.placement, self.turns, pool, self.metrics, store, "node-a")
         self.relay = Relay(self.placement, self.turns, c.sandbox_max_event_size)
         self.router = Router(c, pool, self.registry, self.metrics, self.placement, self.turns, self.recovery, store,

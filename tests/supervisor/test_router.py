@@ -254,8 +254,10 @@ async def test_reconnect_replays_missed_events_in_order_then_resumes_and_notifie
     assert new.received[:2] == sent[2:]  # seq 4 and 5, byte for byte, first
     resumed = new.events()[2]
     assert resumed["event"] == "agent.session_resumed" and resumed["seq"] == 6
+    usage = resumed["metadata"].pop("usage")
     assert resumed["metadata"] == {"replayed": 2, "last_seq": 5, "turn_running": False, "queued": 0,
                                    "connection_id": new.id}
+    assert usage["turns"] == 0 and usage["total_tokens"] == 0
     notice = old.events()[-1]
     assert notice["event"] == "system.notice" and notice["metadata"] == {"session_id": session.id,
                                                                          "taken_over": True}

@@ -28,7 +28,8 @@ def test_seq_is_gapless_and_every_event_is_a_valid_envelope_in_protocol_order():
     session = new_session()
     conn = FakeConnection()
     session.connection = conn  # type: ignore[assignment]
-    session.emit("agent.session_created", "Session created", {"resume_token": "r", "agent_name": "a"})
+    session.emit("agent.session_created", "Session created", {"resume_token": "r", "agent_name": "a",
+                                                               "usage": session.usage.as_dict()})
     session.emit("system.notice", None, {})
     session.emit("agent.tool_call", "call", {"tool": "t", "args": {}, "status": "running", "turn_id": "t_1"},
                  step_id="s1")

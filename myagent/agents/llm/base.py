@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Mapping, Protocol, runtime_checkable
 
+from ..usage import TokenUsage
+
 __all__ = [
     "LLM",
     "LLMError",
@@ -54,6 +56,9 @@ class LLMResponse:
     tool_calls: list[ToolCall] = field(default_factory=list)
     reasoning: str | None = None
     finish_reason: str | None = None
+    # The tokens the provider reported for this request; None when it reported none (unknown,
+    # never estimated). Models that spend no tokens (offline, scripted) report ZERO_USAGE.
+    usage: TokenUsage | None = None
 
 
 @runtime_checkable

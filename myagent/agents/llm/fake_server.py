@@ -11,7 +11,13 @@ the first byte, ``token_delay_ms`` between stream chunks (else the script's),
 ``status_code`` answer every chat request with that status, and
 ``retry_after_ms`` to send a ``retry-after-ms`` header with failures so SDK
 retries in tests do not wait for the real backoff, and ``cut_after_chunks``
-to drop the connection mid-stream after that many SSE events.
+to drop the connection mid-stream after that many SSE events, ``report_usage``
+False to answer without token usage (a provider that reports none).
+
+Usage: a non-streamed reply carries ``usage``; a streamed one ends with a usage chunk when the
+request asks for it (``stream_options.include_usage``), as OpenAI does. What was reported is
+counted (:attr:`FakeLLMServer.stats`, also ``GET /v1/fake/stats``) so tests can compare it with
+what a server says it spent.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Mapping
 
-from .fake_wire import FAKE_MODEL, completion_body, error_body, models_body, stream_chunks
+from .fake_wire import FAKE_MODEL, completion_body, error_body, models_body, stream_chunks, usage_body
 from .script import Reply, Script, coerce_script, plan_reply
 
 __all__ = ["FakeLLMServer", "serve_forever_cli"]
@@ -63,6 +69,8 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         if self.path.rstrip("/") == "/v1/models":
             self._send_json(200, models_body())
+        elif self.path.rstrip("/") == "/v1/fake/stats":
+            self._send_json(200, self.server.fake.stats)
         else:
             self._send_json(404, error_body(f"no route GET {self.path}", "not_found"))
 
@@ -114,12 +122,17 @@ class FakeLLMServer:
         status_code: int | None = None,
         retry_after_ms: float | None = None,
         cut_after_chunks: int | None = None,
+        report_usage: bool = True,
     ) -> None:
         self.script = coerce_script(script)
         self.host, self.port = host, port
         self.ttft_ms, self.token_delay_ms = ttft_ms, token_delay_ms
         self.fail_first_n, self.status_code, self.retry_after_ms = fail_first_n, status_code, retry_after_ms
         self.cut_after_chunks = cut_after_chunks
+        self.report_usage = report_usage
+        # Token usage reported so far (summed), and how many replies carried none.
+        self.usage_totals = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "reported": 0,
+                             "unreported": 0}
         self.requests: collections.deque[dict[str, Any]] = collections.deque(maxlen=MAX_RECORDED)
         self.request_count = 0
         self.connection_count = 0  # TCP connections accepted
@@ -138,6 +151,21 @@ class FakeLLMServer:
         """Decoded JSON bodies of the recorded chat requests, oldest first."""
         with self._lock:
             return [r["body"] for r in self.requests]
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Chat requests received and the token usage reported in replies (``GET /v1/fake/stats``)."""
+        with self._lock:
+            return {"requests": self.request_count, **self.usage_totals}
+
+    def _count_usage(self, usage: dict[str, int] | None) -> None:
+        with self._lock:
+            if usage is None:
+                self.usage_totals["unreported"] += 1
+                return
+            self.usage_totals["reported"] += 1
+            for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                self.usage_totals[key] += usage[key]
 
     def start(self) -> "FakeLLMServer":
         """Bind and serve on a daemon thread; returns self."""
@@ -199,23 +227,27 @@ class FakeLLMServer:
         self._pause(self.ttft_ms + reply.delay_ms)
         ids = {"completion_id": f"chatcmpl-fake-{number}", "model": body.get("model") or FAKE_MODEL,
                "created": int(time.time())}
+        options = body.get("stream_options")
+        asked = not body.get("stream") or (isinstance(options, dict) and options.get("include_usage") is True)
+        usage = usage_body(messages, reply, body.get("tools")) if self.report_usage and asked else None
         if not body.get("stream"):
-            handler._send_json(200, completion_body(reply, **ids))
+            self._count_usage(usage)
+            handler._send_json(200, completion_body(reply, **ids, usage=usage))
             return
         try:
-            self._stream(handler, reply, ids)
+            self._stream(handler, reply, ids, usage)
         except (BrokenPipeError, ConnectionResetError):
             logger.debug("client went away mid-stream")
             handler.close_connection = True
 
-    def _stream(self, handler: _Handler, reply: Reply, ids: dict[str, Any]) -> None:
+    def _stream(self, handler: _Handler, reply: Reply, ids: dict[str, Any], usage: dict[str, int] | None) -> None:
         handler.send_response(200)
         handler.send_header("Content-Type", "text/event-stream")
         handler.send_header("Cache-Control", "no-cache")
         handler.send_header("Transfer-Encoding", "chunked")
         handler.end_headers()
         delay = self.token_delay_ms or reply.token_delay_ms
-        events = stream_chunks(reply, chunk_size=self.script.chunk_size, **ids)
+        events = stream_chunks(reply, chunk_size=self.script.chunk_size, usage=usage, **ids)
         for i, event in enumerate(events):
             if i == self.cut_after_chunks:
                 # No terminating chunk: the client sees a truncated body.
@@ -224,6 +256,7 @@ class FakeLLMServer:
             if i > 1:  # the role chunk and first delta go out together, like TTFT
                 self._pause(delay)
             self._write_chunk(handler, f"data: {json.dumps(event, ensure_ascii=False)}\n\n".encode())
+        self._count_usage(usage)  # reported: the whole stream went out
         self._write_chunk(handler, b"data: [DONE]\n\n")
         handler.wfile.write(b"0\r\n\r\n")
         handler.wfile.flush()
@@ -235,7 +268,8 @@ class FakeLLMServer:
 
 
 def serve_forever_cli(
-    host: str, port: int, script_path: str | None, ttft_ms: float, token_delay_ms: float
+    host: str, port: int, script_path: str | None, ttft_ms: float, token_delay_ms: float,
+    report_usage: bool = True,
 ) -> None:
     """Run a FakeLLMServer in the foreground until Ctrl-C or SIGTERM (``myagent-ws fake-llm``).
 
@@ -244,7 +278,8 @@ def serve_forever_cli(
     """
     try:
         server = FakeLLMServer(
-            script_path, host=host, port=port, ttft_ms=ttft_ms, token_delay_ms=token_delay_ms
+            script_path, host=host, port=port, ttft_ms=ttft_ms, token_delay_ms=token_delay_ms,
+            report_usage=report_usage,
         )
         server.start()
     except ValueError as exc:

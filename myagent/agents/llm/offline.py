@@ -13,6 +13,7 @@ import logging
 import re
 from typing import Any, AsyncIterator, Mapping
 
+from ..usage import ZERO_USAGE
 from .base import LLMResponse, TextDelta, ToolCall, message_text
 from .commands import CommandError, command_name, parse_command, tool_name, tool_parameters
 
@@ -135,4 +136,5 @@ class OfflineLLM:
         )
         for word in _WORDS.findall(response.content):
             yield TextDelta(word)
+        response.usage = ZERO_USAGE  # runs here: no tokens are spent
         yield response

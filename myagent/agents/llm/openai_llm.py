@@ -13,6 +13,9 @@ Configuration (constructor arguments win over the environment):
 * the SDK's HTTP client: ``MYAGENT_LLM_HTTP`` ``aiohttp`` or ``httpx``; by default aiohttp
   when installed (``pip install 'openai[aiohttp]'``: far cheaper with many requests in
   flight), else httpx.
+* ``stream_usage``: ``MYAGENT_LLM_STREAM_USAGE``, default on: streamed requests ask for token
+  usage (``stream_options.include_usage``; the endpoint sends it in one last chunk). Turn it
+  off (``0``) for a server that rejects the option; its usage is then unknown.
 
 Time bounds. ``timeout`` caps, as one deadline, everything before the response
 headers arrive: connecting, the SDK's retries and its backoff. It also caps the
@@ -51,6 +54,7 @@ from typing import Any, AsyncIterator, Mapping, Sequence
 import openai
 import orjson
 
+from ..usage import TokenUsage
 from .base import LLMError, LLMResponse, TextDelta, ToolCall
 from .openai_client import DEFAULT_MAX_CONNECTIONS, ClientKey, close_clients, http_transport, shared_client
 from .openai_errors import map_openai_error, safe_url
@@ -69,6 +73,7 @@ CHAT_PATH = "/chat/completions"
 # its decoded dict: building a pydantic ChatCompletionChunk per chunk cost more CPU than
 # everything else of a request (see docs/benchmarks.md).
 _CHUNKS = openai.AsyncStream[object]
+_OFF = ("0", "false", "no", "off")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -108,6 +113,7 @@ class _StreamAssembler:
         self.reasoning: list[str] = []
         self.calls: dict[int, _PartialCall] = {}
         self.finish_reason: str | None = None
+        self.usage: TokenUsage | None = None
 
     def add_tool_delta(self, delta: Any) -> None:
         # OpenAI sends id and name once, then argument pieces under the same
@@ -148,6 +154,7 @@ class _StreamAssembler:
             tool_calls=calls,
             reasoning="".join(self.reasoning) or None,
             finish_reason=self.finish_reason,
+            usage=self.usage,
         )
 
 
@@ -167,12 +174,14 @@ class OpenAILLM:
         timeout: float | None = None,
         max_retries: int | None = None,
         streaming: bool = True,
+        stream_usage: bool | None = None,
     ) -> None:
         """Resolve settings now (bad env values raise LLMError); connect later.
 
         ``timeout``/``max_retries`` of None read the environment (see the
         module doc). ``streaming=False`` sends one non-streamed request, for
-        servers that cannot stream tool calls.
+        servers that cannot stream tool calls. ``stream_usage`` of None reads
+        ``MYAGENT_LLM_STREAM_USAGE`` (default on).
         """
         self.model = model or os.environ.get("MYAGENT_MODEL") or DEFAULT_MODEL
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
@@ -196,7 +205,13 @@ class OpenAILLM:
         self._key = ClientKey(self.base_url, self._api_key, timeout, min(timeout, CONNECT_TIMEOUT), max_retries,
                               connections, http_transport())
         # The constant head of every request body, encoded once.
-        self._head = b'{"model":' + orjson.dumps(self.model) + (b',"stream":true' if streaming else b',"stream":false')
+        if stream_usage is None:
+            stream_usage = os.environ.get("MYAGENT_LLM_STREAM_USAGE", "1").strip().lower() not in _OFF
+        self.stream_usage = stream_usage
+        stream = b',"stream":true' if streaming else b',"stream":false'
+        if streaming and stream_usage:
+            stream += b',"stream_options":{"include_usage":true}'
+        self._head = b'{"model":' + orjson.dumps(self.model) + stream
 
     def __repr__(self) -> str:
         return f"OpenAILLM(model={self.model!r}, base_url={safe_url(self.base_url)!r})"
@@ -298,7 +313,12 @@ class OpenAILLM:
     @staticmethod
     def _consume(assembler: _StreamAssembler, chunk: Any) -> list[str]:
         texts: list[str] = []
-        choices = chunk.get("choices") if isinstance(chunk, Mapping) else None
+        if not isinstance(chunk, Mapping):
+            return texts
+        usage = chunk.get("usage")
+        if usage is not None:  # OpenAI: null on every chunk but the last (choices [], usage set)
+            assembler.usage = TokenUsage.from_openai(usage)
+        choices = chunk.get("choices")
         for choice in choices or ():  # usage-only chunks have no choices
             if not isinstance(choice, Mapping) or choice.get("index") not in (0, None):
                 continue
@@ -338,4 +358,5 @@ class OpenAILLM:
             tool_calls=calls,
             reasoning=reasoning if isinstance(reasoning, str) else None,
             finish_reason=choice.get("finish_reason"),
+            usage=TokenUsage.from_openai(completion.get("usage")),
         )

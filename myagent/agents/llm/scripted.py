@@ -8,10 +8,12 @@ the first delta; ``token_delay_ms`` at top level, between deltas).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from typing import Any, AsyncIterator, Mapping
 
+from ..usage import ZERO_USAGE
 from .base import LLMResponse, TextDelta
 from .script import Script, coerce_script, plan_reply
 
@@ -47,4 +49,4 @@ class ScriptedLLM:
             if pause and i:
                 await asyncio.sleep(pause)
             yield TextDelta(text)
-        yield reply.response
+        yield dataclasses.replace(reply.response, usage=ZERO_USAGE)  # no model ran: no tokens spent

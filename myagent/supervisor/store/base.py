@@ -33,6 +33,7 @@ class SessionRecord:
     seq: int = 0
     turn_id: str | None = None  # set while a turn runs: a restart finds it and reports it interrupted
     node: str = ""
+    usage: dict[str, Any] | None = None  # the session's usage totals (myagent.protocol.usage.UsageTotals)
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)  # flat fields: asdict's deep copy cost 16 µs per record
@@ -47,6 +48,27 @@ class StoredSession:
     record: SessionRecord
     history: list[dict] = field(default_factory=list)
     events: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, encoded event), ascending
+
+
+class DayCounts:
+    """Tokens spent per budget holder on the current UTC day; older days are forgotten (their
+    balances have reset), so it holds one day of holders at most."""
+
+    __slots__ = ("day", "counts")
+
+    def __init__(self) -> None:
+        self.day = ""
+        self.counts: dict[str, int] = {}
+
+    def get(self, key: str, day: str) -> int | None:
+        return self.counts.get(key) if day == self.day else None
+
+    def set(self, key: str, day: str, tokens: int) -> None:
+        if day != self.day:
+            if day < self.day:
+                return  # a late write of a past day: that balance has reset
+            self.day, self.counts = day, {}
+        self.counts[key] = tokens
 
 
 class StoreError(Exception):
@@ -66,6 +88,7 @@ class SessionStore(abc.ABC):
         self.events_limit = events_limit
         self.max_pending = max_pending
         self.error: str | None = None  # last failure, cleared by the next success
+        self._days = DayCounts()  # token balances (memory store; SQLite's cache)
 
     # Lifecycle
     async def start(self) -> None:
@@ -118,6 +141,18 @@ class SessionStore(abc.ABC):
 
     async def release(self, sid: str, node: str) -> None:
         return None
+
+    # Token budgets (myagent/supervisor/budgets.py): tokens each holder spent per UTC day
+    # (``day`` is ``YYYY-MM-DD``). Shared stores must make ``spend`` atomic across nodes.
+    async def spent(self, key: str, day: str) -> int:
+        """Tokens ``key`` spent on ``day``; StoreError if the store cannot say."""
+        return self._days.get(key, day) or 0
+
+    async def spend(self, key: str, day: str, tokens: int) -> int:
+        """Add ``tokens`` to what ``key`` spent on ``day``; return the new total."""
+        total = (self._days.get(key, day) or 0) + tokens
+        self._days.set(key, day, total)
+        return total
 
     # Health
     def describe(self) -> str:

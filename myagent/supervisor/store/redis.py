@@ -12,6 +12,8 @@ Keys (``P`` is the prefix, ``myagent`` unless the URL says ``?prefix=NAME``):
                                    the member: every event is unique); the newest
                                    ``events_limit`` are kept; trim_events drops <= seq
 ``P:SID:lease``        string      id of the node running the session, with PX expiry
+``P:budget:DAY:WHO``   string      tokens holder WHO spent on the UTC day DAY (INCRBY,
+                                   atomic across nodes); expires two days later
 =====================  ==========  ==================================================
 
 History is a sorted set rather than a list so that every write is idempotent:
@@ -99,6 +101,13 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# One atomic step: add the tokens and keep the key no longer than its day needs it.
+_SPEND = """
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return v
+"""
+BUDGET_TTL = 2 * 86400  # seconds a day's balance is kept (its day, plus clock skew between nodes)
 # KEYS: rec, hist, ev, lease, index; ARGV: sid, node. Kept if another node holds the lease.
 _DELETE = """
 local owner = redis.call('GET', KEYS[4])
@@ -190,7 +199,7 @@ class RedisStore(SessionStore):
             self.url, decode_responses=False, socket_connect_timeout=2.0, socket_timeout=SOCKET_TIMEOUT,
             health_check_interval=10, retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1))
         for name, body in (("acquire", _ACQUIRE), ("renew", _RENEW), ("release", _RELEASE),
-                           ("delete", _DELETE)):
+                           ("delete", _DELETE), ("spend", _SPEND)):
             self._scripts[name] = self._redis.register_script(body)
         try:
             await self._redis.ping()
@@ -556,6 +565,21 @@ class RedisStore(SessionStore):
             except (RedisError, OSError) as exc:
                 self.error = f"redis unreachable: {type(exc).__name__}: {exc}"
                 raise StoreError(f"cannot release the lease of {sid}: {exc}") from None
+
+    # Token budgets: read and added to in Redis itself, so every node sees one balance.
+    async def spent(self, key: str, day: str) -> int:
+        try:
+            value = await self._redis.get(f"{self.prefix}:budget:{day}:{key}")
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"cannot read a token balance: {exc}") from None
+        return int(value) if value is not None else 0
+
+    async def spend(self, key: str, day: str, tokens: int) -> int:
+        try:
+            return int(await self._scripts["spend"](keys=[f"{self.prefix}:budget:{day}:{key}"],
+                                                     args=[tokens, BUDGET_TTL]))
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"cannot add to a token balance: {exc}") from None
 
     async def lease_owner(self, sid: str) -> str | None:
         """The node holding ``sid`` now (for tests and operators)."""

@@ -386,6 +386,39 @@ class SQLiteStore(SessionStore):
         self._queued += 1
         self._arm()
 
+    # Token budgets: this node is the only writer of the file, so its cache is the truth once a
+    # holder's balance was read; each write carries the total (idempotent, like every operation).
+    async def spent(self, key: str, day: str) -> int:
+        cached = self._days.get(key, day)
+        if cached is not None:
+            return cached
+        tokens = await asyncio.to_thread(self._read_spent, key, day)
+        cached = self._days.get(key, day)  # a spend that ran while we read is newer
+        if cached is not None:
+            return cached
+        self._days.set(key, day, tokens)
+        return tokens
+
+    def _read_spent(self, key: str, day: str) -> int:
+        if self._read is None:
+            raise StoreError("the sqlite store is not started")
+        try:
+            with self._read_lock:
+                return rows.read_spent(self._read, key, day)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read a token balance: {exc}") from None
+
+    async def spend(self, key: str, day: str, tokens: int) -> int:
+        total = await self.spent(key, day) + tokens
+        self._days.set(key, day, total)
+        if self._queued - self._done >= self._hard:
+            self._drop()
+        else:
+            self._ops.append((wire.BUDGET, key, total, day.encode()))
+            self._queued += 1
+            self._arm()
+        return total
+
     @property
     def pending(self) -> int:
         return max(0, self._queued - self._done)

@@ -7,6 +7,8 @@ Stdlib only (the writer process loads it by path in an isolated interpreter). Ta
 ``history``        (sid, n) -> one message as JSON; n numbers a session's messages from 1
 ``event_chunks``   (sid, first) -> last, body: the encoded events first..last of a session,
                    each prefixed with its length (``>I``); one row per session per batch
+``budgets``        (holder, day) -> tokens spent that UTC day; one row per holder (older days
+                   are deleted when a newer one is written)
 =================  ==========================================================================
 
 Why chunks: SQLite's cost is per row (a B-tree insert, pages dirtied). A turn sends about a
@@ -37,6 +39,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS history_key ON history (sid, n);
 CREATE TABLE IF NOT EXISTS event_chunks (sid TEXT NOT NULL, first INTEGER NOT NULL, last INTEGER NOT NULL,
                                          body BLOB NOT NULL);
 CREATE UNIQUE INDEX IF NOT EXISTS event_chunks_key ON event_chunks (sid, first);
+CREATE TABLE IF NOT EXISTS budgets (holder TEXT NOT NULL, day TEXT NOT NULL, tokens INTEGER NOT NULL,
+                                    PRIMARY KEY (holder, day));
 """
 # Files written before the writer process: history rows numbered by one global AUTOINCREMENT
 # column (a batch sent twice would have doubled them) and one row per event.
@@ -47,7 +51,8 @@ DROP TABLE messages;
 """
 _LENGTH = struct.Struct(">I")
 
-__all__ = ["Applier", "SCHEMA", "decode_chunk", "encode_chunk", "migrate", "read_events", "read_history"]
+__all__ = ["Applier", "SCHEMA", "decode_chunk", "encode_chunk", "migrate", "read_events", "read_history",
+           "read_spent"]
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -92,6 +97,12 @@ def read_history(conn: sqlite3.Connection, sid: str, limit: int) -> list[tuple[i
     return [(n, bytes(body)) for n, body in rows.fetchall()[::-1]]
 
 
+def read_spent(conn: sqlite3.Connection, holder: str, day: str) -> int:
+    """Tokens ``holder`` spent on ``day`` (0 if none recorded)."""
+    row = conn.execute("SELECT tokens FROM budgets WHERE holder = ? AND day = ?", (holder, day)).fetchone()
+    return int(row[0]) if row else 0
+
+
 class Applier:
     """Applies decoded batches (sqlite_wire.operations): one transaction for all of them,
     executemany per table, bounds at the end."""
@@ -110,6 +121,7 @@ class Applier:
         chunks: list[tuple] = []
         messages: list[tuple] = []
         records: dict[str, tuple] = {}  # the newest record of each session wins
+        budgets: dict[str, tuple] = {}  # the newest balance of each holder wins
         top_seq: dict[str, int] = {}
         top_n: dict[str, int] = {}
         run: dict[str, list] = {}  # sid -> [first, last, [bodies]]: this batch's consecutive events
@@ -133,6 +145,12 @@ class Applier:
                 conn.executemany("INSERT OR REPLACE INTO sessions (id, record, last_active) VALUES (?, ?, ?)",
                                  records.values())
                 records.clear()
+            if budgets:
+                conn.executemany("INSERT OR REPLACE INTO budgets (holder, day, tokens) VALUES (?, ?, ?)",
+                                 budgets.values())
+                conn.executemany("DELETE FROM budgets WHERE holder = ? AND day < ?",
+                                 [(holder, day) for holder, day, _ in budgets.values()])
+                budgets.clear()
 
         conn.execute("BEGIN")
         try:
@@ -157,6 +175,10 @@ class Applier:
                             top_n[sid] = op[2]
                     elif kind == "R":
                         records[sid] = (sid, op[3], op[2])
+                    elif kind == "B":
+                        day = op[3].decode()
+                        if sid not in budgets or budgets[sid][1] <= day:
+                            budgets[sid] = (sid, day, op[2])
                     else:
                         write_pending()
                         self._apply_other(kind, sid, op, top_seq, top_n)
@@ -187,6 +209,7 @@ class Applier:
         elif kind == "D":
             for table, column in (("sessions", "id"), ("history", "sid"), ("event_chunks", "sid")):
                 conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (sid,))
+            conn.execute("DELETE FROM budgets WHERE holder = ?", (f"session:{sid}",))  # its own balance
             top_seq.pop(sid, None)
             top_n.pop(sid, None)
             self.cut_seq.pop(sid, None)

@@ -7,14 +7,16 @@ A batch is columnar, so that the front encodes it with a handful of C-level call
 many operations it holds (the front's only per-operation work is appending a tuple)::
 
     >I                 n, the number of operations
-    n bytes            kinds: E event, M history message, R record, T trim, D delete, C clear
+    n bytes            kinds: E event, M history message, R record, T trim, D delete, C clear,
+                       B budget balance
     >{n}d              numbers: E seq, M n (per-session message number), R last_active,
-                       T the seq trimmed up to; 0 for D and C
+                       T the seq trimmed up to, B the tokens spent (the total, not an increment:
+                       idempotent); 0 for D and C
     >{n}H              session id lengths (UTF-8 bytes)
     >{n}I              body lengths
-    session ids        concatenated
+    session ids        concatenated (B: the budget holder)
     bodies             concatenated: E the encoded event, M one history message (JSON),
-                       R the SessionRecord (JSON); empty for T, D, C
+                       R the SessionRecord (JSON), B the UTC day (YYYY-MM-DD); empty for T, D, C
 
 Operations apply in order. D deletes a session everywhere; C clears its history
 (replace_history is C, then M numbered from 1). Every operation is idempotent (rows are
@@ -42,8 +44,8 @@ OK = b"O"
 URGENT = 1 << 63  # set in a batch number: acknowledge at once (someone waits in flush())
 BATCH_MASK = URGENT - 1
 
-EVENT, MESSAGE, RECORD, TRIM, DELETE, CLEAR = (ord(c) for c in "EMRTDC")
-KINDS = {EVENT: "E", MESSAGE: "M", RECORD: "R", TRIM: "T", DELETE: "D", CLEAR: "C"}
+EVENT, MESSAGE, RECORD, TRIM, DELETE, CLEAR, BUDGET = (ord(c) for c in "EMRTDCB")
+KINDS = {EVENT: "E", MESSAGE: "M", RECORD: "R", TRIM: "T", DELETE: "D", CLEAR: "C", BUDGET: "B"}
 NO_BODY = b""
 
 Operation = tuple  # (kind: int, sid: str, number: int | float, body: bytes), as the front queues them
@@ -80,7 +82,7 @@ def split_frames(buf: bytes | bytearray) -> tuple[list[tuple[int, bytes]], int]:
 
 def operations(payload: bytes) -> Iterator[tuple]:
     """Decode one batch into tuples: ("E", sid, seq, body), ("M", sid, n, body),
-    ("R", sid, last_active, body), ("T", sid, seq), ("D", sid), ("C", sid).
+    ("R", sid, last_active, body), ("T", sid, seq), ("D", sid), ("C", sid), ("B", key, tokens, day).
 
     Raises ValueError for bytes that are not a batch (a bug, not data to skip)."""
     if not payload:
@@ -108,7 +110,7 @@ def operations(payload: bytes) -> Iterator[tuple]:
         if name is None:
             raise ValueError(f"unknown store operation {chr(kind)!r} at index {i}")
         sid = payload[sid_ends[i]:sid_ends[i + 1]].decode()
-        if name in ("E", "M"):
+        if name in ("E", "M", "B"):
             yield name, sid, int(numbers[i]), payload[body_ends[i]:body_ends[i + 1]]
         elif name == "R":
             yield name, sid, numbers[i], payload[body_ends[i]:body_ends[i + 1]]

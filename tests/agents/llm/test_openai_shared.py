@@ -144,7 +144,8 @@ async def test_request_body_is_the_encoded_history(server: FakeLLMServer) -> Non
         events = [e async for e in llm.stream_json([orjson.dumps(m) for m in messages], orjson.dumps([WEATHER_TOOL]))]
         assert events[-1].content == "Sunny in both." or events[-1].tool_calls
         sent = server.chat_requests[-1]
-        assert sent == {"model": "m", "stream": True, "tools": [WEATHER_TOOL], "messages": messages}
+        assert sent == {"model": "m", "stream": True, "stream_options": {"include_usage": True},
+                        "tools": [WEATHER_TOOL], "messages": messages}
         [e async for e in llm.stream_json([orjson.dumps(m) for m in messages], b"")]
         assert "tools" not in server.chat_requests[-1]  # OpenAI rejects an empty tools list
     finally:

@@ -258,3 +258,28 @@ async def test_stop_flushes_pending_writes(make_store, store_url):
     stored = await again.load("s_stop")
     assert stored is not None and stored.history == [{"role": "user", "content": "last words"}]
     assert stored.events == [(2, event("s_stop", 2))]
+
+
+# Token budgets -----------------------------------------------------------------------------
+
+async def test_budget_balances_add_up_and_survive_a_reopen(make_store):
+    store = await make_store()
+    assert await store.spent("token:abc", "2026-12-02") == 0
+    assert await store.spend("token:abc", "2026-12-02", 120) == 120
+    assert await store.spend("token:abc", "2026-12-02", 30) == 150
+    assert await store.spent("token:abc", "2026-12-02") == 150
+    assert await store.spent("token:abc", "2026-12-03") == 0  # a new UTC day starts from zero
+    assert await store.spent("session:s_x", "2026-12-02") == 0  # holders do not share
+    await store.stop()
+    again = await make_store()
+    assert await again.spent("token:abc", "2026-12-02") == 150
+
+
+async def test_a_record_keeps_the_session_usage_totals(make_store):
+    store = await make_store()
+    rec = record("s_u")
+    rec.usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7, "turns": 1}
+    store.put_record(rec)
+    await store.flush()
+    stored = await store.load("s_u")
+    assert stored is not None and stored.record.usage == rec.usage

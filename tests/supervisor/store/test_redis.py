@@ -267,3 +267,19 @@ async def test_overflow_while_down_is_counted_and_stays_visible(own_redis):
         assert "30 writes dropped" in store.health()[1]
     finally:
         await store.stop()
+
+
+async def test_budget_spends_from_two_nodes_are_atomic(redis_server):
+    """INCRBY in a script: concurrent spends of two stores (two nodes) on one key lose nothing."""
+    from myagent.supervisor.store.redis import RedisStore
+
+    a = RedisStore(f"{redis_server.url}?prefix=budgetatomic")
+    b = RedisStore(f"{redis_server.url}?prefix=budgetatomic")
+    await a.start()
+    await b.start()
+    try:
+        await asyncio.gather(*(store.spend("token:t", "2026-12-02", 7) for _ in range(50) for store in (a, b)))
+        assert await a.spent("token:t", "2026-12-02") == 700 == await b.spent("token:t", "2026-12-02")
+    finally:
+        await a.stop()
+        await b.stop()

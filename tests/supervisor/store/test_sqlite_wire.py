@@ -77,3 +77,12 @@ def test_urgent_frames_and_garbage():
         list(wire.operations(b"\x00\x00\x00\x05E"))
     with pytest.raises(ValueError, match="do not add up"):
         list(wire.operations(wire.encode_batch([(wire.EVENT, "s_x", 1, b"{}")]) + b"extra"))
+
+
+async def test_a_budget_write_carries_the_total_so_a_batch_sent_twice_is_harmless():
+    store = SQLiteStore("/nonexistent/never-opened.db")
+    store._days.set("token:a", "2026-12-02", 100)  # as if read from the file before
+    assert await store.spend("token:a", "2026-12-02", 25) == 125
+    assert await store.spend("token:a", "2026-12-02", 5) == 130
+    ops = list(wire.operations(wire.split_frames(batch_of(store))[0][0][1]))
+    assert ops == [("B", "token:a", 125, b"2026-12-02"), ("B", "token:a", 130, b"2026-12-02")]
