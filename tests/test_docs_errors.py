@@ -32,7 +32,7 @@ CODES = {code.value for code in ErrorCode}
 
 # Upper-case names the docs quote that are not error codes: variables, kernel and libc names.
 NOT_CODES = re.compile(r"^(MYAGENT_|OPENAI_|RLIMIT_|CONFIG_|CLONE_|CAP_|SIG[A-Z]+$|SSL_|HTTPS?_|NO_PROXY$|PYTHON"
-                       r"|NAME$|HOME$|PATH$|LANG|TMPDIR$|VIRTUAL_ENV$|EAGAIN$|GET$|HEALTHCHECK$|RETIRED$|ENV$|OTEL_"
+                       r"|NAME$|INCRBY$|HOME$|PATH$|LANG|TMPDIR$|VIRTUAL_ENV$|EAGAIN$|GET$|HEALTHCHECK$|RETIRED$|ENV$|OTEL_"
                        # environment variables the docs name (declared secrets and the like)
                        r"|.*_(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS|ENDPOINT|HEADERS)$)")
 QUOTED = re.compile(r"`([A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Z]{3,})`")
