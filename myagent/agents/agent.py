@@ -42,6 +42,7 @@ from .events import (
 from .exceptions import AgentRunError, ToolDefinitionError
 from .history import History, compact_json, interrupted_tool_message, repair_history
 from .llm.base import LLM, LLMError, LLMResponse, TextDelta, ToolCall, response_to_message
+from . import tracing
 from .tools import TOOL_NAME_PATTERN, BaseTool, ToolArgumentsError, ToolResult, tool
 
 __all__ = ["DENIED", "Agent", "ConfirmCallback", "MessageCallback", "create_react_agent", "create_toolcall_agent"]
@@ -375,6 +376,7 @@ class _Turn:
             if system:
                 messages.insert(0, {"role": "system", "content": agent.system_prompt})
             stream = llm.stream(messages, agent._tools_schema)
+        stream = tracing.llm_stream(stream, llm)  # a "chat" span around it when tracing is on
         try:
             async for item in stream:
                 if isinstance(item, TextDelta):
@@ -425,7 +427,9 @@ class _Turn:
                 metadata={"tool_name": call.name, "tool_args": dict(args), "tool_description": tool_.description},
             )
             problem = await self._ask(request)
-        result = ToolResult(error=problem) if problem is not None else await _execute(tool_, args)
+        with tracing.tool_call(call.name, call.id) as span:
+            result = ToolResult(error=problem) if problem is not None else await _execute(tool_, args)
+            span.outcome(result, problem)
         text = _truncate(str(result), agent.max_tool_result_chars)
         self.append({"role": "tool", "tool_call_id": call.id, "content": text})
         yield AgentEvent(

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from myagent.agents import tracing
 from myagent.agents.events import TOOL_CALL
 from myagent.protocol.errors import ErrorCode
 from myagent.protocol.translate import Translator
@@ -117,7 +118,8 @@ class SessionHost:
             return
         session.turn = turn
         session.cancel_reason = ErrorCode.CANCELLED.value
-        session.task = asyncio.get_running_loop().create_task(self._run_turn(session, turn, frame["text"]))
+        session.task = asyncio.get_running_loop().create_task(
+            self._run_turn(session, turn, frame["text"], frame.get("tp")))
 
     def _cancel(self, frame: dict) -> None:
         session = self.sessions.get(frame["sid"])
@@ -147,7 +149,7 @@ class SessionHost:
         self.stopped.set()
 
     # Turns --------------------------------------------------------------
-    async def _run_turn(self, session: HostedSession, turn: str, text: str) -> None:
+    async def _run_turn(self, session: HostedSession, turn: str, text: str, traceparent: str | None = None) -> None:
         sid = session.sid
         pipe = self.pipe
         assert pipe is not None
@@ -170,8 +172,10 @@ class SessionHost:
             finally:
                 session.confirms.pop(request.step_id, None)
 
+        trace = tracing.start_turn(getattr(session.agent, "name", "agent"), sid, turn, traceparent)  # NO_TRACE when off
         try:
             async for event in session.agent.astream(text, confirm=confirm, on_message=on_message):
+                trace.stamp(event)  # the trace id on the terminal event
                 self._emit(sid, turn, translate.agent_event(event, turn))
                 if event.kind == TOOL_CALL:
                     # Tool code runs next and may block the loop or kill the process: yield once
@@ -182,7 +186,8 @@ class SessionHost:
                 if pipe.paused:
                     await pipe.writable()
         except asyncio.CancelledError:
-            self._emit(sid, turn, translate.interrupted(turn, session.cancel_reason))
+            self._emit(sid, turn, translate.interrupted(turn, session.cancel_reason,
+                                                        **trace.ended(session.cancel_reason)))
         except (SystemExit, KeyboardInterrupt) as exc:
             # Agent code asked the interpreter to exit (sys.exit() in a tool). Exit now, as
             # os._exit would: unwinding the event loop instead cancels this sandbox's other
@@ -196,8 +201,10 @@ class SessionHost:
         except Exception as exc:  # the runtime reports agent errors itself; this is a bug net
             log.exception("turn %s of session %s failed", turn, sid)
             self._emit(sid, turn, translate.failed(
-                turn, ErrorCode.INTERNAL_ERROR, f"Internal error in the agent runtime ({type(exc).__name__})."))
+                turn, ErrorCode.INTERNAL_ERROR, f"Internal error in the agent runtime ({type(exc).__name__}).",
+                **trace.ended(ErrorCode.INTERNAL_ERROR.value)))
         finally:
+            trace.end()
             session.task = None
             session.turn = None
             # The front keeps at most max_history messages per session; so does the agent here.
@@ -215,11 +222,17 @@ async def serve(sock_fd: int, factory: Any, config: dict) -> int:
     """Run a sandbox on an inherited socket until the front process goes away."""
     import socket
 
+    from myagent.logs import setup_logger
     from myagent.wire.pipe import open_pipe
 
     import gc
 
     gc.set_threshold(50_000, 50, 100)  # as in the front process: see server.tune_gc
+    # Our loggers in the front's format (agent code's logging stays as it was), then the
+    # exporter: set up here, after the fork, since its thread would not survive one.
+    setup_logger("myagent", config.get("log_level", "warning"), config.get("log_format", "text"),
+                 tracing.LogContext())
+    tracing.start()
     host = SessionHost(factory, confirm_timeout=config.get("confirm_timeout"),
                        heartbeat=config.get("heartbeat", 0.5), max_history=config.get("max_history", 0),
                        max_tool_result_chars=config.get("max_tool_result_chars", 0))
@@ -233,4 +246,5 @@ async def serve(sock_fd: int, factory: Any, config: dict) -> int:
     if tasks and not host.pipe.closed:
         await asyncio.wait(tasks, timeout=1.0)
     host.pipe.flush()
+    tracing.stop()
     return ops.EXIT_OK

@@ -12,9 +12,10 @@ from typing import Iterable, Mapping
 ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "PYTHONHASHSEED",
            "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
            "http_proxy", "https_proxy", "no_proxy")
-ALLOWED_PREFIXES = ("LC_", "OPENAI_", "MYAGENT_")
-# Server-side secrets and settings: never handed to agent code.
-DENIED_PREFIXES = ("MYAGENT_WS_",)
+ALLOWED_PREFIXES = ("LC_", "OPENAI_", "MYAGENT_", "OTEL_")  # OTEL_: sandboxes export their own spans
+# Server-side secrets and settings: never handed to agent code (--sandbox-env can still pass
+# one on purpose). The OTLP headers carry a collector's credentials.
+DENIED_PREFIXES = ("MYAGENT_WS_", "OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
 
 
 def sandbox_environment(extra: Iterable[str] = (), source: Mapping[str, str] | None = None) -> dict[str, str]:

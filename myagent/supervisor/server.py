@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
 
+from myagent import otel
 from myagent.protocol.errors import ErrorCode
 from myagent.settings import resolve_workers
 from myagent.supervisor.environment import absolute_llm_paths, sandbox_environment
@@ -36,6 +37,7 @@ from myagent.supervisor.router import Router
 from myagent.supervisor.sessions import Limits, SessionRegistry
 from myagent.supervisor.state_export import load_secret, state_secret
 from myagent.supervisor.store import MemoryStore, StoreError, default_state_dir, open_store
+from myagent.supervisor.tracing import turn_traces
 from myagent.supervisor.tuning import not_dumpable, raise_open_files_limit, tune_gc
 from myagent.supervisor.turns import Turns
 from myagent.supervisor.watchdog import Watchdog
@@ -174,6 +176,7 @@ class Server:
         if self.pool.zygotes.current is not None and self.pool.zygotes.current.llm:
             self.announce(f"🧠 LLM: {self.pool.zygotes.current.llm}")
         self.registry.agent = agent.get("name", "")
+        self.turns.traces = turn_traces(lambda: self.registry.agent)  # None unless OTEL_EXPORTER_OTLP_* is set
         try:
             await self.store.start()
         except StoreError as exc:
@@ -239,6 +242,7 @@ class Server:
             await self.pool.stop()
             await self.store.stop()
             await self.http.close()
+            otel.stop()  # the last turns' spans, bounded by otel.FLUSH_TIMEOUT
         return 0
 
     async def _tick(self) -> None:

@@ -82,6 +82,7 @@ class Turn:
     cancelling: str | None = None  # the reason a cancel was sent with
     grace: Any = None              # asyncio.TimerHandle: --cancel-grace after the cancel
     rollback: bool = False         # drop this turn's messages once it has ended
+    trace: Any = None              # the front's span of this turn, when traces are exported
 
 
 @dataclass(eq=False, slots=True)

@@ -33,6 +33,7 @@ from myagent.protocol.translate import Translator
 from myagent.supervisor.background import Background
 from myagent.supervisor.replies import ClientError
 from myagent.supervisor.sessions import Session, Turn, new_turn_id
+from myagent.supervisor.tracing import TurnTraces
 from myagent.wire import ops
 
 if TYPE_CHECKING:
@@ -58,6 +59,7 @@ class Turns:
         self.on_idle: Callable[[Session], None] = lambda session: None
         self.on_unplaced: Callable[[Session], None] = lambda session: None
         self.draining = False  # set by the server on SIGTERM: queued messages are refused, not started
+        self.traces: TurnTraces | None = None  # set by the server when traces are exported
         self.background = Background()
 
     # A new message ------------------------------------------------------------------
@@ -113,7 +115,12 @@ class Turns:
         self.metrics.turns_started += 1
         # The user's message is history from now on, whatever happens to the sandbox.
         session.add_history(orjson.dumps({"role": "user", "content": turn.text}).decode())
-        sandbox.send({"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": turn.text})
+        op = {"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": turn.text}
+        if self.traces is not None:
+            op["tp"] = self.traces.start(session, turn)  # the sandbox's spans join this turn's trace
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("turn %s of session %s started", turn.id, session.id, extra=_ids(session, turn))
+        sandbox.send(op)
 
     # Cancelling -------------------------------------------------------------------------
     def cancel(self, session: Session, reason: ErrorCode) -> bool:
@@ -136,7 +143,7 @@ class Turns:
         if turn is None or turn.id != turn_id or session.closed:
             return
         log.warning("session %s: turn %s ignored its cancellation for %.0fs; ending it here", session.id,
-                    turn_id, self.config.cancel_grace, extra={"session_id": session.id})
+                    turn_id, self.config.cancel_grace, extra=_ids(session, turn))
         self.placement.unhost(session)  # its sandbox may still run it: that agent instance is dropped
         self.abort(session, turn.cancelling or ErrorCode.CANCELLED)
         self.on_unplaced(session)
@@ -172,6 +179,8 @@ class Turns:
         turn = session.turn
         if turn is None:
             return
+        if turn.trace is not None:
+            extra.update(self.traces.trace_id(turn))
         name, body = self.translate.interrupted(turn.id, code, **extra)
         session.deliver(name.encode(), body)
         self.finish(session, name, orjson.loads(body)["metadata"]["error_code"])
@@ -184,6 +193,10 @@ class Turns:
         for timer in (turn.timer, turn.grace):
             if timer is not None:
                 timer.cancel()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("turn %s of session %s ended: %s", turn.id, session.id, code or event, extra=_ids(session, turn))
+        if turn.trace is not None:
+            self.traces.end(turn, event, code)
         session.ended_turns.append(turn.id)
         session.last_active = time.monotonic()
         self.metrics.turn_done(event, code, time.monotonic() - turn.started)
@@ -231,3 +244,10 @@ class Turns:
             name, body = self.translate.failed(turn.id, code, text, **extra)
             session.deliver(name.encode(), body)
 
+
+def _ids(session: Session, turn: Turn) -> dict[str, str]:
+    """Log extras of a line about ``turn``: its session, its id, its trace when there is one."""
+    ids = {"session_id": session.id, "turn_id": turn.id}
+    if turn.trace is not None:
+        ids.update(TurnTraces.trace_id(turn))
+    return ids
