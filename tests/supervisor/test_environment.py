@@ -29,3 +29,15 @@ def test_relative_script_paths_are_made_absolute(tmp_path, monkeypatch):
     assert absolute_llm_paths({"MYAGENT_LLM": "scripted:s.json"})["MYAGENT_LLM"] == f"scripted:{tmp_path}/s.json"
     assert absolute_llm_paths({"MYAGENT_LLM": "scripted:/abs.json"})["MYAGENT_LLM"] == "scripted:/abs.json"
     assert absolute_llm_paths({"MYAGENT_LLM": "offline"})["MYAGENT_LLM"] == "offline"
+
+
+def test_otel_variables_reach_sandboxes_but_not_the_collectors_credentials():
+    source = {**SOURCE, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SERVICE_NAME": "bot",
+              "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s3cret",
+              "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=s3cret"}
+    env = sandbox_environment(source=source)
+    for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_BSP_SCHEDULE_DELAY"):
+        assert env[key] == source[key]
+    assert "OTEL_EXPORTER_OTLP_HEADERS" not in env and "OTEL_EXPORTER_OTLP_TRACES_HEADERS" not in env
+    # An operator who accepts that agent code can read them passes them by name.
+    assert sandbox_environment(["OTEL_EXPORTER_OTLP_HEADERS"], source=source)["OTEL_EXPORTER_OTLP_HEADERS"]
