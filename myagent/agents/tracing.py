@@ -175,26 +175,34 @@ class _ChatStream:
         return self
 
     async def __anext__(self) -> Any:
+        if self.first is not None:  # the request is out: the provider reads its stream
+            try:
+                item = await self.inner.__anext__()
+            except BaseException as exc:
+                self._end(None if isinstance(exc, StopAsyncIteration) else exc)
+                raise
+        else:
+            item = await self._start()
+            self.first_chunk()
+        if isinstance(item, LLMResponse) and item.finish_reason and not self.finish_reasons:
+            self.finish_reasons.append(item.finish_reason)
+        return item
+
+    async def _start(self) -> Any:
+        """The first item: the provider sends the request now, with this span current (for
+        :func:`current_chat`, and for spans an instrumented HTTP client would make)."""
         from opentelemetry import context
 
         chat = _CHAT.set(self)
         token = context.attach(self.context)
         try:
-            item = await self.inner.__anext__()
-        except StopAsyncIteration:
-            self._end(None)
-            raise
+            return await self.inner.__anext__()
         except BaseException as exc:
-            self._end(exc)
+            self._end(None if isinstance(exc, StopAsyncIteration) else exc)
             raise
         finally:
             context.detach(token)
             _CHAT.reset(chat)
-        if self.first is None:
-            self.first_chunk()
-        if isinstance(item, LLMResponse) and item.finish_reason and not self.finish_reasons:
-            self.finish_reasons.append(item.finish_reason)
-        return item
 
     async def aclose(self) -> None:
         try:
