@@ -75,7 +75,8 @@ def start(role: str) -> Any:
     # Global, so spans that agent code or its libraries make land in the same trace.
     trace.set_tracer_provider(provider)
     _provider, _tracer = provider, provider.get_tracer("myagent", __version__)
-    log.info("traces exported over OTLP/HTTP to %s", _endpoint())
+    # Once for the server; a sandbox (one per fork, and at every respawn) says it at debug.
+    log.log(logging.INFO if role == "front" else logging.DEBUG, "traces exported over OTLP/HTTP to %s", _endpoint())
     return _tracer
 
 
@@ -129,8 +130,13 @@ def trace_id(span: Any) -> str | None:
 
 
 def _endpoint() -> str:
+    """The endpoint for a log line: no user, password or query (they may hold credentials)."""
+    from urllib.parse import urlsplit
+
     for name in ENDPOINT_VARS:
         value = os.environ.get(name, "").strip()
         if value:
-            return value.split("?")[0]
+            parts = urlsplit(value)
+            host = parts.hostname or ""
+            return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
     return ""

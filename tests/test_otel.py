@@ -103,3 +103,8 @@ def test_the_traceparent_makes_the_remote_span_a_child():
 def test_an_unsampled_trace_has_no_trace_id():
     span = TracerProvider(sampler=ALWAYS_OFF).get_tracer("test").start_span("turn")
     assert otel.trace_id(span) is None
+
+
+def test_the_logged_endpoint_hides_credentials(monkeypatch):
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "https://user:s3cret@collector:4318/otlp?key=s3cret")
+    assert otel._endpoint() == "https://collector:4318/otlp"
