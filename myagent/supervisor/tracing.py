@@ -36,8 +36,8 @@ class TurnTraces:
         self.tracer = tracer
         self.agent_name = agent_name
 
-    def start(self, session: "Session", turn: "Turn") -> str:
-        """Open ``turn``'s span (kept on ``turn.trace``); its traceparent for the sandbox."""
+    def start(self, session: "Session", turn: "Turn") -> None:
+        """Open ``turn``'s span, kept on ``turn.trace`` until :meth:`end`."""
         from opentelemetry import context, trace
 
         conn = session.connection
@@ -50,6 +50,10 @@ class TurnTraces:
         # A root span: one trace per turn, whatever context the event loop happens to hold.
         turn.trace = self.tracer.start_span(f"turn {attributes['gen_ai.agent.name']}", context=context.Context(),
                                             kind=trace.SpanKind.SERVER, attributes=attributes)
+
+    @staticmethod
+    def traceparent(turn: "Turn") -> str:
+        """The W3C traceparent that makes the sandbox's span of ``turn`` a child of the front's."""
         return otel.traceparent(turn.trace)
 
     @staticmethod

@@ -104,6 +104,10 @@ class Turns:
         turn.started = time.monotonic()
         turn.history_mark = session.history_added
         session.turn = turn
+        if self.traces is not None:
+            self.traces.start(session, turn)  # one trace per turn, its root span on turn.trace
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("turn %s of session %s started", turn.id, session.id, extra=_ids(session, turn))
         session.turns += 1
         if self.config.turn_timeout > 0:
             turn.timer = asyncio.get_running_loop().call_later(
@@ -116,10 +120,8 @@ class Turns:
         # The user's message is history from now on, whatever happens to the sandbox.
         session.add_history(orjson.dumps({"role": "user", "content": turn.text}).decode())
         op = {"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": turn.text}
-        if self.traces is not None:
-            op["tp"] = self.traces.start(session, turn)  # the sandbox's spans join this turn's trace
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("turn %s of session %s started", turn.id, session.id, extra=_ids(session, turn))
+        if turn.trace is not None:
+            op["tp"] = TurnTraces.traceparent(turn)  # the sandbox's spans join this turn's trace
         sandbox.send(op)
 
     # Cancelling -------------------------------------------------------------------------
