@@ -13,6 +13,8 @@ first result is in, the streamed answer. Per row (token delay, clients, turns pe
 
 Plus two probes: CPU per turn along one long conversation (turn 1 against the turn with ~100
 and ~400 messages of history), and sandbox memory per idle session (each after one turn).
+And the cost of traces: the same row with OpenTelemetry export off and on (to otlp_sink.py,
+a stand-in collector).
 
 Server options are the defaults (store, logging, heartbeats, two sandboxes on two CPUs),
 except: ``--port 0``, a fresh ``--state-dir``, and where the load needs it (each row says so)
@@ -271,17 +273,18 @@ def _sink_stats(sink: Proc) -> dict:
         return json.loads(answer.read())
 
 
-def tracing_rows(quick: bool) -> dict:
+def tracing_rows(quick: bool, off: dict | None = None) -> dict:
     """The cost of traces: the same load (0 ms/token, 50 clients, one turn per session) on a fresh
     stack with tracing off, then on (OTEL_EXPORTER_OTLP_ENDPOINT pointing at otlp_sink.py, a
     stand-in collector in a process of its own), ``reps`` times alternating; medians of CPU ms
-    per turn, front and sandboxes (the exporter's thread included: it is a thread of theirs)."""
+    per turn, front and sandboxes (the exporter's thread included: it is a thread of theirs).
+    ``off``: a row already measured with that load and tracing off (quick mode reuses its one)."""
     clients, duration, reps = (50, 1.5, 1) if quick else (50, 8.0, 3)
-    runs: dict[str, list[dict]] = {"off": [], "on": []}
+    runs: dict[str, list[dict]] = {"off": [] if off is None else [{**off, "spans_exported": 0}], "on": []}
     sink = Proc([sys.executable, str(HERE / "otlp_sink.py"), "0"], None, SINK_LISTEN)
     try:
         for _ in range(reps):
-            for mode in runs:
+            for mode in ("on",) if off is not None else runs:
                 env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}"} if mode == "on" else None
                 before = _sink_stats(sink)
                 with llm_stack(0, RATE_RAISED, env) as stack:
@@ -324,7 +327,7 @@ def llm_part(quick: bool) -> dict:
             out["reference"] = reference_rows([2, 100, 400], 40, stack[0].base_url)
             out["long_conversation"] = long_conversation(stack[1], 100)
             out["idle_memory"] = idle_memory(stack[1], 1000)
-    out["tracing"] = tracing_rows(quick)
+    out["tracing"] = tracing_rows(quick, out["rows"][0] if quick else None)
     ref = {(r["mode"], r["history"]): r["cpu_ms_per_turn"] for r in out["reference"]}
     # Our provider's own request path alone: lean, over the HTTP client it uses here.
     own = ref.get(("lean_aiohttp", 2)) if http_transport() == "aiohttp" else None
