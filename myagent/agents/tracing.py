@@ -35,6 +35,7 @@ from .llm.base import LLMResponse
 __all__ = ["LogContext", "current_chat", "llm_stream", "start", "start_turn", "stop", "tool_call"]
 
 MAX_STATUS_TEXT = 200  # characters of an error text kept as a span's status description
+_NOT_FAILURES = frozenset({"CANCELLED", "SESSION_CLOSED"})  # interruptions somebody asked for
 
 _CHAT: ContextVar["_ChatStream | None"] = ContextVar("myagent_chat_span", default=None)
 _TURN: ContextVar["_TurnTrace | None"] = ContextVar("myagent_turn_trace", default=None)
@@ -115,7 +116,10 @@ class _TurnTrace:
 
     def ended(self, code: str) -> Mapping[str, str]:
         self.span.set_attribute("myagent.turn.interrupted", code)
-        self.span.set_attribute("error.type", code)
+        if code in _NOT_FAILURES:
+            self.span.set_attribute("error.type", code)
+        else:  # a timeout, a shutdown, a bug: not what the user asked for
+            _fail(self.span, code, "")
         return self.meta
 
     def end(self) -> None:

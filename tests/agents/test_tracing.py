@@ -199,3 +199,13 @@ async def test_log_lines_written_during_a_turn_carry_its_ids(spans):
     assert (inside.session_id, inside.turn_id, inside.trace_id) == ("s1", "t1", trace.trace_id)
     assert len(inside.span_id) == 16
     assert getattr(outside, "trace_id", None) is None
+
+
+def test_an_interruption_nobody_asked_for_fails_the_turn_span(spans):
+    for code in ("CANCELLED", "TURN_TIMEOUT"):
+        trace = tracing.start_turn("tracer", "s1", code, None)
+        trace.ended(code)
+        trace.end()
+    cancelled, timed_out = spans()["invoke_agent tracer"]
+    assert cancelled.attributes["error.type"] == "CANCELLED" and cancelled.status.status_code == StatusCode.UNSET
+    assert timed_out.attributes["error.type"] == "TURN_TIMEOUT" and timed_out.status.status_code == StatusCode.ERROR
