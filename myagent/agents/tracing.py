@@ -34,6 +34,9 @@ from .llm.base import LLMResponse
 
 __all__ = ["LogContext", "current_chat", "llm_stream", "start", "start_turn", "stop", "tool_call"]
 
+# A stopping sandbox gets --kill-grace (1 s by default) from the stop op to SIGTERM, and may
+# spend up to 1 s of it on cancelled turns: its flush must fit in what is left.
+SANDBOX_FLUSH_TIMEOUT = 0.5
 MAX_STATUS_TEXT = 200  # characters of an error text kept as a span's status description
 _NOT_FAILURES = frozenset({"CANCELLED", "SESSION_CLOSED"})  # interruptions somebody asked for
 
@@ -47,8 +50,8 @@ def start() -> bool:
 
 
 def stop() -> None:
-    """Flush this sandbox's last spans (bounded: :data:`myagent.otel.FLUSH_TIMEOUT`)."""
-    otel.stop()
+    """Flush this sandbox's last spans, within SANDBOX_FLUSH_TIMEOUT."""
+    otel.stop(SANDBOX_FLUSH_TIMEOUT)
 
 
 # -- the turn --------------------------------------------------------------------------

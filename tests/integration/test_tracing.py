@@ -245,20 +245,23 @@ async def test_the_trace_id_is_on_the_log_lines_about_the_turn(server, collector
     assert all(re.fullmatch(r"[0-9a-f]{16}", line["span_id"]) for line in sandbox_lines)
 
 
-async def test_tokens_as_fake_llm_reported_them(collector, fake_llm):
+async def test_tokens_as_fake_llm_reported_them_and_spans_flushed_on_stop(collector, fake_llm):
     # fake-llm reports usage on its non-streamed replies: ask it directly, then through the server.
     import openai
 
     direct = openai.OpenAI(base_url=fake_llm, api_key="not-needed").chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "a long story"}])
     assert direct.usage.completion_tokens > 0
-    srv = start_server(collector, fake_llm, MYAGENT_TEST_UNSTREAMED="1")
+    # Batches would leave after a minute: what arrives was flushed when the processes stopped.
+    srv = start_server(collector, fake_llm, MYAGENT_TEST_UNSTREAMED="1", OTEL_BSP_SCHEDULE_DELAY="60000")
     try:
         sid, events = await ask(srv, "a long story")
     finally:
-        srv.stop()
+        assert srv.stop() == 0
     assert_turn(events, sid)
-    [chat] = by_name(collector.trace(events[-1]["metadata"]["trace_id"], 3), "chat ")
+    spans = collector.trace(events[-1]["metadata"]["trace_id"], 3, timeout=5)
+    assert {s["resource"]["myagent.role"] for s in spans} == {"front", "sandbox"}
+    [chat] = by_name(spans, "chat ")
     attrs = chat["attributes"]
     assert attrs["gen_ai.usage.input_tokens"] == direct.usage.prompt_tokens
     assert attrs["gen_ai.usage.output_tokens"] == direct.usage.completion_tokens
