@@ -32,7 +32,7 @@ from myagent import otel
 from .events import ERROR, FINAL_ANSWER
 from .llm.base import LLMResponse
 
-__all__ = ["LogContext", "current_chat", "llm_stream", "start", "start_turn", "stop", "tool_call"]
+__all__ = ["NO_TRACE", "LogContext", "current_chat", "llm_stream", "start", "start_turn", "stop", "tool_call"]
 
 # A stopping sandbox gets --kill-grace (1 s by default) from the stop op to SIGTERM, and may
 # spend up to 1 s of it on cancelled turns: its flush must fit in what is left.
