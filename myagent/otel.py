@@ -48,8 +48,10 @@ def preload() -> None:
     so its sandboxes share the modules instead of each importing them."""
     if wanted():
         import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+        import opentelemetry.sdk.resources  # noqa: F401
         import opentelemetry.sdk.trace.export  # noqa: F401
         import opentelemetry.trace.propagation.tracecontext  # noqa: F401
+        import requests  # noqa: F401 - the exporter's HTTP client, imported when an exporter is made
 
 
 def start(role: str) -> Any:
