@@ -175,7 +175,7 @@ class _ChatStream:
         self.began = time.perf_counter()
         self.first: float | None = None
         self.finish_reasons: list[str] = []
-        self.response_model = ""
+        self.found: dict[str, Any] = {}  # attributes the response tells, set at the end in one call
         self.done = False
 
     def __aiter__(self) -> "_ChatStream":
@@ -218,13 +218,12 @@ class _ChatStream:
                 await close()
         finally:
             if not self.done:  # abandoned mid-stream: the turn was cancelled or failed elsewhere
-                self.span.set_attribute("error.type", "cancelled")
+                self.found["error.type"] = "cancelled"
                 self._end(None)
 
     def first_chunk(self) -> None:
         if self.first is None:
-            self.first = time.perf_counter() - self.began
-            self.span.set_attribute("gen_ai.response.time_to_first_chunk", self.first)
+            self.first = self.found["gen_ai.response.time_to_first_chunk"] = time.perf_counter() - self.began
 
     def observe(self, chunk: Any) -> None:
         """One raw response object of an OpenAI-compatible API (a stream chunk or a whole
@@ -233,21 +232,20 @@ class _ChatStream:
             return
         if self.first is None:
             self.first_chunk()
-        span = self.span
+        found = self.found
         model = chunk.get("model")
-        if isinstance(model, str) and model and not self.response_model:
-            self.response_model = model
-            span.set_attribute("gen_ai.response.model", model)
+        if isinstance(model, str) and model and "gen_ai.response.model" not in found:
+            found["gen_ai.response.model"] = model
             response_id = chunk.get("id")
             if isinstance(response_id, str) and response_id:
-                span.set_attribute("gen_ai.response.id", response_id)
+                found["gen_ai.response.id"] = response_id
         usage = chunk.get("usage")
         if isinstance(usage, Mapping):
             for key, attribute in (("prompt_tokens", "gen_ai.usage.input_tokens"),
                                    ("completion_tokens", "gen_ai.usage.output_tokens")):
                 value = usage.get(key)
                 if type(value) is int:
-                    span.set_attribute(attribute, value)
+                    found[attribute] = value
         for choice in chunk.get("choices") or ():
             reason = choice.get("finish_reason") if isinstance(choice, Mapping) else None
             if isinstance(reason, str) and reason and reason not in self.finish_reasons:
@@ -258,7 +256,8 @@ class _ChatStream:
             return
         self.done = True
         if self.finish_reasons:
-            self.span.set_attribute("gen_ai.response.finish_reasons", self.finish_reasons)
+            self.found["gen_ai.response.finish_reasons"] = self.finish_reasons
+        self.span.set_attributes(self.found)
         if exc is not None:
             cause = exc.__cause__ if exc.__cause__ is not None else exc
             kind = "cancelled" if isinstance(exc, (GeneratorExit, asyncio.CancelledError)) else type(cause).__name__
