@@ -28,6 +28,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import orjson
 
+from . import tracing
 from .events import (
     ERROR,
     FINAL_ANSWER,
@@ -42,7 +43,6 @@ from .events import (
 from .exceptions import AgentRunError, ToolDefinitionError
 from .history import History, compact_json, interrupted_tool_message, repair_history
 from .llm.base import LLM, LLMError, LLMResponse, TextDelta, ToolCall, response_to_message
-from . import tracing
 from .tools import TOOL_NAME_PATTERN, BaseTool, ToolArgumentsError, ToolResult, tool
 
 __all__ = ["DENIED", "Agent", "ConfirmCallback", "MessageCallback", "create_react_agent", "create_toolcall_agent"]

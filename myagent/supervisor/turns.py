@@ -182,7 +182,7 @@ class Turns:
         if turn is None:
             return
         if turn.trace is not None:
-            extra.update(self.traces.trace_id(turn))
+            extra.update(TurnTraces.trace_id(turn))
         name, body = self.translate.interrupted(turn.id, code, **extra)
         session.deliver(name.encode(), body)
         self.finish(session, name, orjson.loads(body)["metadata"]["error_code"])
