@@ -13,7 +13,9 @@ from contextvars import ContextVar
 
 import orjson
 
-_EXTRA_KEYS = ("agent", "connection_id", "session_id", "sandbox_id", "pid")
+# trace_id/span_id: on the lines about a turn when tracing is on (docs/operations.md, "Traces").
+_EXTRA_KEYS = ("agent", "connection_id", "session_id", "sandbox_id", "pid", "turn_id", "trace_id", "span_id")
+_TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(agent_tag)s%(message)s"
 # The agent whose work is logging, on a server with several (set per task by the front process).
 AGENT: ContextVar[str] = ContextVar("myagent_agent", default="")
 
@@ -42,13 +44,27 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(doc, default=str).decode()
 
 
-def setup_logging(level: str = "info", fmt: str = "text", debug: bool = False) -> None:
+def _handler(fmt: str) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
-    if fmt == "json":
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(agent_tag)s%(message)s"))
+    handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
     handler.addFilter(AgentFilter())
+    return handler
+
+
+def setup_logger(name: str, level: str, fmt: str, context: logging.Filter | None = None) -> None:
+    """Give one logger (a sandbox's ``myagent``) the front's format and level, without touching
+    the root logger (agent code's logging stays as it was); ``context`` adds fields to records."""
+    handler = _handler(fmt)
+    if context is not None:
+        handler.addFilter(context)
+    logger = logging.getLogger(name)
+    logger.handlers[:] = [handler]
+    logger.setLevel(getattr(logging, level.upper(), logging.INFO))
+    logger.propagate = False
+
+
+def setup_logging(level: str = "info", fmt: str = "text", debug: bool = False) -> None:
+    handler = _handler(fmt)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else getattr(logging, level.upper(), logging.INFO))

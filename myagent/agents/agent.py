@@ -29,6 +29,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 import orjson
 
+from . import tracing
 from .events import (
     ERROR,
     FINAL_ANSWER,
@@ -396,6 +397,7 @@ class _Turn:
             if system:
                 messages.insert(0, {"role": "system", "content": agent.system_prompt})
             stream = llm.stream(messages, agent._tools_schema)
+        stream = tracing.llm_stream(stream, llm)  # a "chat" span around it when tracing is on
         try:
             async for item in stream:
                 if isinstance(item, TextDelta):
@@ -450,14 +452,16 @@ class _Turn:
                 metadata={"tool_name": call.name, "tool_args": dict(args), "tool_description": tool_.description},
             )
             problem = await self._ask(request)
-        if problem is not None:
-            result = ToolResult(error=problem)
-        else:
-            started = time.perf_counter_ns()
-            try:
-                result = await _execute(tool_, args)
-            finally:
-                self.usage.tool_ns += time.perf_counter_ns() - started
+        with tracing.tool_call(call.name, call.id) as span:
+            if problem is not None:
+                result = ToolResult(error=problem)
+            else:
+                started = time.perf_counter_ns()
+                try:
+                    result = await _execute(tool_, args)
+                finally:
+                    self.usage.tool_ns += time.perf_counter_ns() - started
+            span.outcome(result, problem)
         text = _truncate(str(result), agent.max_tool_result_chars)
         self.append({"role": "tool", "tool_call_id": call.id, "content": text})
         yield AgentEvent(

@@ -277,6 +277,9 @@ def _turn_event(description: str, required: Sequence[str] = (), **kw: Any) -> di
 
 
 _STRING = {"type": "string"}
+# On a turn's terminal event when traces are exported (docs/operations.md, "Traces").
+_TRACE_ID = {"type": "string", "pattern": "^[0-9a-f]{32}$",
+             "description": "The OpenTelemetry trace id of the turn (W3C, 32 hex digits)."}
 _ERROR = {
     "content": {"type": "string", "description": "Human-readable error text (never a traceback)."},
     "metadata_required": ["error_code", "recoverable"],
@@ -320,7 +323,7 @@ _SERVER_EVENT_SCHEMAS: dict[str, dict] = {
     ),
     ev.AGENT_PARTIAL_ANSWER: _turn_event("A delta of the answer being streamed.", content=_STRING),
     ev.AGENT_FINAL_ANSWER: _turn_event("The turn's answer (terminal).", content=_STRING,
-                                       metadata_required=["usage"], usage=USAGE_SCHEMA),
+                                       metadata_required=["usage"], usage=USAGE_SCHEMA, trace_id=_TRACE_ID),
     ev.AGENT_USER_CONFIRM: _turn_event(
         "A tool waits for confirmation; answer with user.response echoing step_id.",
         ["step_id"],
@@ -328,9 +331,9 @@ _SERVER_EVENT_SCHEMAS: dict[str, dict] = {
         tool_name=_STRING,
     ),
     ev.AGENT_ERROR: _server_event("Session or turn error (terminal when it ends a turn; then with metadata.usage).",
-                                  **_ERROR, usage=USAGE_SCHEMA),
+                                  **_ERROR, usage=USAGE_SCHEMA, trace_id=_TRACE_ID),
     ev.AGENT_INTERRUPTED: _turn_event("The turn was interrupted (terminal); metadata says why.",
-                                      metadata_required=["usage"], usage=USAGE_SCHEMA),
+                                      metadata_required=["usage"], usage=USAGE_SCHEMA, trace_id=_TRACE_ID),
     ev.AGENT_SESSION_END: _server_event("The session is closed.", _SESSION_SCOPED),
     ev.AGENT_SESSION_RESUMED: _server_event("Answer to user.reconnect, after the replayed events.", _SESSION_SCOPED,
                                             metadata_required=["usage"], usage=TOTALS_SCHEMA),

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from myagent.agents import tracing
 from myagent.agents.events import TERMINAL_KINDS, TOOL_CALL
 from myagent.agents.usage import BudgetExceeded, TurnUsage
 from myagent.protocol.errors import ErrorCode
@@ -123,7 +124,7 @@ class SessionHost:
         session.turn = turn
         session.cancel_reason = ErrorCode.CANCELLED.value
         session.task = asyncio.get_running_loop().create_task(
-            self._run_turn(session, turn, frame["text"], frame.get("budget")))
+            self._run_turn(session, turn, frame["text"], frame.get("budget"), frame.get("tp")))
 
     def _cancel(self, frame: dict) -> None:
         session = self.sessions.get(frame["sid"])
@@ -153,8 +154,10 @@ class SessionHost:
         self.stopped.set()
 
     # Turns --------------------------------------------------------------
-    async def _run_turn(self, session: HostedSession, turn: str, text: str, budget: dict | None = None) -> None:
-        """``budget``: the turn's token allowance from the front ({tokens, kind, limit, resets_at}), or None."""
+    async def _run_turn(self, session: HostedSession, turn: str, text: str, budget: dict | None = None,
+                        traceparent: str | None = None) -> None:
+        """``budget``: the turn's token allowance from the front ({tokens, kind, limit, resets_at}), or
+        None; ``traceparent``: the front's span of this turn (W3C), when traces are exported."""
         sid = session.sid
         pipe = self.pipe
         assert pipe is not None
@@ -183,8 +186,10 @@ class SessionHost:
         usage = TurnUsage(budget["tokens"], spent) if budget else TurnUsage()
         measured = session.measured
         extra = {"usage": usage} if measured else {}
+        trace = tracing.start_turn(getattr(session.agent, "name", "agent"), sid, turn, traceparent)  # NO_TRACE when off
         try:
             async for event in session.agent.astream(text, confirm=confirm, on_message=on_message, **extra):
+                trace.stamp(event)  # the trace id on the terminal event
                 if not measured and event.kind in TERMINAL_KINDS:
                     event.metadata["usage"] = None  # an agent of its own: its usage is unknown
                 self._emit(sid, turn, translate.agent_event(event, turn))
@@ -198,11 +203,13 @@ class SessionHost:
                     await pipe.writable()
         except asyncio.CancelledError:
             self._emit(sid, turn, translate.interrupted(turn, session.cancel_reason,
-                                                        usage=usage.as_dict() if measured else None))
+                                                        usage=usage.as_dict() if measured else None,
+                                                        **trace.ended(session.cancel_reason)))
         except BudgetExceeded:
             refusal, meta = budget_refusal(budget or {})
             self._emit(sid, turn, translate.interrupted(turn, ErrorCode.BUDGET_EXCEEDED, text=refusal,
-                                                        usage=usage.as_dict(), **meta))
+                                                        usage=usage.as_dict(), **meta,
+                                                        **trace.ended(ErrorCode.BUDGET_EXCEEDED.value)))
         except (SystemExit, KeyboardInterrupt) as exc:
             # Agent code asked the interpreter to exit (sys.exit() in a tool). Exit now, as
             # os._exit would: unwinding the event loop instead cancels this sandbox's other
@@ -217,8 +224,9 @@ class SessionHost:
             log.exception("turn %s of session %s failed", turn, sid)
             self._emit(sid, turn, translate.failed(
                 turn, ErrorCode.INTERNAL_ERROR, f"Internal error in the agent runtime ({type(exc).__name__}).",
-                usage=usage.as_dict() if measured else None))
+                usage=usage.as_dict() if measured else None, **trace.ended(ErrorCode.INTERNAL_ERROR.value)))
         finally:
+            trace.end()
             session.task = None
             session.turn = None
             # The front keeps at most max_history messages per session; so does the agent here.
@@ -243,11 +251,17 @@ async def serve(sock_fd: int, factory: Any, config: dict) -> int:
     """Run a sandbox on an inherited socket until the front process goes away."""
     import socket
 
+    from myagent.logs import setup_logger
     from myagent.wire.pipe import open_pipe
 
     import gc
 
     gc.set_threshold(50_000, 50, 100)  # as in the front process: see server.tune_gc
+    # Our loggers in the front's format (agent code's logging stays as it was), then the
+    # exporter: set up here, after the fork, since its thread would not survive one.
+    setup_logger("myagent", config.get("log_level", "warning"), config.get("log_format", "text"),
+                 tracing.LogContext())
+    tracing.start()
     host = SessionHost(factory, confirm_timeout=config.get("confirm_timeout"),
                        heartbeat=config.get("heartbeat", 0.5), max_history=config.get("max_history", 0),
                        max_tool_result_chars=config.get("max_tool_result_chars", 0))
@@ -261,4 +275,5 @@ async def serve(sock_fd: int, factory: Any, config: dict) -> int:
     if tasks and not host.pipe.closed:
         await asyncio.wait(tasks, timeout=1.0)
     host.pipe.flush()
+    tracing.stop()
     return ops.EXIT_OK

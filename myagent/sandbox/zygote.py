@@ -213,7 +213,10 @@ def main(argv: list[str] | None = None) -> int:
     import uvloop  # noqa: F401
 
     import myagent.sandbox.host  # noqa: F401
+    from myagent import otel
     from myagent.agents.llm import describe_llm_choice
+
+    otel.preload()  # the OpenTelemetry SDK when traces are exported; each sandbox starts its own exporter
 
     # The LLM is described here, in the sandboxes' own environment: the front never imports the runtime.
     # The declared names too: the front checks it read them all from the file (the values are

@@ -32,6 +32,7 @@ from myagent.supervisor.recovery import Recovery
 from myagent.supervisor.relay import Relay
 from myagent.supervisor.router import Router
 from myagent.supervisor.sessions import Limits, SessionRegistry
+from myagent.supervisor.tracing import turn_traces
 from myagent.supervisor.turns import Turns
 from myagent.supervisor.watchdog import Watchdog
 
@@ -87,6 +88,7 @@ class AgentUnit:
         """Load the agent in a zygote and fill the pool. Raises AgentFileError."""
         agent = await self.pool.start()
         self.registry.agent = agent.get("name", "") if self.single else self.name
+        self.turns.traces = turn_traces(lambda: self.registry.agent)  # None unless OTEL_EXPORTER_OTLP_* is set
         return agent
 
     def readiness(self) -> tuple[bool, str]:

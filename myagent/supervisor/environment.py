@@ -19,9 +19,11 @@ from myagent.supervisor.exceptions import AgentFileError, ConfigError
 ALLOWED = ("PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "PYTHONHASHSEED",
            "VIRTUAL_ENV", "SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
            "http_proxy", "https_proxy", "no_proxy")
-ALLOWED_PREFIXES = ("LC_", "OPENAI_", "MYAGENT_")
+ALLOWED_PREFIXES = ("LC_", "OPENAI_", "MYAGENT_", "OTEL_")  # OTEL_: sandboxes export their own spans
 # Server-side secrets and settings: never handed to agent code.
 DENIED_PREFIXES = ("MYAGENT_WS_",)
+# The OTLP headers carry a collector's credentials: withheld unless named with --sandbox-env.
+UNLESS_NAMED = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
 # Names that look like credentials: the start-up hint names those withheld. Not every *_KEY:
 # the python images (ours included) set GPG_KEY, which is public; these catch the *_ACCESS_KEY kind.
 CREDENTIAL_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_PASSWD", "_SECRET_KEY", "_ACCESS_KEY",
@@ -35,8 +37,9 @@ def sandbox_environment(extra: Iterable[str] = (), source: Mapping[str, str] | N
     wanted = set(extra)
     env = {}
     for key, value in source.items():
-        if (key in wanted or key in ALLOWED or key.startswith(ALLOWED_PREFIXES)) and not key.startswith(
-                DENIED_PREFIXES):
+        if key.startswith(DENIED_PREFIXES):
+            continue
+        if key in wanted or (key in ALLOWED or key.startswith(ALLOWED_PREFIXES)) and key not in UNLESS_NAMED:
             env[key] = value
     env["PYTHONUNBUFFERED"] = "1"
     return env

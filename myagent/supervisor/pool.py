@@ -74,7 +74,10 @@ class SandboxPool:
                 "max_memory": c.max_memory, "max_files": c.sandbox_max_files,
                 "max_file_size": c.sandbox_max_file_size, "max_procs": c.sandbox_max_procs,
                 "user": c.sandbox_user,
-                "workdir_root": self.workdir_root}
+                "workdir_root": self.workdir_root,
+                # the sandboxes' own log lines, in the front's format (JSON lines carry trace ids)
+                "log_level": "debug" if getattr(c, "debug", False) else getattr(c, "log_level", "info"),
+                "log_format": getattr(c, "log_format", "text")}
 
     def _new_zygote(self) -> ZygoteClient:
         prepared = self._prepare_env()  # raises AgentFileError: a declared variable is not set

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from websockets.asyncio.server import ServerConnection, serve
 
+from myagent import otel
 from myagent.supervisor.agent_specs import AgentSpec, stem, with_overrides
 from myagent.supervisor.agents import Agents, AgentUnit
 from myagent.supervisor.exceptions import ConfigError
@@ -247,6 +248,7 @@ class Server:
             await self.budgets.drain()
             await self.store.stop()
             await self.http.close()
+            otel.stop()  # the last turns' spans, bounded by otel.FLUSH_TIMEOUT
         return 0
 
     async def _tick(self) -> None:

@@ -85,6 +85,7 @@ class Turn:
     rollback: bool = False         # drop this turn's messages once it has ended
     dispatched: bool = False       # sent to the sandbox (a budgeted turn waits for its balance first)
     spent: int = 0                 # tokens its sandbox reported as each LLM request ended (budgets on)
+    trace: Any = None              # the front's span of this turn, when traces are exported
 
 
 @dataclass(eq=False, slots=True)

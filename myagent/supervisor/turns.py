@@ -38,6 +38,7 @@ from myagent.protocol.usage import budget_refusal, check_usage, zero_usage
 from myagent.supervisor.background import Background
 from myagent.supervisor.replies import ClientError
 from myagent.supervisor.sessions import Session, Turn, new_turn_id
+from myagent.supervisor.tracing import TurnTraces
 from myagent.wire import ops
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class Turns:
         self.on_idle: Callable[[Session], None] = lambda session: None
         self.on_unplaced: Callable[[Session], None] = lambda session: None
         self.draining = False  # set by the server on SIGTERM: queued messages are refused, not started
+        self.traces: TurnTraces | None = None  # set by the server when traces are exported
         self.background = Background()
 
     # A new message ------------------------------------------------------------------
@@ -110,6 +112,10 @@ class Turns:
         turn.started = time.monotonic()
         turn.history_mark = session.history_added
         session.turn = turn
+        if self.traces is not None:
+            self.traces.start(session, turn)  # one trace per turn, its root span on turn.trace
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("turn %s of session %s started", turn.id, session.id, extra=_ids(session, turn))
         session.turns += 1
         if self.config.turn_timeout > 0:
             turn.timer = asyncio.get_running_loop().call_later(
@@ -134,6 +140,8 @@ class Turns:
         frame: dict[str, Any] = {"op": ops.TURN, "sid": session.id, "turn": turn.id, "text": turn.text}
         if budget is not None:
             frame["budget"] = budget
+        if turn.trace is not None:
+            frame["tp"] = TurnTraces.traceparent(turn)  # the sandbox's spans join this turn's trace
         sandbox.send(frame)
 
     async def _dispatch_budgeted(self, session: Session, turn: Turn) -> None:
@@ -146,6 +154,8 @@ class Turns:
             return
         if budget["tokens"] <= 0:
             text, meta = budget_refusal(budget)
+            if turn.trace is not None:
+                meta.update(TurnTraces.trace_id(turn))
             usage = zero_usage()
             name, body = self.translate.interrupted(turn.id, ErrorCode.BUDGET_EXCEEDED, text=text, usage=usage,
                                                     **meta)
@@ -178,7 +188,7 @@ class Turns:
         if turn is None or turn.id != turn_id or session.closed:
             return
         log.warning("session %s: turn %s ignored its cancellation for %.0fs; ending it here", session.id,
-                    turn_id, self.config.cancel_grace, extra={"session_id": session.id})
+                    turn_id, self.config.cancel_grace, extra=_ids(session, turn))
         self.placement.unhost(session)  # its sandbox may still run it: that agent instance is dropped
         self.abort(session, turn.cancelling or ErrorCode.CANCELLED)
         self.on_unplaced(session)
@@ -216,6 +226,8 @@ class Turns:
             return
         # A turn its sandbox ran without reporting back has unknown usage; one never sent, none.
         usage = None if turn.dispatched else zero_usage()
+        if turn.trace is not None:
+            extra.update(TurnTraces.trace_id(turn))
         name, body = self.translate.interrupted(turn.id, code, usage=usage, **extra)
         session.deliver(name.encode(), body)
         self.finish(session, name, orjson.loads(body)["metadata"]["error_code"], usage)
@@ -234,6 +246,10 @@ class Turns:
         for timer in (turn.timer, turn.grace):
             if timer is not None:
                 timer.cancel()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("turn %s of session %s ended: %s", turn.id, session.id, code or event, extra=_ids(session, turn))
+        if turn.trace is not None:
+            self.traces.end(turn, event, code)
         session.ended_turns.append(turn.id)
         session.last_active = time.monotonic()
         self.metrics.turn_done(event, code, time.monotonic() - turn.started)
@@ -281,3 +297,10 @@ class Turns:
             name, body = self.translate.failed(turn.id, code, text, usage=zero_usage(), **extra)
             session.deliver(name.encode(), body)
 
+
+def _ids(session: Session, turn: Turn) -> dict[str, str]:
+    """Log extras of a line about ``turn``: its session, its id, its trace when there is one."""
+    ids = {"session_id": session.id, "turn_id": turn.id}
+    if turn.trace is not None:
+        ids.update(TurnTraces.trace_id(turn))
+    return ids

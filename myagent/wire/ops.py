@@ -15,7 +15,7 @@ the receiver takes as is::
 Ids are ASCII tokens the front generated; a NUL cannot occur in them.
 
 Control ops, front -> sandbox:
-    turn     {sid, turn, text}              run one turn
+    turn     {sid, turn, text, tp?}         run one turn (tp: W3C traceparent, when traces are exported)
     cancel   {sid, turn, reason}            cancel the running turn (reason: an ErrorCode value)
     confirm  {sid, step, ok}                answer an agent.user_confirm
     close    {sid}                          forget a session

@@ -13,6 +13,8 @@ first result is in, the streamed answer. Per row (token delay, clients, turns pe
 
 Plus two probes: CPU per turn along one long conversation (turn 1 against the turn with ~100
 and ~400 messages of history), and sandbox memory per idle session (each after one turn).
+And the cost of traces: the same row with OpenTelemetry export off and on (to otlp_sink.py,
+a stand-in collector).
 
 Server options are the defaults (store, logging, heartbeats, two sandboxes on two CPUs),
 except: ``--port 0``, a fresh ``--state-dir``, and where the load needs it (each row says so)
@@ -31,13 +33,16 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from common import HERE, ROOT, Proc, cpu_of, load_average, memory_of, run_load, server_env, split_tree
+from common import HERE, ROOT, Proc, cpu_of, load_average, median, memory_of, run_load, server_env, split_tree
 
 FAKE_LISTEN = re.compile(r"LLM on http://127\.0\.0\.1:(\d+)/v1")
 RATE_RAISED = ["--rate-limit", "1000", "--rate-burst", "1000"]
+SINK_LISTEN = re.compile(r"OTLP sink on http://127\.0\.0\.1:(\d+)")
+OTEL_ENDPOINTS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 STATE = Path(tempfile.mkdtemp(prefix="myagent-bench-llm-"))
 
 
@@ -62,12 +67,15 @@ class _FakeProc(Proc):
         return f"http://127.0.0.1:{self.port}/v1"
 
 
-def start_llm_server(fake: _FakeProc, extra: list[str] = ()) -> Proc:
+def start_llm_server(fake: _FakeProc, extra: list[str] = (), env: dict | None = None) -> Proc:
+    """``env``: more variables for the server (the tracing rows set OTEL_EXPORTER_OTLP_ENDPOINT;
+    every other row runs with tracing off, whatever this environment says)."""
     state = tempfile.mkdtemp(dir=STATE)
     cmd = [sys.executable, "-m", "myagent.cli", "server", str(HERE / "llm_agent.py"), "--port", "0",
            "--state-dir", state, *extra]
-    env = server_env({"OPENAI_BASE_URL": fake.base_url, "MYAGENT_MODEL": "fake-model"},
-                     drop=("MYAGENT_LLM", "OPENAI_API_KEY", "MYAGENT_WS_STORE", "MYAGENT_WS_LOG_LEVEL"))
+    env = server_env({"OPENAI_BASE_URL": fake.base_url, "MYAGENT_MODEL": "fake-model", **(env or {})},
+                     drop=("MYAGENT_LLM", "OPENAI_API_KEY", "MYAGENT_WS_STORE", "MYAGENT_WS_LOG_LEVEL",
+                           *(() if env else OTEL_ENDPOINTS)))
     return Proc(cmd, env)
 
 
@@ -79,12 +87,12 @@ def _limits(delay_ms: int, clients: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def llm_stack(delay_ms: int, extra: list[str]) -> Iterator[tuple[_FakeProc, Proc]]:
+def llm_stack(delay_ms: int, extra: list[str], env: dict | None = None) -> Iterator[tuple[_FakeProc, Proc]]:
     """A fake LLM and a server pointed at it; both stopped (by pid) on the way out."""
     fake = start_fake_llm(delay_ms)
     server = None
     try:
-        server = start_llm_server(fake, extra)
+        server = start_llm_server(fake, extra, env)
         time.sleep(0.2)  # both sandboxes up
         yield fake, server
     finally:
@@ -260,6 +268,49 @@ def idle_memory(server: Proc, count: int) -> dict:
     return result
 
 
+def _sink_stats(sink: Proc) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{sink.port}/stats", timeout=10) as answer:
+        return json.loads(answer.read())
+
+
+def tracing_rows(quick: bool, off: dict | None = None) -> dict:
+    """The cost of traces: the same load (0 ms/token, 50 clients, one turn per session) on a fresh
+    stack with tracing off, then on (OTEL_EXPORTER_OTLP_ENDPOINT pointing at otlp_sink.py, a
+    stand-in collector in a process of its own), ``reps`` times alternating; medians of CPU ms
+    per turn, front and sandboxes (the exporter's thread included: it is a thread of theirs).
+    ``off``: a row already measured with that load and tracing off (quick mode reuses its one)."""
+    clients, duration, reps = (50, 1.5, 1) if quick else (50, 8.0, 3)
+    runs: dict[str, list[dict]] = {"off": [] if off is None else [{**off, "spans_exported": 0}], "on": []}
+    sink = Proc([sys.executable, str(HERE / "otlp_sink.py"), "0"], None, SINK_LISTEN)
+    try:
+        for _ in range(reps):
+            for mode in ("on",) if off is not None else runs:
+                env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{sink.port}"} if mode == "on" else None
+                before = _sink_stats(sink)
+                with llm_stack(0, RATE_RAISED, env) as stack:
+                    row = llm_row(0, clients, 1, duration, stack)
+                received = _sink_stats(sink)  # after the stop: the sandboxes flushed their last spans
+                row["spans_exported"] = received["spans"] - before["spans"]
+                runs[mode].append(row)
+    finally:
+        sink.stop()
+    out: dict = {"clients": clients, "reps": reps, "duration_s": duration}
+    for mode, rows in runs.items():
+        for key in ("front_cpu_ms_per_turn", "sandbox_cpu_ms_per_turn", "turns_per_s", "turn_p50_ms"):
+            out[f"{mode}_{key}"] = median([r[key] for r in rows])
+        out[f"{mode}_spans_exported"] = sum(r["spans_exported"] for r in rows)
+        out[f"{mode}_errors"] = sum(r["errors"] for r in rows)
+    for part in ("front", "sandbox"):
+        key = f"{part}_cpu_ms_per_turn"
+        out[f"{part}_delta_ms_per_turn"] = out[f"on_{key}"] - out[f"off_{key}"]
+        out[f"{part}_on_vs_off"] = out[f"on_{key}"] / out[f"off_{key}"]
+    print(f"  tracing on vs off: CPU ms/turn front {out['off_front_cpu_ms_per_turn']:.2f} -> "
+          f"{out['on_front_cpu_ms_per_turn']:.2f}, sandboxes {out['off_sandbox_cpu_ms_per_turn']:.2f} -> "
+          f"{out['on_sandbox_cpu_ms_per_turn']:.2f}; {out['on_spans_exported']} spans exported "
+          f"({out['off_spans_exported']} with tracing off)", flush=True)
+    return out
+
+
 def llm_part(quick: bool) -> dict:
     if quick:  # the CI smoke: every kind of figure once, small, on one fake LLM and one server
         with llm_stack(0, RATE_RAISED) as stack:
@@ -276,6 +327,7 @@ def llm_part(quick: bool) -> dict:
             out["reference"] = reference_rows([2, 100, 400], 40, stack[0].base_url)
             out["long_conversation"] = long_conversation(stack[1], 100)
             out["idle_memory"] = idle_memory(stack[1], 1000)
+    out["tracing"] = tracing_rows(quick, out["rows"][0] if quick else None)
     ref = {(r["mode"], r["history"]): r["cpu_ms_per_turn"] for r in out["reference"]}
     # Our provider's own request path alone: lean, over the HTTP client it uses here.
     own = ref.get(("lean_aiohttp", 2)) if http_transport() == "aiohttp" else None
@@ -322,6 +374,15 @@ def markdown(part: dict) -> list[str]:
                  f"(**{f(c['msg_100_vs_msg_1'], 2)}x**; {f(c['fit_us_per_message'], 1)} µs per message of history); "
                  f"raw: first 5 turns {f(c['first_5_ms'], 2)}, last 5 (~{c['history_at_last']} messages) "
                  f"{f(c['last_5_ms'], 2)} ({f(c['last_vs_first'], 2)}x)")
+    t = part.get("tracing")
+    if t:
+        lines.append(f"\n**traces on vs off** ({t['clients']} clients, 0 ms/token, median of {t['reps']}; on: "
+                     f"OTLP/HTTP to a stand-in collector, {t['on_spans_exported']} spans received): CPU ms per turn, "
+                     f"front {f(t['off_front_cpu_ms_per_turn'], 2)} -> {f(t['on_front_cpu_ms_per_turn'], 2)} "
+                     f"(+{f(t['front_delta_ms_per_turn'], 2)}, {f(t['front_on_vs_off'], 2)}x), sandboxes "
+                     f"{f(t['off_sandbox_cpu_ms_per_turn'], 2)} -> {f(t['on_sandbox_cpu_ms_per_turn'], 2)} "
+                     f"(+{f(t['sandbox_delta_ms_per_turn'], 2)}, {f(t['sandbox_on_vs_off'], 2)}x); turns/s "
+                     f"{f(t['off_turns_per_s'], 0)} -> {f(t['on_turns_per_s'], 0)}")
     m = part["idle_memory"]
     lines.append(f"\n**idle sessions, OpenAI provider**: {m['sessions']} sessions after one turn each: "
                  f"{f(m['sandbox_kib_per_idle_session'])} KiB each in the sandboxes, "

@@ -34,6 +34,9 @@ def test_quick_benchmark_reports_figures(tmp_path):
     assert {(r["mode"], r["history"]) for r in llm["reference"]} >= {("typed", 2), ("lean", 2)}
     assert llm["long_conversation"]["turns"] >= 10 and llm["long_conversation"]["fit_ms_at_msg_1"] > 0
     assert llm["idle_memory"]["sessions"] > 0
+    tracing = llm["tracing"]  # traces on vs off: the "on" servers exported spans, the "off" ones none
+    assert tracing["on_spans_exported"] > 0 and tracing["off_spans_exported"] == 0
+    assert tracing["on_sandbox_cpu_ms_per_turn"] > 0 and tracing["on_errors"] == 0
     assert results["idle"]["sessions"] > 0 and results["idle"]["uss_kib_per_session"] > 0
     assert results["churn"]["sessions_created_and_closed_per_s"] > 0
     assert results["streaming"]["token_deltas_per_s"] > 0

@@ -99,3 +99,15 @@ def test_start_lines_name_without_values():
     assert start_lines([], ["PATH"], {"PATH": "/bin"}) == []
     many = start_lines([], [], {f"K{i}_TOKEN": "v" for i in range(HINT_NAMES + 3)})
     assert "and 3 more" in many[0]
+
+
+def test_otel_variables_reach_sandboxes_but_not_the_collectors_credentials():
+    source = {**SOURCE, "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_SERVICE_NAME": "bot",
+              "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s3cret",
+              "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "api-key=s3cret"}
+    env = sandbox_environment(source=source)
+    for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_SERVICE_NAME", "OTEL_BSP_SCHEDULE_DELAY"):
+        assert env[key] == source[key]
+    assert "OTEL_EXPORTER_OTLP_HEADERS" not in env and "OTEL_EXPORTER_OTLP_TRACES_HEADERS" not in env
+    # An operator who accepts that agent code can read them passes them by name.
+    assert sandbox_environment(["OTEL_EXPORTER_OTLP_HEADERS"], source=source)["OTEL_EXPORTER_OTLP_HEADERS"]

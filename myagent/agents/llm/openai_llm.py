@@ -54,6 +54,7 @@ from typing import Any, AsyncIterator, Mapping, Sequence
 import openai
 import orjson
 
+from .. import tracing
 from ..usage import TokenUsage
 from .base import LLMError, LLMResponse, TextDelta, ToolCall
 from .openai_client import DEFAULT_MAX_CONNECTIONS, ClientKey, close_clients, http_transport, shared_client
@@ -279,9 +280,12 @@ class OpenAILLM:
     ) -> AsyncIterator[TextDelta | LLMResponse]:
         """:meth:`stream` for messages and tools already encoded as JSON (one object per
         message; ``tools`` a JSON array, or empty for none). The agent keeps its history so."""
+        trace = tracing.current_chat()  # the request's span when tracing is on, else None
         result = await self._open(self._body(messages, tools), len(messages))
         if not self.streaming:
             try:
+                if trace is not None:
+                    trace.observe(result)
                 response = self._from_completion(result)
             except LLMError:
                 raise
@@ -296,6 +300,8 @@ class OpenAILLM:
         try:
             async with result as chunks:
                 async for chunk in chunks:
+                    if trace is not None:
+                        trace.observe(chunk)
                     for text in self._consume(assembler, chunk):
                         yield TextDelta(text)
         except LLMError:
