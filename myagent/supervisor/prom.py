@@ -188,25 +188,30 @@ class ServerCollector(Collector):
 
 
 def _usage_families(m: Any) -> Iterator[Metric]:
-    """Token usage by agent and model, as the sandboxes reported it at the end of each turn."""
+    """Token usage by model, as the sandboxes reported it at the end of each turn (one agent's
+    counters: merge_by_agent adds the ``agent`` label)."""
+    by_model: dict[str, list] = {}
+    for (_, model), row in m.usage.items():
+        total = by_model.setdefault(model, [0] * len(row))
+        for i, value in enumerate(row):
+            total[i] += value
     tokens = CounterMetricFamily(PREFIX + "llm_tokens", "LLM tokens the provider reported, by type "
-                                 "(prompt, completion).", labels=["agent", "model", "type"])
-    requests = CounterMetricFamily(PREFIX + "llm_requests", "LLM requests made.", labels=["agent", "model"])
+                                 "(prompt, completion).", labels=["model", "type"])
+    requests = CounterMetricFamily(PREFIX + "llm_requests", "LLM requests made.", labels=["model"])
     unknown = CounterMetricFamily(PREFIX + "llm_requests_usage_unknown", "LLM requests whose provider reported "
-                                  "no token usage (not counted in llm_tokens).", labels=["agent", "model"])
-    llm_seconds = CounterMetricFamily(PREFIX + "llm_seconds", "Time spent in LLM requests.", labels=["agent", "model"])
-    tool_seconds = CounterMetricFamily(PREFIX + "tool_seconds", "Time spent running tools.", labels=["agent", "model"])
-    for (agent, model), row in sorted(m.usage.items()):
-        tokens.add_metric([agent, model, "prompt"], row[0])
-        tokens.add_metric([agent, model, "completion"], row[1])
-        requests.add_metric([agent, model], row[3])
-        unknown.add_metric([agent, model], row[4])
-        llm_seconds.add_metric([agent, model], row[5])
-        tool_seconds.add_metric([agent, model], row[6])
+                                  "no token usage (not counted in llm_tokens).", labels=["model"])
+    llm_seconds = CounterMetricFamily(PREFIX + "llm_seconds", "Time spent in LLM requests.", labels=["model"])
+    tool_seconds = CounterMetricFamily(PREFIX + "tool_seconds", "Time spent running tools.", labels=["model"])
+    for model, row in sorted(by_model.items()):
+        tokens.add_metric([model, "prompt"], row[0])
+        tokens.add_metric([model, "completion"], row[1])
+        requests.add_metric([model], row[3])
+        unknown.add_metric([model], row[4])
+        llm_seconds.add_metric([model], row[5])
+        tool_seconds.add_metric([model], row[6])
     yield from (tokens, requests, unknown, llm_seconds, tool_seconds)
-    yield _labelled(CounterMetricFamily(PREFIX + "turns_usage_unknown", "Turns whose usage never reached the front "
-                                        "(their sandbox was lost).", labels=["agent"]),
-                    m.usage_unknown_turns.items())
+    yield _counter("turns_usage_unknown", "Turns whose usage never reached the front (their sandbox was lost).",
+                   sum(m.usage_unknown_turns.values()))
 
 
 def make_registry(server: "Server") -> CollectorRegistry:

@@ -114,7 +114,7 @@ async def test_usage_is_what_the_llm_reported(fake, serve, open_client):
         "test-agent", "gpt-4o-mini", usage["total_tokens"], 3)
     code, text = srv.get("/metrics")
     assert code == 200
-    labels = {"agent": "test-agent", "model": "gpt-4o-mini"}
+    labels = {"agent": "test_agent", "model": "gpt-4o-mini"}  # the route name (file stem)
     assert metric(text, "myagent_ws_llm_tokens_total", type="prompt", **labels) == usage["prompt_tokens"]
     assert metric(text, "myagent_ws_llm_tokens_total", type="completion", **labels) == usage["completion_tokens"]
     assert metric(text, "myagent_ws_llm_requests_total", **labels) == 3
