@@ -98,10 +98,15 @@ def withheld(passed: Iterable[str], source: Mapping[str, str] | None = None) -> 
 
 def start_lines(declared: Iterable[str], passed: Iterable[str], source: Mapping[str, str] | None = None) -> list[str]:
     """What the server says once at start: the declared names it passes, the credentials it withholds."""
-    declared = list(declared)
-    lines = [f"🔑 Passed to sandboxes as the agent file declares: {', '.join(declared)}"] if declared else []
+    line = declared_line(declared)
     names = withheld(passed, source)
-    return lines + ([withheld_hint(names)] if names else [])
+    return ([line] if line else []) + ([withheld_hint(names)] if names else [])
+
+
+def declared_line(declared: Iterable[str]) -> str:
+    """The declared names an agent's sandboxes get ("" when it declares none)."""
+    declared = list(declared)
+    return f"🔑 Passed to sandboxes as the agent file declares: {', '.join(declared)}" if declared else ""
 
 
 def withheld_hint(names: list[str]) -> str:

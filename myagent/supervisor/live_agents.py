@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from myagent.supervisor.agent_specs import AgentSpec, check_name, directory_agents, stem
 from myagent.supervisor.agents import AgentUnit
-from myagent.supervisor.environment import start_lines
+from myagent.supervisor.environment import declared_line
 from myagent.supervisor.exceptions import ConfigError, SupervisorError
 from myagent.supervisor.reloader import changed_files, plan, snapshot_dirs
 
@@ -57,8 +57,8 @@ class LiveAgents:
         self._say(unit, f"✅ Agent loaded: {agent.get('name')} ({tools}); {len(unit.pool.sandboxes)} sandbox(es), "
                         f"up to {unit.config.sessions_per_worker} sessions each")
         self._say(unit, unit.capacity_line())
-        for line in start_lines(unit.pool.declared, unit.pool.env):
-            self._say(unit, line)
+        if unit.pool.declared:  # what is withheld is said once for all agents (Server.start)
+            self._say(unit, declared_line(unit.pool.declared))
 
     def activate(self, unit: AgentUnit) -> None:
         if not self.seen:

@@ -26,6 +26,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from myagent import otel
 from myagent.supervisor.agent_specs import AgentSpec, stem, with_overrides
 from myagent.supervisor.agents import Agents, AgentUnit
+from myagent.supervisor.environment import prepare, withheld, withheld_hint
 from myagent.supervisor.exceptions import ConfigError
 from myagent.supervisor.guard import Guard, HostCheck, exposed_to_others, load_tokens, needs_auth_warning
 from myagent.supervisor.budgets import Budgets
@@ -159,6 +160,8 @@ class Server:
         not_dumpable()
         ssl_context = tls_context(c.tls_cert, c.tls_key)
         await self._bind(ssl_context)
+        for unit in self.agents:  # a declared variable missing: refused before anything starts
+            prepare(unit.config.agent_file, unit.config.sandbox_env or ())
         try:
             await self.store.start()
         except StoreError as exc:
@@ -171,6 +174,9 @@ class Server:
         if failed:
             await self.stop_pools()
             raise failed[0]
+        names = withheld(set().union(*(unit.pool.env for unit in self.agents)))
+        if names:  # credentials no agent gets, named once (never their values)
+            self.announce(withheld_hint(names))
         if needs_auth_warning(c.host, self.guard.auth_enabled):
             self.announce(f"⚠️  WARNING: listening on {c.host} without authentication: anyone who can reach "
                           "this port can use the agent. Set MYAGENT_WS_AUTH_TOKENS or --auth-tokens-file.")

@@ -96,6 +96,19 @@ def test_a_missing_declared_variable_refuses_to_start_in_one_line():
     assert "listening" not in run.stdout
 
 
+def test_with_several_agents_a_missing_variable_refuses_before_any_agent_loads():
+    """Another agent that declares nothing must not start its zygote first (agents load side by side)."""
+    other = ROOT / "tests" / "fixtures" / "agents" / "test_agent.py"
+    run = subprocess.run([sys.executable, "-m", "myagent.cli", "server", str(other), str(AGENT), "--host",
+                          "127.0.0.1", "--port", "0", "--workers", "1", "--store", "memory:"],
+                         env=environment(**UNDECLARED), cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.splitlines() == [
+        f"❌ {AGENT} declares SERPER_API_KEY, not set in the server's environment (or empty): set it "
+        "(export SERPER_API_KEY=...) or take it out of the declaration"]
+    assert "Loading agent file" not in run.stdout and "sandbox" not in run.stdout
+
+
 def test_check_reports_declared_names_set_or_missing_never_values():
     def check(**extra: str) -> subprocess.CompletedProcess:
         return subprocess.run([sys.executable, "-m", "myagent.cli", "check", str(AGENT)], env=environment(**extra),
