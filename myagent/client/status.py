@@ -100,13 +100,20 @@ def _ms(v: Any) -> str:
     return "—" if v is None else f"{v:.0f} ms" if v >= 100 else f"{v:.1f} ms"
 
 
+def _ms_pair(p50: Any, p99: Any) -> str:
+    """``3.8/12 ms``: a percentile pair in one narrow cell."""
+    if p50 is None and p99 is None:
+        return "—"
+    return "/".join("—" if v is None else f"{v:.0f}" if v >= 100 else f"{v:.1f}" for v in (p50, p99)) + " ms"
+
+
 def _usage(value: float, cap: float, text: str) -> Text:
     """``text`` coloured by how close ``value`` is to ``cap`` (no cap: plain)."""
     if not cap:
         return Text(text)
     ratio = value / cap
     style = "red" if ratio >= 0.9 else "yellow" if ratio >= 0.7 else "green"
-    return Text(f"{text} / {ratio:.0%}", style=style)
+    return Text(f"{text} {ratio:.0%}", style=style)
 
 
 def _counts(d: dict | None) -> str:
@@ -132,38 +139,46 @@ def render(snap: Snapshot, base: str) -> Any:
 
     overview = Table(box=box.SIMPLE_HEAD, show_header=True, expand=False, title="Agents" if several else "Overview",
                      title_justify="left")
-    for col in (["agent", "path", "state"] if several else []) + [
-            "connections", "sessions active", "detached", "turns running", "turns started",
-            "turn p50 / p99", "first event p50 / p99", "restarts (recent)"]:
-        overview.add_column(col, justify="left" if col in ("agent", "path", "state") else "right")
+    # Two-line headers and paired cells: the view fits an 80-column terminal, several agents too
+    # (which leave out the first-event latency for their agent and state columns).
+    columns = (["agent", "state"] if several else []) + ["conns", "sessions\nact/det", "turns\nrun/all",
+                                                         "turn\np50/p99"] + \
+        ([] if several else ["1st event\np50/p99"]) + ["restarts\n(recent)"]
+    for col in columns:
+        overview.add_column(col, justify="left" if col in ("agent", "state") else "right")
     for section in sections:
         sessions, totals = section.get("sessions") or {}, section.get("totals") or {}
         latency, restarts = section.get("latency") or {}, section.get("restarts") or {}
-        first = [str(section.get("name")), str(section.get("path")),
+        first = [str(section.get("path")),
                  Text("ready", style="green") if section.get("ready") else
                  Text(str(section.get("ready_reason")), style="red")] if several else []
+        first_event = [] if several else [_ms_pair(latency.get("first_event_p50_ms"),
+                                                   latency.get("first_event_p99_ms"))]
         overview.add_row(
-            *first, str(section.get("connections", 0)), str(sessions.get("active", 0)),
-            str(sessions.get("detached", 0)), str(sessions.get("turns_running", 0)), str(totals.get("turns_started", 0)),
-            f"{_ms(latency.get('turn_p50_ms'))} / {_ms(latency.get('turn_p99_ms'))}",
-            f"{_ms(latency.get('first_event_p50_ms'))} / {_ms(latency.get('first_event_p99_ms'))}",
+            *first, str(section.get("connections", 0)),
+            f"{sessions.get('active', 0)}/{sessions.get('detached', 0)}",
+            f"{sessions.get('turns_running', 0)}/{totals.get('turns_started', 0)}",
+            _ms_pair(latency.get("turn_p50_ms"), latency.get("turn_p99_ms")), *first_event,
             f"{restarts.get('total', 0)} ({restarts.get('recent', 0)})")
 
-    sandboxes = Table(box=box.SIMPLE_HEAD, title="Sandboxes", title_justify="left")
-    for col, justify in ([("agent", "left")] if several else []) + [
-            ("id", "right"), ("pid", "right"), ("state", "left"), ("sessions", "right"),
-            ("turns", "right"), ("RSS", "right"), ("CPU", "right"), ("uptime", "right"),
-            ("heartbeat", "right"), ("kill reason", "left")]:
-        sandboxes.add_column(col, justify=justify)
+    # One sandbox table per agent (titled with its path) rather than an agent column: 80 columns.
+    tables = []
     for section in sections:
-        _sandbox_rows(sandboxes, section, [str(section.get("name"))] if several else [])
+        title = f"Sandboxes of {section.get('path')}" if several else "Sandboxes"
+        sandboxes = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left", collapse_padding=True)
+        for col, justify in [("id", "right"), ("pid", "right"), ("state", "left"), ("sess", "right"),
+                             ("turns", "right"), ("RSS", "right"), ("CPU", "right"), ("up", "right"),
+                             ("last\nbeat", "right"), ("kill\nreason", "left")]:
+            sandboxes.add_column(col, justify=justify)
+        _sandbox_rows(sandboxes, section, [])
+        tables.append(sandboxes)
 
     counts = Table(box=box.SIMPLE_HEAD, show_header=False, title="Totals", title_justify="left")
     counts.add_column(style="dim")
     counts.add_column()
     for section in sections:
         _total_rows(counts, section, f"{section.get('name')}: " if several else "")
-    return Group(header, overview, sandboxes, counts)
+    return Group(header, overview, *tables, counts)
 
 
 def _sandbox_rows(table: Table, section: dict, first: list[str]) -> None:

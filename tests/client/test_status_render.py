@@ -93,8 +93,23 @@ def test_render_several_agents_one_row_each_and_their_sandboxes():
     Console(file=out, width=200, color_system=None).print(render(Snapshot(ready_code=503, status=doc), "http://x:1"))
     text = out.getvalue()
     assert "2 agents" in text and "Agents" in text and "NOT READY: agent crashy" in text
-    rows = [line for line in text.splitlines() if line.strip().startswith(("weather", "crashy"))]
+    rows = [line for line in text.splitlines() if line.strip().startswith(("weather", "crashy", "/weather", "/crashy"))]
     assert any("/weather" in r and "ready" in r for r in rows) and any("/crashy" in r for r in rows)
-    assert any(r.strip().startswith("weather") and "111" in r for r in rows)  # its sandbox, with its agent
-    assert any(r.strip().startswith("crashy") and "no sandbox" in r for r in rows)
+    assert "/crashy" in text and "/weather" in text
+    # Each agent's sandboxes in a table of their own, under its path.
+    weather_part = text.split("Sandboxes of /weather")[1].split("Sandboxes of /crashy")[0]
+    crashy_part = text.split("Sandboxes of /crashy")[1].split("Totals")[0]
+    assert "111" in weather_part and "no sandbox" in crashy_part and "111" not in crashy_part
     assert "crashy: unavailable" in text and "weather: restarts by reason" in text
+
+
+def test_several_agents_fit_an_80_column_terminal():
+    """Every header and agent path reads whole at 80 columns (rich truncates with an ellipsis)."""
+    sections = [{**STATUS, "name": name, "path": "/" + name, "ready": True} for name in ("weather_agent", "notes")]
+    out = io.StringIO()
+    Console(file=out, width=80, color_system=None).print(
+        render(Snapshot(ready_code=200, status={**STATUS, "agents": sections}), "http://127.0.0.1:8080"))
+    text = out.getvalue()
+    overview = text.split("Sandboxes")[0]
+    assert "…" not in overview, overview
+    assert "/weather_agent" in overview and "p50/p99" in overview and "12.0/250 ms" in overview
