@@ -212,6 +212,11 @@ def _total_rows(counts: Table, section: dict, prefix: str) -> None:
     counts.add_row(prefix + "interrupted", _counts(totals.get("interrupted_by_reason")))
     counts.add_row(prefix + "errors", _counts(totals.get("errors_by_code")))
     counts.add_row(prefix + "restarts by reason", _counts(restarts.get("by_reason")))
+    for row in (section.get("usage") or {}).get("by_model", []):  # what the LLM reported, per model
+        unknown = f" · {row['unknown_requests']} requests without usage" if row.get("unknown_requests") else ""
+        counts.add_row(prefix + f"LLM tokens ({row.get('model') or '?'})",
+                       f"{row.get('prompt_tokens', 0)} prompt / {row.get('completion_tokens', 0)} completion · "
+                       f"{row.get('llm_requests', 0)} requests{unknown}")
     if restarts.get("unavailable_reason"):
         counts.add_row(Text(prefix + "unavailable", style="red"), Text(restarts["unavailable_reason"], style="red"))
     limits_text = (f"workers {limits.get('workers')} · {limits.get('sessions_per_worker') or 0} sessions each · "

@@ -113,3 +113,13 @@ def test_several_agents_fit_an_80_column_terminal():
     overview = text.split("Sandboxes")[0]
     assert "…" not in overview, overview
     assert "/weather_agent" in overview and "p50/p99" in overview and "12.0/250 ms" in overview
+
+
+def test_token_usage_per_model_is_a_total_row():
+    usage = {"by_model": [{"agent": "weather", "model": "gpt-4o-mini", "prompt_tokens": 434, "completion_tokens": 14,
+                           "total_tokens": 448, "llm_requests": 2, "unknown_requests": 1}]}
+    out = io.StringIO()
+    Console(file=out, width=120, color_system=None).print(
+        render(Snapshot(ready_code=200, status={**STATUS, "usage": usage}), "http://x:1"))
+    assert "LLM tokens (gpt-4o-mini)" in out.getvalue()
+    assert "434 prompt / 14 completion · 2 requests · 1 requests without usage" in out.getvalue()
