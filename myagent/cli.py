@@ -138,6 +138,7 @@ def run(agent_file: str, question: str, yes: bool) -> None:
     """Run AGENT_FILE once on QUESTION, streaming its events to the terminal."""
     from myagent.agents.exceptions import AgentLoadError
     from myagent.agents.loader import load_agent_file
+    from myagent.client.interrupt import EXIT_CTRL_C, CtrlC
     from myagent.client.prompt import LineReader
     from myagent.client.render import EventPrinter
 
@@ -164,13 +165,23 @@ def run(agent_file: str, question: str, yes: bool) -> None:
 
     async def go() -> int:
         code = 0
-        async for event in agent.astream(question, confirm=confirm):
-            printer.show("agent." + event.kind, event.content, event.metadata)
-            if event.kind == "error":
-                code = 1
+        ctrl_c.attach()
+        try:
+            async for event in agent.astream(question, confirm=confirm):
+                printer.show("agent." + event.kind, event.content, event.metadata)
+                if event.kind == "error":
+                    code = 1
+        except asyncio.CancelledError:
+            if not ctrl_c.pressed:
+                raise
+            printer.prompt_done()
+            printer.end()
+            return EXIT_CTRL_C
         printer.end()
         return code
 
+    ctrl_c = CtrlC()
+    ctrl_c.install()
     sys.exit(_run(go()))
 
 

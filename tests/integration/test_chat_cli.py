@@ -116,18 +116,47 @@ def test_run_prints_markup_literally_too():
     assert "[high] buy milk; the tool said [/x] [red]Paris: sunny, 25°C" in result.stdout
 
 
-def test_run_quits_at_once_on_ctrl_c_at_its_confirmation():
-    child = pexpect.spawn(sys.executable, ["-m", "myagent.cli", "run", str(TEST_AGENT), "danger"], cwd=str(ROOT),
-                          env={**os.environ, "TERM": "dumb", "MYAGENT_LLM": CHAT_LLM}, encoding="utf-8", timeout=30)
+def spawn_run(agent: object, question: str, llm: str, sigint: object = signal.SIG_DFL) -> pexpect.spawn:
+    """`myagent-ws run` under a pseudo-terminal, started with SIGINT handled as ``sigint``
+    (SIG_IGN: as a CI job or a script's `cmd &` hands it down)."""
+    return pexpect.spawn(sys.executable, ["-m", "myagent.cli", "run", str(agent), question], cwd=str(ROOT),
+                         env={**os.environ, "TERM": "dumb", "MYAGENT_LLM": llm}, encoding="utf-8", timeout=30,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+
+
+def ctrl_c_until_exit(child: pexpect.spawn, within: float = 5) -> float:
+    started = time.monotonic()
+    child.sendintr()
+    child.expect(pexpect.EOF, timeout=within)
+    took = time.monotonic() - started
+    child.close()
+    return took
+
+
+@pytest.mark.parametrize("sigint", [signal.SIG_DFL, signal.SIG_IGN], ids=["sigint-default", "sigint-ignored"])
+def test_run_quits_at_once_on_ctrl_c_at_its_confirmation(sigint):
+    # Before: nothing until Enter (the question ran in a thread); then, with SIGINT ignored
+    # by the parent (CI), nothing at all: asyncio's handler is installed only over Python's default.
+    child = spawn_run(TEST_AGENT, "danger", CHAT_LLM, sigint)
     try:
         child.expect(r"Run dangerous\(\{\}\)\? \[y/N\] ")
-        started = time.monotonic()
-        child.sendintr()  # before: nothing until Enter (the question ran in a thread)
-        child.expect(pexpect.EOF, timeout=5)
-        took = time.monotonic() - started
+        took = ctrl_c_until_exit(child)
     finally:
         child.close(force=True)
-    assert took < 2.0 and child.exitstatus != 0, (took, child.exitstatus)
+    assert took < 2.0 and child.exitstatus == 130, (took, child.exitstatus)
+
+
+@pytest.mark.parametrize("tool", ["stubborn", "blocking"])
+def test_run_quits_on_ctrl_c_whatever_the_tool_does(tool):
+    # A tool that swallows the cancellation, or blocks the loop: before, Ctrl-C never ended the process.
+    child = spawn_run(ROOT / "tests/fixtures/agents/stubborn_agent.py", tool,
+                      f"scripted:{SCRIPTS / 'stubborn.json'}")
+    try:
+        child.expect(f"{tool}: started")
+        took = ctrl_c_until_exit(child)
+    finally:
+        child.close(force=True)
+    assert took < 3.0 and child.exitstatus == 130, (took, child.exitstatus)
 
 
 # -m: exit codes and closing ------------------------------------------------------------
