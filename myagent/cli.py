@@ -135,7 +135,10 @@ def check(agent_file: str) -> None:
 @click.argument("question")
 @click.option("--yes", is_flag=True, help="Approve every tool that asks for confirmation.")
 def run(agent_file: str, question: str, yes: bool) -> None:
-    """Run AGENT_FILE once on QUESTION, streaming its events to the terminal."""
+    """Run AGENT_FILE once on QUESTION, streaming its events to the terminal.
+
+    Ctrl-C cancels the turn and exits 130, within a second whatever the agent's code does.
+    """
     from myagent.agents.exceptions import AgentLoadError
     from myagent.agents.loader import load_agent_file
     from myagent.client.interrupt import EXIT_CTRL_C, CtrlC
