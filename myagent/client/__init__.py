@@ -136,11 +136,15 @@ class ClientSession:
                 raise ClientError(event)
 
 
+SYSTEM_QUEUE = 256  # events of no session kept for client.system (oldest dropped first)
+
+
 class AgentClient:
     def __init__(self, ws: ClientConnection) -> None:
         self.ws = ws
         self.sessions: dict[str, ClientSession] = {}
-        self.system: asyncio.Queue[dict] = asyncio.Queue()
+        # Events of no session (heartbeats, notices): a reader that never looks keeps the newest.
+        self.system: asyncio.Queue[dict] = asyncio.Queue(SYSTEM_QUEUE)
         self.connected: dict = {}
         self._pending: asyncio.Queue[dict] = asyncio.Queue()  # session_created / resumed answers
         self._reader = asyncio.get_running_loop().create_task(self._read())
@@ -195,6 +199,8 @@ class AgentClient:
                 if session is not None:
                     session._deliver(event)
                 else:
+                    if self.system.full():
+                        self.system.get_nowait()
                     self.system.put_nowait(event)
         except ConnectionClosed:
             pass
