@@ -22,6 +22,7 @@ from typing import Callable
 from myagent.client import AgentClient, ClientError, ClientSession, ConnectionLost
 from myagent.client.backoff import Backoff
 from myagent.client.reasons import describe, retryable
+from myagent.protocol import events as ev
 from myagent.protocol.errors import is_recoverable
 
 CLOSE_TIMEOUT = 2.0  # seconds to wait for agent.session_end when closing (then leave it to the TTL)
@@ -152,9 +153,17 @@ class ResumingSession:
                 return self._backlog.popleft()
             assert self.session is not None
             try:
-                return await self.session.next_event(None)
+                event = await self.session.next_event(None)
             except ConnectionLost:
                 await self.resumed()
+                continue
+            if event.get("event") == ev.SYSTEM_NOTICE and (event.get("metadata") or {}).get("taken_over"):
+                # Resuming would take it back, and the other client would do the same: a ping-pong.
+                self.lost = SessionLost(f"session {self.session.id} was taken over by another connection "
+                                        "(another client resumed it)")
+                self.notify(str(self.lost), "red")
+                raise self.lost
+            return event
 
     def take_pending(self) -> list[dict]:
         """Events already received and not read (between turns), without waiting."""

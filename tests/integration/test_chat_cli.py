@@ -8,6 +8,7 @@ waits in a slow tool ("slow").
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import signal
@@ -438,3 +439,23 @@ def test_events_missed_while_the_network_was_down_are_replayed(server):
         chat.close()
         proxy.cut()
     assert chat.child.exitstatus == 0, chat.transcript
+
+
+async def test_a_session_taken_over_elsewhere_is_lost_not_fought_over(server):
+    """Another client resumes the chat's session: the chat says so and stops, instead of waiting for
+    events that now go elsewhere (or resuming it back, which the other would answer in kind)."""
+    from myagent.client import AgentClient
+    from myagent.client.resume import ResumingSession, SessionLost
+
+    notes: list[str] = []
+    link = ResumingSession(server.url, None, lambda text, style: notes.append(text))
+    session = await link.open()
+    other = await AgentClient.connect(server.url)
+    try:
+        await other.reconnect(session.id, session.resume_token or "", session.last_seq)
+        with pytest.raises(SessionLost, match="taken over by another connection"):
+            await asyncio.wait_for(link.next_event(), 10)
+        assert not any("reconnecting" in note for note in notes)
+    finally:
+        await link.close()
+        await other.close()
