@@ -189,9 +189,6 @@ class AgentClient:
                     self._pending.put_nowait(event)
                     continue
                 session = self.sessions.get(sid) if sid else None
-                if session is None and name == ev.SYSTEM_NOTICE and (event.get("metadata") or {}).get("taken_over"):
-                    # Another connection resumed the session: its stream goes there from now on.
-                    session = self.sessions.get((event.get("metadata") or {}).get("session_id") or "")
                 if session is None and name == ev.SYSTEM_ERROR:
                     meta_sid = (event.get("metadata") or {}).get("session_id")
                     session = self.sessions.get(meta_sid) if meta_sid else None

@@ -69,12 +69,26 @@ class ResumingSession:
         assert client is not None
 
         async def watch() -> None:
-            await client.closed.wait()
+            taken = asyncio.get_running_loop().create_task(watch_takeover())
+            try:
+                await client.closed.wait()
+            finally:
+                taken.cancel()
             if not self._closing and client is self.client:
                 try:
                     await self.resumed()
                 except (SessionLost, asyncio.CancelledError):
                     pass  # told already; the next call raises it
+
+        async def watch_takeover() -> None:
+            # The server tells the connection (a system.notice of no session) that another one
+            # resumed the session: hand it to the session's stream, where next_event sees it.
+            while True:
+                event = await client.system.get()
+                meta = event.get("metadata") or {}
+                session = self.session
+                if meta.get("taken_over") and session is not None and meta.get("session_id") == session.id:
+                    session.queue.put_nowait(event)
 
         self._watcher = asyncio.get_running_loop().create_task(watch())
 
