@@ -97,7 +97,10 @@ async def wait_until(predicate: Any, timeout: float, what: str) -> Any:
 @modes(*ALL_MODES)
 async def test_setsid_children_are_counted_and_die_with_their_sandbox(mode: str, chaos, timings) -> None:
     """300 fork()+setsid() children: before, 179 survived the sandbox's kill and none was counted."""
-    srv = await start(chaos, mode, "--sandbox-max-procs", "400", "--max-memory", "0", "--max-cpu", "0")
+    # Forking 300 children blocks the tool for a while on a loaded host: this checks containment,
+    # not the heartbeat (FAST times a blocked loop out after 1.5 s).
+    srv = await start(chaos, mode, "--sandbox-max-procs", "400", "--max-memory", "0", "--max-cpu", "0",
+                      "--worker-timeout", "15")
     client = await chaos.client(srv)
     a, pid_a, b, pid_b = await place_two(srv, client)
     seen: set[int] = set()
