@@ -96,13 +96,6 @@ def withheld(passed: Iterable[str], source: Mapping[str, str] | None = None) -> 
     return sorted(k for k in source if k not in passed and looks_secret(k) and not k.startswith(DENIED_PREFIXES))
 
 
-def start_lines(declared: Iterable[str], passed: Iterable[str], source: Mapping[str, str] | None = None) -> list[str]:
-    """What the server says once at start: the declared names it passes, the credentials it withholds."""
-    line = declared_line(declared)
-    names = withheld(passed, source)
-    return ([line] if line else []) + ([withheld_hint(names)] if names else [])
-
-
 def declared_line(declared: Iterable[str]) -> str:
     """The declared names an agent's sandboxes get ("" when it declares none)."""
     declared = list(declared)

@@ -88,17 +88,17 @@ def test_withheld_names_credentials_only_and_not_the_servers_own():
 
 
 def test_start_lines_name_without_values():
-    from myagent.supervisor.environment import HINT_NAMES, start_lines
+    from myagent.supervisor.environment import HINT_NAMES, declared_line, withheld, withheld_hint
 
     source = {"SERPER_API_KEY": "serper-value", "GITHUB_TOKEN": "ghp-value", "AWS_SECRET_ACCESS_KEY": "aws-value"}
-    lines = start_lines(["SERPER_API_KEY"], ["PATH", "SERPER_API_KEY"], source)
+    lines = [declared_line(["SERPER_API_KEY"]), withheld_hint(withheld(["PATH", "SERPER_API_KEY"], source))]
     assert lines[0] == "🔑 Passed to sandboxes as the agent file declares: SERPER_API_KEY"
     assert lines[1].startswith("🔒 Withheld from sandboxes (they look like credentials): "
                                "AWS_SECRET_ACCESS_KEY, GITHUB_TOKEN. A tool that needs one: declare it")
     assert "--sandbox-env NAME" in lines[1] and "value" not in "".join(lines)
-    assert start_lines([], ["PATH"], {"PATH": "/bin"}) == []
-    many = start_lines([], [], {f"K{i}_TOKEN": "v" for i in range(HINT_NAMES + 3)})
-    assert "and 3 more" in many[0]
+    assert declared_line([]) == "" and withheld(["PATH"], {"PATH": "/bin"}) == []
+    many = withheld_hint(withheld([], {f"K{i}_TOKEN": "v" for i in range(HINT_NAMES + 3)}))
+    assert "and 3 more" in many
 
 
 def test_otel_variables_reach_sandboxes_but_not_the_collectors_credentials():
